@@ -1,0 +1,46 @@
+"""The `streams` command line. Every user mistake or service failure is one clear line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+import typer
+
+from streams.cli import dev, pipeline
+from streams.errors import StreamsError
+
+app = typer.Typer(
+    name="streams",
+    help="Kappa-architecture event processor: rolling CTR and fraud signals.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(dev.app, name="dev")
+app.add_typer(pipeline.produce_app, name="produce")
+app.add_typer(pipeline.query_app, name="query")
+app.command()(pipeline.worker)
+app.command()(pipeline.demo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="streams", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        print(f"streams: error: {exc.format_message()}{hint}", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        print("streams: aborted", file=sys.stderr)
+        sys.exit(130)
+    except StreamsError as exc:
+        print(f"streams: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("streams: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,78 @@
+"""Decoding and validating raw event bytes against the JSON Schemas in ``schemas/``. Pure."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+
+
+@dataclass(frozen=True)
+class Coordinates:
+    """Where a message came from: ``topic[partition]@offset``."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+    key: bytes | None = None
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An event the pipeline cannot use, with a low-cardinality kind and a precise reason."""
+
+    kind: str  # malformed_json | schema_violation | late_event
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    raw: bytes
+    coordinates: Coordinates
+    rejection: Rejected
+
+    def to_record(self, pipeline_version: str) -> dict[str, Any]:
+        c = self.coordinates
+        return {
+            "topic": c.topic,
+            "partition": c.partition,
+            "offset": c.offset,
+            "timestamp_ms": c.timestamp_ms,
+            "key_base64": base64.b64encode(c.key).decode() if c.key is not None else None,
+            "reason_kind": self.rejection.kind,
+            "reason": self.rejection.reason,
+            "raw_base64": base64.b64encode(self.raw).decode(),
+            "pipeline_version": pipeline_version,
+        }
+
+
+def load_validator(schema_path: Path) -> Draft202012Validator:
+    schema = json.loads(schema_path.read_text())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def decode(raw: bytes | None, validator: Draft202012Validator) -> dict[str, Any] | Rejected:
+    """Parse one message value; a schema violation names the first failing field."""
+    if raw is None:
+        return Rejected("malformed_json", "empty message value")
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejected("malformed_json", f"malformed JSON: {exc}")
+    if not isinstance(event, dict):
+        return Rejected("schema_violation", f"expected a JSON object, got {type(event).__name__}")
+    error = next(iter(validator.iter_errors(event)), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(event)"
+        return Rejected("schema_violation", f"{where}: {error.message}"[:500])
+    return event

@@ -1,0 +1,1 @@
+"""Edges to the outside world: Kafka (confluent-kafka) and Cassandra (cassandra-driver)."""

@@ -1,0 +1,180 @@
+"""Cassandra session, schema and the Cassandra sink (cassandra-driver). The only module that imports it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from cassandra import OperationTimedOut, Unavailable, WriteTimeout
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    ResponseFuture,
+    Session,
+)
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.query import PreparedStatement
+
+from streams.errors import RuntimeServiceError, SinkError
+from streams.netcheck import port_open
+from streams.settings import CassandraSettings
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT = (OperationTimedOut, WriteTimeout, Unavailable, NoHostAvailable)
+_IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+
+
+def connect(cassandra: CassandraSettings, *, keyspace: str | None = None) -> tuple[Cluster, Session]:
+    auth = None
+    if cassandra.username:
+        password = cassandra.password.get_secret_value() if cassandra.password else ""
+        auth = PlainTextAuthProvider(username=cassandra.username, password=password)
+    profile = ExecutionProfile(load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()))
+    cluster = Cluster(
+        list(cassandra.hosts),
+        port=cassandra.port,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        auth_provider=auth,
+        connect_timeout=cassandra.connect_timeout_s,
+        protocol_version=5,
+    )
+    try:
+        return cluster, cluster.connect(keyspace)
+    except NoHostAvailable as exc:
+        cluster.shutdown()
+        hosts = ",".join(cassandra.hosts)
+        raise RuntimeServiceError(f"Cassandra at {hosts}:{cassandra.port} is not reachable: {exc}") from exc
+
+
+def cql_ready(cassandra: CassandraSettings) -> bool:
+    """True when Cassandra accepts CQL (quietly: a node that is still starting is not an error)."""
+    if not port_open(cassandra.hosts[0], cassandra.port):
+        return False
+    driver_log = logging.getLogger("cassandra.cluster")
+    level = driver_log.level
+    driver_log.setLevel(logging.CRITICAL)
+    try:
+        cluster, session = connect(cassandra)
+    except RuntimeServiceError:
+        return False
+    finally:
+        driver_log.setLevel(level)
+    try:
+        return session.execute("SELECT release_version FROM system.local").one() is not None
+    finally:
+        cluster.shutdown()
+
+
+def check_identifier(name: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise RuntimeServiceError(f"not a valid Cassandra identifier: {name!r}")
+    return name
+
+
+def schema_statements(schema_dir: Path, keyspace: str, replication_factor: int) -> list[str]:
+    """The CQL statements of ``schema_dir/*.cql`` in file order, with ``${keyspace}`` filled in."""
+    values = {"keyspace": check_identifier(keyspace), "replication_factor": replication_factor}
+    statements: list[str] = []
+    for path in sorted(schema_dir.glob("*.cql")):
+        text = Template(path.read_text()).substitute(values)
+        body = "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
+        statements += [s.strip() for s in body.split(";") if s.strip()]
+    return statements
+
+
+def apply_schema(session: Session, schema_dir: Path, keyspace: str, replication_factor: int) -> None:
+    """Create the keyspace and tables if missing (every statement is IF NOT EXISTS)."""
+    for statement in schema_statements(schema_dir, keyspace, replication_factor):
+        session.execute(statement, timeout=60)
+
+
+def drop_keyspace(session: Session, keyspace: str) -> None:
+    session.execute(f"DROP KEYSPACE IF EXISTS {check_identifier(keyspace)}", timeout=60)
+
+
+def _as_asyncio(response: ResponseFuture) -> asyncio.Future[Any]:
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def done(result: Any) -> None:
+        loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
+
+    def failed(exc: BaseException) -> None:
+        loop.call_soon_threadsafe(lambda: future.done() or future.set_exception(exc))
+
+    response.add_callbacks(done, failed)
+    return future
+
+
+class CassandraSink:
+    """Idempotent upserts (INSERT is an upsert in Cassandra) with prepared statements,
+    bounded concurrency and retries with backoff for transient errors."""
+
+    def __init__(
+        self,
+        session: Session,
+        keyspace: str,
+        *,
+        concurrency: int = 64,
+        max_attempts: int = 5,
+    ) -> None:
+        self._session = session
+        self._keyspace = check_identifier(keyspace)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._max_attempts = max_attempts
+        self._prepared: dict[tuple[str, tuple[str, ...]], PreparedStatement] = {}
+
+    async def setup(self) -> None:
+        """Nothing to do: the schema is applied by `apply_schema` before workers start."""
+
+    def _statement(self, table: str, columns: tuple[str, ...]) -> PreparedStatement:
+        key = (table, columns)
+        if key not in self._prepared:
+            names = ", ".join(columns)
+            marks = ", ".join("?" for _ in columns)
+            self._prepared[key] = self._session.prepare(
+                f"INSERT INTO {self._keyspace}.{check_identifier(table)} ({names}) VALUES ({marks})"
+            )
+        return self._prepared[key]
+
+    async def write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Upsert rows; returns once every row is durably acknowledged by Cassandra."""
+        if not rows:
+            return
+        columns = tuple(rows[0])
+        statement = self._statement(table, columns)
+        await asyncio.gather(*(self._upsert(statement, [row[c] for c in columns]) for row in rows))
+
+    async def _upsert(self, statement: PreparedStatement, values: list[Any]) -> None:
+        async with self._slots:
+            for attempt in range(1, self._max_attempts + 1):
+                try:
+                    await _as_asyncio(self._session.execute_async(statement, values))
+                    return
+                except _TRANSIENT as exc:
+                    if attempt == self._max_attempts:
+                        raise SinkError(f"Cassandra write failed after {attempt} attempts: {exc}") from exc
+                    log.warning("Cassandra write retry %d: %s", attempt, exc)
+                    await asyncio.sleep(min(0.1 * 2**attempt, 5.0))
+
+    async def flush(self) -> None:
+        """Writes are acknowledged in `write`; nothing is buffered here."""
+
+    async def close(self) -> None:
+        self._prepared.clear()
+
+
+def read_smoke_events(session: Session, keyspace: str, run_id: str) -> list[dict[str, Any]]:
+    rows = session.execute(
+        f"SELECT * FROM {check_identifier(keyspace)}.smoke_events WHERE run_id = %s", (run_id,)
+    )
+    return [dict(row._asdict()) for row in rows]

@@ -1,0 +1,84 @@
+"""Kafka admin and producer helpers (confluent-kafka). The only module that imports it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.errors import RuntimeServiceError
+from streams.netcheck import port_open
+from streams.settings import KafkaSettings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def client_config(kafka: KafkaSettings) -> dict[str, object]:
+    # log_level 3: librdkafka's own notices (e.g. on client close) stay out of the CLI output.
+    return {"bootstrap.servers": kafka.bootstrap, "log_level": 3}
+
+
+def broker_ready(kafka: KafkaSettings, timeout_s: float = 2.0) -> bool:
+    """True when the cluster answers a metadata request with at least one broker."""
+    host, _, port = kafka.bootstrap.split(",")[0].rpartition(":")
+    if not port_open(host or "127.0.0.1", int(port)):
+        return False
+    admin = AdminClient({**client_config(kafka), "socket.timeout.ms": int(timeout_s * 1000)})
+    try:
+        return bool(admin.list_topics(timeout=timeout_s).brokers)
+    except KafkaException:
+        return False
+
+
+def ensure_topics(kafka: KafkaSettings, topics: Iterable[TopicSpec]) -> list[str]:
+    """Create missing topics (idempotent); returns the names created."""
+    admin = AdminClient(client_config(kafka))
+    wanted = list(topics)
+    existing = set(admin.list_topics(timeout=10).topics)
+    new = [
+        NewTopic(t.name, t.partitions, kafka.replication_factor, config=t.config)
+        for t in wanted
+        if t.name not in existing
+    ]
+    if not new:
+        return []
+    created = []
+    for name, future in admin.create_topics(new, operation_timeout=30).items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise RuntimeServiceError(f"cannot create topic {name}: {exc.args[0].str()}") from exc
+    return created
+
+
+def delete_topics(kafka: KafkaSettings, names: Iterable[str]) -> None:
+    admin = AdminClient(client_config(kafka))
+    futures = admin.delete_topics(list(names), operation_timeout=30)
+    for future in futures.values():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+
+
+def make_producer(kafka: KafkaSettings, **overrides: object) -> Producer:
+    """An idempotent producer: retries never duplicate or reorder within a partition."""
+    config: dict[str, object] = {
+        **client_config(kafka),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        **overrides,
+    }
+    return Producer(config)

@@ -1,0 +1,1 @@
+"""The local, Docker-free runtime: Kafka, Cassandra and Prometheus started from official artifacts."""
