@@ -86,7 +86,7 @@ def create_app(settings: Settings, *, sink: Sink, metrics: PipelineMetrics) -> f
     validator = load_validator(settings.schemas_dir / smoke.SCHEMA_FILE)
 
     @app.agent(source, name="smoke")
-    async def smoke_agent(stream: faust.StreamT) -> None:
+    async def smoke_agent(stream: Any) -> None:  # a faust.Stream; StreamT lacks take_events
         async for events in stream.take_events(worker.batch_size, within=worker.batch_timeout_s):
             batch = decode_batch(((e.message.value, coordinates(e.message)) for e in events), validator)
             rows = [smoke.smoke_row(ev, at, worker.pipeline_version) for ev, at in batch.events]

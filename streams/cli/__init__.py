@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
-import click
 import typer
+from typer.exceptions import TyperException
 
 from streams.cli import dev, pipeline
 from streams.errors import StreamsError
@@ -30,11 +30,15 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="streams", standalone_mode=False)
-    except click.exceptions.UsageError as exc:
-        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+    except TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: show its help
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         print(f"streams: error: {exc.format_message()}{hint}", file=sys.stderr)
-        sys.exit(2)
-    except click.exceptions.Abort:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
         print("streams: aborted", file=sys.stderr)
         sys.exit(130)
     except StreamsError as exc:

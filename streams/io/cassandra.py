@@ -105,11 +105,20 @@ def _as_asyncio(response: ResponseFuture) -> asyncio.Future[Any]:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
 
+    # The driver calls back on its own I/O thread: hand the outcome to the event loop.
+    def resolve(result: Any) -> None:
+        if not future.done():
+            future.set_result(result)
+
+    def reject(exc: BaseException) -> None:
+        if not future.done():
+            future.set_exception(exc)
+
     def done(result: Any) -> None:
-        loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
+        loop.call_soon_threadsafe(resolve, result)
 
     def failed(exc: BaseException) -> None:
-        loop.call_soon_threadsafe(lambda: future.done() or future.set_exception(exc))
+        loop.call_soon_threadsafe(reject, exc)
 
     response.add_callbacks(done, failed)
     return future

@@ -20,7 +20,10 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
-def client_config(kafka: KafkaSettings) -> dict[str, object]:
+ClientConfig = dict[str, str | int | float | bool]
+
+
+def client_config(kafka: KafkaSettings) -> ClientConfig:
     # log_level 3: librdkafka's own notices (e.g. on client close) stay out of the CLI output.
     return {"bootstrap.servers": kafka.bootstrap, "log_level": 3}
 
@@ -71,9 +74,9 @@ def delete_topics(kafka: KafkaSettings, names: Iterable[str]) -> None:
                 raise
 
 
-def make_producer(kafka: KafkaSettings, **overrides: object) -> Producer:
+def make_producer(kafka: KafkaSettings, **overrides: str | int | float | bool) -> Producer:
     """An idempotent producer: retries never duplicate or reorder within a partition."""
-    config: dict[str, object] = {
+    config: ClientConfig = {
         **client_config(kafka),
         "enable.idempotence": True,
         "acks": "all",
