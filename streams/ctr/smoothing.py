@@ -1,0 +1,160 @@
+"""Empirical-Bayes CTR: Beta-Binomial priors by method of moments, Beta posterior intervals. Pure."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from scipy.special import betaincinv
+
+CI_METHOD = "beta_posterior_equal_tailed"
+# Alpha is floored at 1: the posterior stays unimodal, so its mean lies inside the interval.
+MIN_ALPHA = 1.0
+
+
+@dataclass(frozen=True)
+class BetaPrior:
+    alpha: float
+    beta: float
+    level: str  # where it came from: campaign | global | default | ad (cell backoff)
+    version: str
+
+    @property
+    def mean(self) -> float:
+        return self.alpha / (self.alpha + self.beta)
+
+    @classmethod
+    def from_mean(cls, mean: float, strength: float, level: str, version: str) -> BetaPrior:
+        """A prior with the given mean and pseudo-count ``strength`` (alpha + beta), alpha floored."""
+        mean = min(max(mean, 1e-9), 1 - 1e-9)
+        alpha = max(mean * strength, MIN_ALPHA)
+        return cls(alpha, alpha * (1 - mean) / mean, level, version)
+
+
+@dataclass(frozen=True)
+class CtrEstimate:
+    impressions: int
+    clicks: int
+    raw_ctr: float | None  # None without impressions
+    smoothed_ctr: float  # posterior mean
+    ci_low: float
+    ci_high: float
+    ci_level: float
+    ci_method: str
+    prior: BetaPrior
+
+
+def estimate(impressions: int, clicks: int, prior: BetaPrior, ci_level: float = 0.95) -> CtrEstimate:
+    """Posterior Beta(alpha + clicks, beta + impressions - clicks): mean and equal-tailed interval."""
+    clicks = min(clicks, impressions) if impressions else clicks
+    a = prior.alpha + clicks
+    b = prior.beta + max(impressions - clicks, 0)
+    tail = (1 - ci_level) / 2
+    low, high = (float(q) for q in betaincinv(a, b, [tail, 1 - tail]))
+    return CtrEstimate(
+        impressions=impressions,
+        clicks=clicks,
+        raw_ctr=clicks / impressions if impressions else None,
+        smoothed_ctr=a / (a + b),
+        ci_low=low,
+        ci_high=high,
+        ci_level=ci_level,
+        ci_method=CI_METHOD,
+        prior=prior,
+    )
+
+
+def fit_beta_moments(
+    cells: Iterable[tuple[int, int]], *, min_impressions: int, min_cells: int = 3
+) -> tuple[float, float] | None:
+    """Method-of-moments Beta fit on (impressions, clicks) cells with enough impressions.
+
+    The variance of the observed rates is corrected for binomial noise; a fit is degenerate
+    (None) when there are too few cells, no clicks at all, or no over-dispersion left.
+    """
+    usable = [(n, c) for n, c in cells if n >= min_impressions]
+    if len(usable) < min_cells:
+        return None
+    total_n = sum(n for n, _ in usable)
+    mean = sum(c for _, c in usable) / total_n
+    if not 0 < mean < 1:
+        return None
+    rates = [c / n for n, c in usable]
+    observed_var = sum(n * (r - mean) ** 2 for (n, _), r in zip(usable, rates, strict=True)) / total_n
+    noise_var = mean * (1 - mean) * len(usable) / total_n
+    between = observed_var - noise_var
+    if between <= 0:
+        return None
+    strength = mean * (1 - mean) / between - 1
+    if strength <= 0:
+        return None
+    return mean * strength, (1 - mean) * strength
+
+
+@dataclass(frozen=True)
+class PriorSet:
+    """The priors pinned by one pipeline version: per campaign, else global, else a default."""
+
+    version: str
+    default: BetaPrior
+    global_: BetaPrior | None = None
+    campaigns: Mapping[str, BetaPrior] = field(default_factory=dict)
+
+    def for_campaign(self, campaign_id: str) -> BetaPrior:
+        return self.campaigns.get(campaign_id) or self.global_ or self.default
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": self.version,
+                "default": asdict(self.default),
+                "global": asdict(self.global_) if self.global_ else None,
+                "campaigns": {k: asdict(v) for k, v in sorted(self.campaigns.items())},
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> PriorSet:
+        data = json.loads(path.read_text())
+
+        def prior(d: Mapping[str, object]) -> BetaPrior:
+            return BetaPrior(float(d["alpha"]), float(d["beta"]), str(d["level"]), data["version"])  # type: ignore[arg-type]
+
+        return cls(
+            version=data["version"],
+            default=prior(data["default"]),
+            global_=prior(data["global"]) if data.get("global") else None,
+            campaigns={k: prior(v) for k, v in data.get("campaigns", {}).items()},
+        )
+
+
+def fit_priors(
+    cells_by_campaign: Mapping[str, list[tuple[int, int]]],
+    *,
+    version: str,
+    default: BetaPrior,
+    min_impressions: int,
+    min_cells: int = 3,
+) -> PriorSet:
+    """One prior per campaign plus a global one; a degenerate fit backs off: campaign, global, default."""
+
+    def floored(fit: tuple[float, float], level: str) -> BetaPrior:
+        alpha, beta = fit
+        return BetaPrior.from_mean(alpha / (alpha + beta), alpha + beta, level, version)
+
+    everything = [cell for cells in cells_by_campaign.values() for cell in cells]
+    global_fit = fit_beta_moments(everything, min_impressions=min_impressions, min_cells=min_cells)
+    campaigns = {}
+    for campaign, cells in cells_by_campaign.items():
+        fit = fit_beta_moments(cells, min_impressions=min_impressions, min_cells=min_cells)
+        if fit is not None:
+            campaigns[campaign] = floored(fit, "campaign")
+    return PriorSet(
+        version=version,
+        default=BetaPrior(default.alpha, default.beta, "default", version),
+        global_=floored(global_fit, "global") if global_fit else None,
+        campaigns=campaigns,
+    )
