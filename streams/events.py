@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import orjson
-from jsonschema import Draft202012Validator
+
+# A compiled JSON Schema (draft-07) check: returns the event or raises JsonSchemaValueException.
+Validator = Callable[[Any], Any]
 
 
 @dataclass(frozen=True)
@@ -55,13 +59,12 @@ class DeadLetter:
         }
 
 
-def load_validator(schema_path: Path) -> Draft202012Validator:
-    schema = json.loads(schema_path.read_text())
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+def load_validator(schema_path: Path) -> Validator:
+    """Compile a schema file of ``schemas/`` once (fastjsonschema: microseconds per event)."""
+    return fastjsonschema.compile(json.loads(schema_path.read_text()))
 
 
-def decode(raw: bytes | None, validator: Draft202012Validator) -> dict[str, Any] | Rejected:
+def decode(raw: bytes | None, validator: Validator) -> dict[str, Any] | Rejected:
     """Parse one message value; a schema violation names the first failing field."""
     if raw is None:
         return Rejected("malformed_json", "empty message value")
@@ -71,8 +74,8 @@ def decode(raw: bytes | None, validator: Draft202012Validator) -> dict[str, Any]
         return Rejected("malformed_json", f"malformed JSON: {exc}")
     if not isinstance(event, dict):
         return Rejected("schema_violation", f"expected a JSON object, got {type(event).__name__}")
-    error = next(iter(validator.iter_errors(event)), None)
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(event)"
-        return Rejected("schema_violation", f"{where}: {error.message}"[:500])
+    try:
+        validator(event)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        return Rejected("schema_violation", exc.message[:500])
     return event

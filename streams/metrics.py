@@ -5,7 +5,7 @@ Labels are low-cardinality only: topic, reason kind, table, pipeline version; ne
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from streams import __version__
 
@@ -28,6 +28,30 @@ class PipelineMetrics:
             "streams_events_dead_lettered_total",
             "Events sent to the dead-letter topic, by reason kind.",
             ["topic", "reason"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "streams_events_duplicate_total",
+            "Events ignored because their id was already seen within the dedupe horizon.",
+            ["topic"],
+            registry=registry,
+        )
+        self.late = Counter(
+            "streams_events_late_total",
+            "Events older than the watermark minus the grace period (dead-lettered, not counted).",
+            ["topic"],
+            registry=registry,
+        )
+        self.watermark = Gauge(
+            "streams_event_time_watermark_seconds",
+            "Largest event time seen, per source partition.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.windows_final = Counter(
+            "streams_ctr_windows_final_total",
+            "CTR windows closed past the grace period and written as final.",
+            ["table"],
             registry=registry,
         )
         self.rows_written = Counter(

@@ -18,6 +18,7 @@ class ProduceReport:
     failed: int
     seconds: float
     requested_rate: float | None
+    first_error: str | None = None
 
     @property
     def rate(self) -> float:
@@ -69,4 +70,5 @@ def produce(
     on_progress(sent % 1000)
     producer.flush()
     seconds = time.monotonic() - started
-    return ProduceReport(sent - len(failures), len(failures), seconds, rate)
+    first_error = failures[0].str() if failures else None
+    return ProduceReport(sent - len(failures), len(failures), seconds, rate, first_error)

@@ -8,10 +8,12 @@ Secrets are ``SecretStr`` and never print.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.ctr.windows import parse_duration_ms
 from streams.errors import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -48,7 +50,34 @@ class CassandraSettings(_Group):
 
 class TopicSettings(_Group):
     smoke: str = "smoke-events"
+    ad_events: str = "ad-events"
+    ctr_results: str = "ctr-results"
     dead_letters: str = "dead-letters"
+
+
+def _duration(value: str) -> str:
+    parse_duration_ms(value)
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
+class CtrSettings(_Group):
+    """Rolling CTR: windows in event time, lateness, dedupe, smoothing and archiving."""
+
+    tumbling: Duration = "1m"
+    hopping: Duration = "1h"
+    hop_every: Duration = "5m"
+    grace: Duration = "1m"
+    dedupe_horizon: Duration = "10m"
+    ci_level: float = Field(0.95, gt=0, lt=1)
+    # The pinned priors (versioned with the code); `streams ctr fit-prior` writes new ones.
+    prior_file: Path = Field(default_factory=lambda: project_dir() / "deploy" / "priors" / "ctr-default.json")
+    min_cell_impressions: int = Field(1000, ge=0)
+    min_ad_impressions: int = Field(1000, ge=0)
+    backoff_strength: float = Field(500.0, gt=0)
+    ttl_s: int = Field(0, ge=0, description="TTL of result rows in seconds; 0 keeps them")
 
 
 class WorkerSettings(_Group):
@@ -56,8 +85,10 @@ class WorkerSettings(_Group):
     pipeline_version: str = "v1"
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9400
-    batch_size: int = Field(2000, ge=1)
-    batch_timeout_s: float = Field(0.5, gt=0)
+    # A batch is consumed, folded and durably flushed before its offsets are acked: bigger
+    # batches mean fewer upserts per event (each dirty window is written once per batch).
+    batch_size: int = Field(10_000, ge=1)
+    batch_timeout_s: float = Field(1.0, gt=0)
 
 
 class RuntimeSettings(_Group):
@@ -82,6 +113,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     cassandra: CassandraSettings = CassandraSettings()
     topics: TopicSettings = TopicSettings()
+    ctr: CtrSettings = CtrSettings()
     worker: WorkerSettings = WorkerSettings()
     runtime: RuntimeSettings = RuntimeSettings()
 
@@ -101,4 +133,5 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {where}: {message}") from None

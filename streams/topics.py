@@ -12,7 +12,12 @@ def raw_topic(name: str, settings: Settings) -> TopicSpec:
 
 
 def project_topics(settings: Settings) -> list[TopicSpec]:
+    t = settings.topics
+    # Results are upserts under their natural key: compaction keeps the latest record per key.
+    results = TopicSpec(t.ctr_results, settings.kafka.partitions, {"cleanup.policy": "compact"})
     return [
-        raw_topic(settings.topics.smoke, settings),
-        raw_topic(settings.topics.dead_letters, settings),
+        raw_topic(t.smoke, settings),
+        raw_topic(t.ad_events, settings),
+        results,
+        raw_topic(t.dead_letters, settings),
     ]

@@ -54,10 +54,7 @@ def _produce_smoke(
             settings.kafka, settings.topics.smoke, messages, rate=rate,
             on_progress=lambda n: progress.advance(task, n),
         )  # fmt: skip
-    if not report.kept_up:
-        err.print(f"warning: asked for {rate:.0f} msg/s but sustained only {report.rate:.0f} msg/s")
-    if report.failed:
-        raise RuntimeServiceError(f"{report.failed} messages were not acknowledged by Kafka")
+    _report(report)
     return report
 
 
@@ -79,10 +76,60 @@ def produce_smoke(
     """Smoke events: proves Kafka -> worker -> Cassandra."""
     settings = load_settings()
     run_id = run_id or f"run-{int(time.time())}"
-    report = _produce_smoke(settings, run_id, count, rate, bad_every, seed)
-    console.print(
-        f"sent {report.sent} messages (run {run_id}) in {report.seconds:.1f}s, {report.rate:.0f} msg/s"
-    )
+    _produce_smoke(settings, run_id, count, rate, bad_every, seed)
+    console.print(f"run id: {run_id}")
+
+
+@produce_app.command("clickstream")
+def produce_clickstream(
+    rate: Annotated[
+        float, typer.Option(min=1, help="Impressions per second (event time follows the wall clock).")
+    ] = 1000,
+    duration: Annotated[float, typer.Option(min=0.1, help="Seconds of traffic.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed and start give the same messages.")] = 1,
+    start_ms: Annotated[
+        int | None, typer.Option(help="Event time of the first impression (default: now).")
+    ] = None,
+    ads: Annotated[int, typer.Option(min=1, help="Ads (spread over the campaigns).")] = 400,
+    campaigns: Annotated[int, typer.Option(min=1, help="Campaigns.")] = 20,
+    out_of_order: Annotated[float, typer.Option(min=0, max=1, help="Share of out-of-order events.")] = 0.02,
+    late: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of events later than the grace period.")
+    ] = 0.002,
+    duplicates: Annotated[float, typer.Option(min=0, max=1, help="Share of re-sent events.")] = 0.005,
+    malformed: Annotated[float, typer.Option(min=0, max=1, help="Share of malformed messages.")] = 0.001,
+) -> None:
+    """Ad impressions and clicks (keyed by ad_id) with realistic sparsity and dirt."""
+    from streams.ctr.generator import ClickstreamGenerator, ClickstreamProfile
+
+    settings = load_settings()
+    profile = ClickstreamProfile(
+        campaigns=campaigns, ads=ads, out_of_order_share=out_of_order, late_share=late,
+        duplicate_share=duplicates, malformed_share=malformed,
+    )  # fmt: skip
+    start = start_ms if start_ms is not None else int(time.time() * 1000)
+    generator = ClickstreamGenerator(profile, seed=seed, start_ms=start, rate=rate)
+    impressions = int(rate * duration)
+    with _progress() as progress:
+        task = progress.add_task(f"producing to {settings.topics.ad_events}", total=impressions)
+        report = produce(
+            settings.kafka, settings.topics.ad_events, generator.messages(impressions), rate=rate,
+            on_progress=lambda n: progress.advance(task, n),
+        )  # fmt: skip
+    _report(report)
+
+
+def _report(report: ProduceReport) -> None:
+    if report.failed:
+        raise RuntimeServiceError(
+            f"{report.failed} messages were not acknowledged by Kafka: {report.first_error}"
+        )
+    console.print(f"sent {report.sent} messages in {report.seconds:.1f}s ({report.rate:.0f} msg/s)")
+    if not report.kept_up:
+        err.print(
+            f"warning: could not sustain the requested {report.requested_rate:.0f} msg/s "
+            f"(reached {report.rate:.0f} msg/s)"
+        )
 
 
 @query_app.command("smoke")

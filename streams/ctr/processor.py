@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.ctr.smoothing import BetaPrior, CtrEstimate, PriorSet, estimate
+import numpy as np
+
+from streams.ctr.smoothing import (
+    CI_METHOD,
+    BetaPrior,
+    CtrEstimate,
+    PriorSet,
+    posterior,
+    prior_arrays_from_mean,
+)
 from streams.ctr.state import AdEvent, CtrConfig, Outcome, PartitionState, WindowUpdate, apply, drain
 from streams.ctr.windows import WindowSpec
 
@@ -37,23 +46,6 @@ def cell_prior(
     return BetaPrior.from_mean(
         ad_estimate.smoothed_ctr, policy.backoff_strength, "ad", campaign_prior.version
     )
-
-
-def _estimate_columns(est: CtrEstimate) -> dict[str, Any]:
-    return {
-        "impressions": est.impressions,
-        "clicks": est.clicks,
-        "raw_ctr": est.raw_ctr,
-        "smoothed_ctr": est.smoothed_ctr,
-        "ci_low": est.ci_low,
-        "ci_high": est.ci_high,
-        "ci_level": est.ci_level,
-        "ci_method": est.ci_method,
-        "prior_alpha": est.prior.alpha,
-        "prior_beta": est.prior.beta,
-        "prior_level": est.prior.level,
-        "prior_version": est.prior.version,
-    }
 
 
 @dataclass
@@ -93,19 +85,98 @@ class CtrProcessor:
         return apply(state, event, self.config)
 
     def drain(self) -> CtrRows:
+        """Rows for every window that changed or closed since the last drain, smoothed in bulk."""
+        ads: list[tuple[WindowUpdate, str]] = []
+        cells: list[tuple[WindowUpdate, str]] = []
         rows = CtrRows()
         for partition, state in sorted(self.states.items()):
             for update in drain(state, self.config):
-                campaign_id = (
-                    update.key[1] if update.kind == "campaign" else state.campaign_of[update.key[-2]]
-                )
-                if update.kind == "ad":
-                    rows.ads.append(self._ad_row(update, campaign_id))
-                elif update.kind == "campaign":
+                if update.kind == "campaign":
                     rows.campaigns.append(self._campaign_row(update, partition))
+                elif update.kind == "ad":
+                    ads.append((update, state.campaign_of[update.key[1]]))
                 else:
-                    rows.cells.append(self._cell_row(update, campaign_id))
+                    cells.append((update, state.campaign_of[update.key[2]]))
+        rows.ads = self._ad_rows(ads)
+        rows.cells = self._cell_rows(cells)
         return rows
+
+    def _ad_rows(self, ads: list[tuple[WindowUpdate, str]]) -> list[dict[str, Any]]:
+        priors = [self.priors.for_campaign(campaign) for _, campaign in ads]
+        n = np.array([u.counts.impressions for u, _ in ads], dtype=float)
+        c = np.array([u.counts.clicks for u, _ in ads], dtype=float)
+        alpha = np.array([p.alpha for p in priors], dtype=float)
+        beta = np.array([p.beta for p in priors], dtype=float)
+        mean, low, high = posterior(n, c, alpha, beta, self.ci_level)
+        rows = []
+        for i, (update, campaign_id) in enumerate(ads):
+            window, ad_id, start = update.key
+            rows.append(
+                {
+                    **self._window_columns(window, start, DAY_MS),
+                    "ad_id": ad_id,
+                    "campaign_id": campaign_id,
+                    **self._estimate_columns(update, mean[i], low[i], high[i], priors[i]),
+                    "final": update.final,
+                }
+            )
+        return rows
+
+    def _cell_rows(self, cells: list[tuple[WindowUpdate, str]]) -> list[dict[str, Any]]:
+        """Sparse cells borrow from their ad when it has enough data, else from the campaign prior."""
+        policy = self.cell_policy
+        campaign_priors = [self.priors.for_campaign(campaign) for _, campaign in cells]
+        n = np.array([u.counts.impressions for u, _ in cells], dtype=float)
+        c = np.array([u.counts.clicks for u, _ in cells], dtype=float)
+        ad_n = np.array([u.ad_counts.impressions if u.ad_counts else 0 for u, _ in cells], dtype=float)
+        ad_c = np.array([u.ad_counts.clicks if u.ad_counts else 0 for u, _ in cells], dtype=float)
+        alpha = np.array([p.alpha for p in campaign_priors], dtype=float)
+        beta = np.array([p.beta for p in campaign_priors], dtype=float)
+        ad_mean = (alpha + ad_c) / (alpha + beta + np.maximum(ad_n, ad_c))
+        backoff = (n < policy.min_cell_impressions) & (ad_n >= policy.min_ad_impressions)
+        ad_alpha, ad_beta = prior_arrays_from_mean(ad_mean, policy.backoff_strength)
+        alpha = np.where(backoff, ad_alpha, alpha)
+        beta = np.where(backoff, ad_beta, beta)
+        mean, low, high = posterior(n, c, alpha, beta, self.ci_level)
+        rows = []
+        for i, (update, campaign_id) in enumerate(cells):
+            window, segment, ad_id, start = update.key
+            campaign_prior = campaign_priors[i]
+            prior = (
+                BetaPrior(float(alpha[i]), float(beta[i]), "ad", campaign_prior.version)
+                if backoff[i]
+                else campaign_prior
+            )
+            rows.append(
+                {
+                    **self._window_columns(window, start, HOUR_MS),
+                    "segment": segment,
+                    "ad_id": ad_id,
+                    "campaign_id": campaign_id,
+                    **self._estimate_columns(update, mean[i], low[i], high[i], prior),
+                    "final": update.final,
+                }
+            )
+        return rows
+
+    def _estimate_columns(
+        self, update: WindowUpdate, mean: float, low: float, high: float, prior: BetaPrior
+    ) -> dict[str, Any]:
+        n, c = update.counts.impressions, update.counts.clicks
+        return {
+            "impressions": n,
+            "clicks": c,
+            "raw_ctr": c / n if n else None,
+            "smoothed_ctr": float(mean),
+            "ci_low": float(low),
+            "ci_high": float(high),
+            "ci_level": self.ci_level,
+            "ci_method": CI_METHOD,
+            "prior_alpha": prior.alpha,
+            "prior_beta": prior.beta,
+            "prior_level": prior.level,
+            "prior_version": prior.version,
+        }
 
     def _window_columns(self, window: str, start: int, bucket_ms: int) -> dict[str, Any]:
         return {
@@ -114,22 +185,6 @@ class CtrProcessor:
             "bucket": start // bucket_ms,
             "window_start": start,
             "window_end": self.specs[window].end(start),
-        }
-
-    def _ad_row(self, update: WindowUpdate, campaign_id: str) -> dict[str, Any]:
-        window, ad_id, start = update.key
-        est = estimate(
-            update.counts.impressions,
-            update.counts.clicks,
-            self.priors.for_campaign(campaign_id),
-            self.ci_level,
-        )
-        return {
-            **self._window_columns(window, start, DAY_MS),
-            "ad_id": ad_id,
-            "campaign_id": campaign_id,
-            **_estimate_columns(est),
-            "final": update.final,
         }
 
     def _campaign_row(self, update: WindowUpdate, partition: int) -> dict[str, Any]:
@@ -146,21 +201,5 @@ class CtrProcessor:
             "prior_beta": prior.beta,
             "prior_level": prior.level,
             "prior_version": prior.version,
-            "final": update.final,
-        }
-
-    def _cell_row(self, update: WindowUpdate, campaign_id: str) -> dict[str, Any]:
-        window, segment, ad_id, start = update.key
-        campaign_prior = self.priors.for_campaign(campaign_id)
-        ad = update.ad_counts
-        ad_est = estimate(ad.impressions, ad.clicks, campaign_prior, self.ci_level) if ad else None
-        prior = cell_prior(update.counts.impressions, ad_est, campaign_prior, self.cell_policy)
-        est = estimate(update.counts.impressions, update.counts.clicks, prior, self.ci_level)
-        return {
-            **self._window_columns(window, start, HOUR_MS),
-            "segment": segment,
-            "ad_id": ad_id,
-            "campaign_id": campaign_id,
-            **_estimate_columns(est),
             "final": update.final,
         }

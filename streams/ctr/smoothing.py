@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+from numpy.typing import NDArray
 from scipy.special import betaincinv
 
 CI_METHOD = "beta_posterior_equal_tailed"
@@ -46,20 +48,39 @@ class CtrEstimate:
     prior: BetaPrior
 
 
-def estimate(impressions: int, clicks: int, prior: BetaPrior, ci_level: float = 0.95) -> CtrEstimate:
-    """Posterior Beta(alpha + clicks, beta + impressions - clicks): mean and equal-tailed interval."""
-    clicks = min(clicks, impressions) if impressions else clicks
-    a = prior.alpha + clicks
-    b = prior.beta + max(impressions - clicks, 0)
+Floats = NDArray[np.float64]
+
+
+def posterior(
+    impressions: Floats, clicks: Floats, alpha: Floats, beta: Floats, ci_level: float
+) -> tuple[Floats, Floats, Floats]:
+    """Vectorised posterior Beta(alpha + clicks, beta + misses): mean and equal-tailed interval."""
+    a = alpha + clicks
+    b = beta + np.maximum(impressions - clicks, 0)
     tail = (1 - ci_level) / 2
-    low, high = (float(q) for q in betaincinv(a, b, [tail, 1 - tail]))
+    return a / (a + b), betaincinv(a, b, tail), betaincinv(a, b, 1 - tail)
+
+
+def prior_arrays_from_mean(mean: Floats, strength: float) -> tuple[Floats, Floats]:
+    """`BetaPrior.from_mean`, vectorised: alpha floored at `MIN_ALPHA`."""
+    mean = np.clip(mean, 1e-9, 1 - 1e-9)
+    alpha = np.maximum(mean * strength, MIN_ALPHA)
+    return alpha, alpha * (1 - mean) / mean
+
+
+def estimate(impressions: int, clicks: int, prior: BetaPrior, ci_level: float = 0.95) -> CtrEstimate:
+    """One cell's posterior (see `posterior`)."""
+    one = np.ones(1)
+    mean, low, high = posterior(
+        one * impressions, one * clicks, one * prior.alpha, one * prior.beta, ci_level
+    )
     return CtrEstimate(
         impressions=impressions,
         clicks=clicks,
         raw_ctr=clicks / impressions if impressions else None,
-        smoothed_ctr=a / (a + b),
-        ci_low=low,
-        ci_high=high,
+        smoothed_ctr=float(mean[0]),
+        ci_low=float(low[0]),
+        ci_high=float(high[0]),
         ci_level=ci_level,
         ci_method=CI_METHOD,
         prior=prior,
