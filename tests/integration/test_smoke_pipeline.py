@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -54,9 +55,13 @@ def read_all(
 
 
 def scrape(settings: Settings) -> str:
+    """The worker's /metrics text ("" while it is still starting)."""
     url = f"http://{settings.worker.metrics_host}:{settings.worker.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return str(response.read().decode())
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+    except urllib.error.URLError:
+        return ""
 
 
 def metric(text: str, name: str, **labels: str) -> float:
