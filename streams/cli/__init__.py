@@ -8,7 +8,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from streams.cli import dev, pipeline
+from streams.cli import demo, dev, pipeline, query
 from streams.errors import StreamsError
 
 app = typer.Typer(
@@ -20,9 +20,9 @@ app = typer.Typer(
 )
 app.add_typer(dev.app, name="dev")
 app.add_typer(pipeline.produce_app, name="produce")
-app.add_typer(pipeline.query_app, name="query")
+app.add_typer(query.app, name="query")
 app.command()(pipeline.worker)
-app.command()(pipeline.demo)
+app.command()(demo.demo)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from streams.errors import RuntimeServiceError
 from streams.pipelines import smoke
 from streams.produce import ProduceReport, produce
-from streams.runtime import manager
-from streams.runtime.process import ManagedProcess
 from streams.settings import Settings, load_settings
 
 console = Console()
 err = Console(stderr=True)
 produce_app = typer.Typer(help="Produce generated events to Kafka.", no_args_is_help=True)
-query_app = typer.Typer(help="Query results archived in Cassandra.", no_args_is_help=True)
-
-AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def worker() -> None:
@@ -129,104 +121,4 @@ def _report(report: ProduceReport) -> None:
         err.print(
             f"warning: could not sustain the requested {report.requested_rate:.0f} msg/s "
             f"(reached {report.rate:.0f} msg/s)"
-        )
-
-
-@query_app.command("smoke")
-def query_smoke(
-    run_id: Annotated[str, typer.Option(help="The run to read back.")],
-    limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 20,
-    as_json: AsJson = False,
-) -> None:
-    """Rows the smoke pipeline archived for one run."""
-    settings = load_settings()
-    rows = _read_smoke(settings, run_id)
-    if as_json:
-        typer.echo(json.dumps(rows[:limit], indent=2))
-        return
-    _print_smoke(rows, limit)
-
-
-def _read_smoke(settings: Settings, run_id: str) -> list[dict[str, object]]:
-    from streams.io.cassandra import connect, read_smoke_events
-
-    cluster, session = connect(settings.cassandra)
-    try:
-        return read_smoke_events(session, settings.cassandra.keyspace, run_id)
-    finally:
-        cluster.shutdown()
-
-
-def _print_smoke(rows: list[dict[str, object]], limit: int) -> None:
-    table = Table("event_id", "ts", "payload", "partition", "offset", "version", title=f"{len(rows)} rows")
-    for row in rows[:limit]:
-        table.add_row(
-            *(
-                str(row[c])
-                for c in (
-                    "event_id",
-                    "ts",
-                    "payload",
-                    "source_partition",
-                    "source_offset",
-                    "pipeline_version",
-                )
-            )
-        )
-    console.print(table)
-
-
-def _start_background_worker(settings: Settings) -> ManagedProcess:
-    home = settings.runtime.home
-    process = ManagedProcess("worker", home / "run" / "worker.pid", home / "worker" / "worker.log")
-    if process.pid() is None:
-        process.start([sys.executable, "-m", "streams", "worker"])
-        console.print(f"worker: started (pid {process.pid()}, log {process.log_file})")
-    else:
-        console.print(f"worker: already running (pid {process.pid()})")
-    return process
-
-
-def demo(
-    seconds: Annotated[float, typer.Option(min=1, help="How long to produce.")] = 10,
-    rate: Annotated[float, typer.Option(min=1, help="Events per second.")] = 200,
-) -> None:
-    """Start everything, stream events for a while and show what arrived in Cassandra."""
-    from streams.cli.dev import bootstrap
-
-    settings = load_settings()
-    manager.up(settings, report=console.print)
-    bootstrap(settings)
-    worker_process = _start_background_worker(settings)
-    run_id = f"demo-{int(time.time())}"
-    count = int(seconds * rate)
-    console.print(f"producing {count} events (+ a few malformed ones) at {rate:.0f}/s, run {run_id}")
-    _produce_smoke(settings, run_id, count, rate, bad_every=max(count // 5, 1), seed=7)
-    deadline = time.monotonic() + 120
-    rows: list[dict[str, object]] = []
-    while time.monotonic() < deadline:
-        if worker_process.pid() is None:
-            raise RuntimeServiceError(
-                f"the worker stopped: {worker_process.last_log_line()} (log: {worker_process.log_file})"
-            )
-        rows = _read_smoke(settings, run_id)
-        if len(rows) >= count:
-            break
-        time.sleep(1)
-    _print_smoke(rows, 10)
-    console.print(
-        f"[bold]{len(rows)} of {count} events arrived in Cassandra[/] "
-        f"({settings.cassandra.keyspace}.smoke_events, run_id={run_id})"
-    )
-    w = settings.worker
-    console.print(f"metrics:    http://{w.metrics_host}:{w.metrics_port}/metrics")
-    console.print(
-        f"prometheus: http://127.0.0.1:{settings.runtime.prometheus_port}"
-        "/graph?g0.expr=streams_events_processed_total"
-    )
-    console.print("dead letters: topic " + settings.topics.dead_letters)
-    console.print("services and worker keep running; stop them with [bold]make down[/]")
-    if len(rows) < count:
-        raise RuntimeServiceError(
-            f"only {len(rows)} of {count} events arrived (worker log: {worker_process.log_file})"
         )

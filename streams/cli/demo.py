@@ -1,0 +1,157 @@
+"""`streams demo`: the whole pipeline on the local runtime, live, in about a minute."""
+
+from __future__ import annotations
+
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from streams.cli.pipeline import _produce_smoke, _progress, _report
+from streams.cli.query import iso, pct, print_smoke, query_top_ads, session_of
+from streams.errors import RuntimeServiceError
+from streams.produce import produce
+from streams.runtime import manager
+from streams.runtime.process import ManagedProcess
+from streams.settings import Settings, load_settings
+
+console = Console()
+
+
+def start_background_worker(settings: Settings) -> ManagedProcess:
+    """A worker kept running after the demo (stopped by `streams dev down`)."""
+    home = settings.runtime.home
+    process = ManagedProcess("worker", home / "run" / "worker.pid", home / "worker" / "worker.log")
+    if process.pid() is None:
+        process.start([sys.executable, "-m", "streams", "worker"])
+        console.print(f"worker: started (pid {process.pid()}, log {process.log_file})")
+    else:
+        console.print(f"worker: already running (pid {process.pid()})")
+    return process
+
+
+def consumed(settings: Settings, topic: str) -> float:
+    """The worker's consumed counter for ``topic`` (0 while it is starting)."""
+    url = f"http://{settings.worker.metrics_host}:{settings.worker.metrics_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError):
+        return 0.0
+    prefix = f'streams_events_consumed_total{{topic="{topic}"}} '
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def wait_for(condition: Callable[[], bool], worker: ManagedProcess, what: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if worker.pid() is None:
+            raise RuntimeServiceError(
+                f"the worker stopped: {worker.last_log_line()} (log: {worker.log_file})"
+            )
+        if time.monotonic() > deadline:
+            raise RuntimeServiceError(f"timed out waiting for {what} (worker log: {worker.log_file})")
+        time.sleep(1)
+
+
+def demo(
+    seconds: Annotated[float, typer.Option(min=1, help="Seconds of clickstream traffic.")] = 30,
+    rate: Annotated[float, typer.Option(min=1, help="Impressions per second.")] = 2000,
+) -> None:
+    """Start everything, stream clickstream and smoke events, show CTR and rows from Cassandra."""
+    from streams.cli.dev import bootstrap
+    from streams.ctr.generator import ClickstreamGenerator, ClickstreamProfile
+
+    settings = load_settings()
+    manager.up(settings, report=console.print)
+    bootstrap(settings)
+    worker = start_background_worker(settings)
+
+    # 1. The smoke path: exactly these rows come back from Cassandra.
+    run_id = f"demo-{int(time.time())}"
+    _produce_smoke(settings, run_id, 500, None, bad_every=100, seed=7)
+    rows: list[dict[str, object]] = []
+
+    def smoke_arrived() -> bool:
+        nonlocal rows
+        from streams.io.cassandra import read_smoke_events
+
+        with session_of(settings) as session:
+            rows = read_smoke_events(session, settings.cassandra.keyspace, run_id)
+        return len(rows) >= 500
+
+    wait_for(smoke_arrived, worker, "the smoke events", 120)
+    print_smoke(rows, 5)
+
+    # 2. The clickstream: live CTR per campaign and top ads per segment.
+    topic = settings.topics.ad_events
+    before = consumed(settings, topic)
+    start_ms = int(time.time() * 1000)
+    generator = ClickstreamGenerator(
+        ClickstreamProfile(), seed=int(time.time()), start_ms=start_ms, rate=rate
+    )
+    impressions = int(rate * seconds)
+    console.print(f"producing {impressions} impressions and their clicks to {topic} at {rate:.0f}/s")
+    with _progress() as progress:
+        task = progress.add_task(f"producing to {topic}", total=impressions)
+        report = produce(
+            settings.kafka, topic, generator.messages(impressions), rate=rate,
+            on_progress=lambda n: progress.advance(task, n),
+        )  # fmt: skip
+    _report(report)
+    wait_for(lambda: consumed(settings, topic) - before >= report.sent, worker, "the worker to catch up", 600)
+    show_campaigns(settings, sorted({ad.campaign_id for ad in generator.ads}), start_ms)
+    # The hopping window that starts just before the demo covers all of its traffic.
+    for segment in generator.profile.segments[:2]:
+        query_top_ads(
+            segment=segment, k=5, at=str(start_ms + 1), final_only=False, version=None, as_json=False
+        )
+
+    w = settings.worker
+    console.print(f"[bold]{len(rows)} smoke events and {report.sent} clickstream messages went through[/]")
+    console.print(f"metrics:      http://{w.metrics_host}:{w.metrics_port}/metrics")
+    console.print(
+        f"prometheus:   http://127.0.0.1:{settings.runtime.prometheus_port}/graph?g0.expr=streams_events_processed_total"
+    )
+    console.print(
+        f"dead letters: topic {settings.topics.dead_letters}; results: topic {settings.topics.ctr_results}"
+    )
+    console.print(
+        "more: streams query ctr --campaign campaign-000 --window 1h | streams query top-ads --segment news"
+    )
+    console.print("services and worker keep running; stop them with [bold]make down[/]")
+
+
+def show_campaigns(settings: Settings, campaigns: list[str], since_ms: int) -> None:
+    """Each campaign's hopping window that covers the demo, ranked by smoothed CTR."""
+    from streams.ctr.views import campaign_windows
+    from streams.io.ctr_store import read_campaign_partials
+
+    c, version = settings.ctr, settings.worker.pipeline_version
+    best = []
+    with session_of(settings) as session:
+        for campaign in campaigns:
+            partials = read_campaign_partials(
+                session, settings.cassandra.keyspace, version, campaign, c.hopping, since_ms - 3_600_000,
+                int(time.time() * 1000) + 1,
+            )  # fmt: skip
+            windows = campaign_windows(partials, c.ci_level)
+            if windows:
+                best.append(max(windows, key=lambda w: w["impressions"]))
+    start = iso(best[0]["window_start"]) if best else "-"
+    title = f"campaigns by smoothed CTR, {c.hopping} window from {start} UTC"
+    columns = ("campaign", "impr.", "clicks", "raw", "smoothed", "95% interval", "prior")
+    table = Table(*columns, title=title, box=box.SIMPLE_HEAD)
+    for w in sorted(best, key=lambda w: -w["smoothed_ctr"]):
+        table.add_row(
+            w["campaign_id"], str(w["impressions"]), str(w["clicks"]), pct(w["raw_ctr"]),
+            pct(w["smoothed_ctr"]), f"{pct(w['ci_low'])}-{pct(w['ci_high'])}", w["prior_level"],
+        )  # fmt: skip
+    console.print(table)

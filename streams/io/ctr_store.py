@@ -1,0 +1,70 @@
+"""Reading the CTR tables (cassandra-driver). Partition buckets are walked newest first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cassandra.cluster import Session
+
+from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE, DAY_MS, HOUR_MS
+from streams.io.cassandra import check_identifier
+
+MAX_BUCKETS = 400
+
+
+def _buckets(start_ms: int, end_ms: int, bucket_ms: int) -> range:
+    first, last = start_ms // bucket_ms, (end_ms - 1) // bucket_ms
+    if last - first >= MAX_BUCKETS:
+        first = last - MAX_BUCKETS + 1
+    return range(last, first - 1, -1)
+
+
+def _rows(result: Any) -> list[dict[str, Any]]:
+    return [dict(row._asdict()) for row in result]
+
+
+def read_ad_windows(
+    session: Session, keyspace: str, version: str, ad_id: str, window: str, start_ms: int, end_ms: int
+) -> list[dict[str, Any]]:
+    statement = session.prepare(
+        f"SELECT * FROM {check_identifier(keyspace)}.{AD_TABLE} WHERE pipeline_version = ? AND ad_id = ? "
+        "AND window = ? AND bucket = ? AND window_start >= ? AND window_start < ?"
+    )
+    rows: list[dict[str, Any]] = []
+    for bucket in _buckets(start_ms, end_ms, DAY_MS):
+        rows += _rows(session.execute(statement, (version, ad_id, window, bucket, start_ms, end_ms)))
+    return rows
+
+
+def read_campaign_partials(
+    session: Session, keyspace: str, version: str, campaign_id: str, window: str, start_ms: int, end_ms: int
+) -> list[dict[str, Any]]:
+    statement = session.prepare(
+        f"SELECT * FROM {check_identifier(keyspace)}.{CAMPAIGN_TABLE} WHERE pipeline_version = ? "
+        "AND campaign_id = ? AND window = ? AND bucket = ? AND window_start >= ? AND window_start < ?"
+    )
+    rows: list[dict[str, Any]] = []
+    for bucket in _buckets(start_ms, end_ms, DAY_MS):
+        rows += _rows(session.execute(statement, (version, campaign_id, window, bucket, start_ms, end_ms)))
+    return rows
+
+
+def read_latest_segment_window(
+    session: Session, keyspace: str, version: str, segment: str, window: str, at_ms: int, final_only: bool
+) -> list[dict[str, Any]]:
+    """Every ad cell of the newest window of ``segment`` starting before ``at_ms`` (final ones only
+    if asked), looking back at most a day."""
+    table = f"{check_identifier(keyspace)}.{CELL_TABLE}"
+    latest = session.prepare(
+        f"SELECT window_start, final FROM {table} WHERE pipeline_version = ? AND segment = ? "
+        "AND window = ? AND bucket = ? AND window_start < ?"
+    )
+    cells = session.prepare(
+        f"SELECT * FROM {table} WHERE pipeline_version = ? AND segment = ? AND window = ? "
+        "AND bucket = ? AND window_start = ?"
+    )
+    for bucket in _buckets(at_ms - DAY_MS, at_ms, HOUR_MS):
+        for row in session.execute(latest, (version, segment, window, bucket, at_ms)):
+            if row.final or not final_only:
+                return _rows(session.execute(cells, (version, segment, window, bucket, row.window_start)))
+    return []
