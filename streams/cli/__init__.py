@@ -8,7 +8,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from streams.cli import demo, dev, pipeline, query
+from streams.cli import ctr, demo, dev, pipeline, query
 from streams.errors import StreamsError
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.add_typer(dev.app, name="dev")
 app.add_typer(pipeline.produce_app, name="produce")
 app.add_typer(query.app, name="query")
+app.add_typer(ctr.app, name="ctr")
 app.command()(pipeline.worker)
 app.command()(demo.demo)
 

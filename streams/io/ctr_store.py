@@ -68,3 +68,25 @@ def read_latest_segment_window(
             if row.final or not final_only:
                 return _rows(session.execute(cells, (version, segment, window, bucket, row.window_start)))
     return []
+
+
+def scan_ad_totals(
+    session: Session, keyspace: str, version: str, window: str, final_only: bool = True
+) -> dict[str, list[tuple[int, int]]]:
+    """Per campaign, each ad's (impressions, clicks) summed over its ``window`` rows: a full
+    table scan, paged by the driver (an offline job, not a serving query)."""
+    totals: dict[tuple[str, str], list[int]] = {}
+    rows = session.execute(
+        f"SELECT pipeline_version, ad_id, window, campaign_id, impressions, clicks, final "
+        f"FROM {check_identifier(keyspace)}.{AD_TABLE}"
+    )
+    for row in rows:
+        if row.pipeline_version != version or row.window != window or (final_only and not row.final):
+            continue
+        total = totals.setdefault((row.campaign_id, row.ad_id), [0, 0])
+        total[0] += row.impressions
+        total[1] += row.clicks
+    by_campaign: dict[str, list[tuple[int, int]]] = {}
+    for (campaign, _), (impressions, clicks) in sorted(totals.items()):
+        by_campaign.setdefault(campaign, []).append((impressions, clicks))
+    return by_campaign
