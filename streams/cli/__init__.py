@@ -24,6 +24,7 @@ app.add_typer(query.app, name="query")
 app.add_typer(ctr.app, name="ctr")
 app.command()(pipeline.worker)
 app.command()(demo.demo)
+app.command()(pipeline.bench)
 
 
 def main(argv: list[str] | None = None) -> None:

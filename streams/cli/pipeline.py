@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -122,3 +123,43 @@ def _report(report: ProduceReport) -> None:
             f"warning: could not sustain the requested {report.requested_rate:.0f} msg/s "
             f"(reached {report.rate:.0f} msg/s)"
         )
+
+
+def bench(
+    events: Annotated[
+        int, typer.Option(min=1000, help="Impressions in the pre-loaded backlog (plus clicks and dirt).")
+    ] = 200_000,
+    repeats: Annotated[int, typer.Option(min=1, help="Runs; medians are reported.")] = 3,
+    out: Annotated[Path, typer.Option(help="Where logs go.")] = Path(".streams/bench"),
+) -> None:
+    """Measure the worker's CTR backlog catch-up: events/s, CPU s per million events, peak RSS."""
+    from rich.table import Table
+
+    from streams.bench import bench_ctr, median
+
+    settings = load_settings()
+    port = settings.worker.metrics_port + 50
+    runs = bench_ctr(settings, events, repeats, port, out)
+    table = Table(
+        "run",
+        "events",
+        "seconds",
+        "events/s",
+        "CPU s / 1M events",
+        "peak RSS MiB",
+        title="CTR worker, backlog catch-up",
+    )
+    for i, r in enumerate(runs, 1):
+        table.add_row(
+            str(i),
+            str(r.events),
+            f"{r.seconds:.1f}",
+            f"{r.events_per_s:,.0f}",
+            f"{r.cpu_s_per_million:.0f}",
+            f"{r.peak_rss_mib:.0f}",
+        )
+    table.add_row(
+        "median", "", f"{median(runs, 'seconds'):.1f}", f"{median(runs, 'events_per_s'):,.0f}",
+        f"{median(runs, 'cpu_s_per_million'):.0f}", f"{median(runs, 'peak_rss_mib'):.0f}",
+    )  # fmt: skip
+    console.print(table)

@@ -1,0 +1,118 @@
+"""`streams bench`: measure the real worker on this machine, over a pre-loaded backlog.
+
+For now one contender (this project's worker, CTR path): it produces N clickstream messages
+to a topic of their own, starts a fresh worker on it, and reports catch-up throughput,
+CPU seconds per million events and peak RSS, as medians over repeated runs.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from streams.ctr.generator import ClickstreamGenerator, ClickstreamProfile
+from streams.errors import RuntimeServiceError
+from streams.io.kafka import delete_topics, ensure_topics
+from streams.produce import produce
+from streams.settings import Settings
+from streams.topics import raw_topic
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    events: int
+    seconds: float
+    cpu_seconds: float
+    peak_rss_mib: float
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds
+
+    @property
+    def cpu_s_per_million(self) -> float:
+        return self.cpu_seconds / self.events * 1e6
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _consumed(port: int, topic: str) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError):
+        return -1.0
+    prefix = f'streams_events_consumed_total{{topic="{topic}"}} '
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def run_worker_over_backlog(settings: Settings, topic: str, total: int, port: int, log: Path) -> RunFigures:
+    """One fresh worker (own consumer group and version) consuming the whole backlog."""
+    run = uuid.uuid4().hex[:8]
+    env = {
+        **os.environ,
+        "STREAMS_TOPICS__AD_EVENTS": topic,
+        "STREAMS_WORKER__APP_ID": f"bench-{run}",
+        "STREAMS_WORKER__PIPELINE_VERSION": f"bench-{run}",
+        "STREAMS_WORKER__METRICS_PORT": str(port),
+    }
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=out, stderr=out)
+    try:
+        while _consumed(port, topic) <= 0:
+            if proc.poll() is not None:
+                raise RuntimeServiceError(f"the bench worker exited (log: {log})")
+            time.sleep(0.05)
+        started, cpu_start = time.monotonic(), _cpu_seconds(proc.pid)
+        while _consumed(port, topic) < total:
+            if proc.poll() is not None:
+                raise RuntimeServiceError(f"the bench worker exited (log: {log})")
+            time.sleep(0.2)
+        return RunFigures(
+            total, time.monotonic() - started, _cpu_seconds(proc.pid) - cpu_start, _peak_rss_mib(proc.pid)
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def bench_ctr(settings: Settings, events: int, repeats: int, port: int, out_dir: Path) -> list[RunFigures]:
+    topic = f"bench-ad-events-{uuid.uuid4().hex[:8]}"
+    ensure_topics(settings.kafka, [raw_topic(topic, settings)])
+    try:
+        generator = ClickstreamGenerator(ClickstreamProfile(), seed=42, start_ms=1_767_225_600_000, rate=1000)
+        messages = list(generator.messages(events))
+        report = produce(settings.kafka, topic, messages)
+        if report.failed:
+            raise RuntimeServiceError(f"could not pre-load the backlog: {report.first_error}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return [
+            run_worker_over_backlog(settings, topic, report.sent, port, out_dir / "bench-worker.log")
+            for _ in range(repeats)
+        ]
+    finally:
+        delete_topics(settings.kafka, [topic])
+
+
+def median(runs: list[RunFigures], attribute: str) -> float:
+    return statistics.median(getattr(run, attribute) for run in runs)
