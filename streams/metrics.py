@@ -74,3 +74,57 @@ class PipelineMetrics:
         )
         self.build = Info("streams_build", "Build and pipeline version.", registry=registry)
         self.build.info({"version": __version__, "pipeline_version": pipeline_version})
+
+
+class FraudMetrics:
+    """Fraud scoring, delayed labels, cohort quality and drift."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.decisions = Counter(
+            "streams_fraud_decisions_total",
+            "Scored transactions by decision.",
+            ["decision"],
+            registry=registry,
+        )
+        self.holdout = Counter(
+            "streams_fraud_holdout_total",
+            "Risky transactions allowed anyway (evaluation holdout).",
+            registry=registry,
+        )
+        self.score = Histogram(
+            "streams_fraud_score",
+            "Distribution of calibrated fraud probabilities.",
+            buckets=(0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99),
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "streams_fraud_score_latency_seconds",
+            "From the Kafka timestamp of a transaction to its score being written and published.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.labels_joined = Counter(
+            "streams_fraud_labels_joined_total", "Labels joined to their decision.", registry=registry
+        )
+        self.labels_orphaned = Counter(
+            "streams_fraud_labels_orphaned_total",
+            "Labels whose transaction never appeared before the watermark passed them.",
+            registry=registry,
+        )
+        self.cohort = Gauge(
+            "streams_fraud_cohort_metric",
+            "Cohort (day of decision) quality from delayed labels: precision, recall, precision@k, PR-AUC.",
+            ["cohort", "metric"],
+            registry=registry,
+        )
+        self.psi = Gauge(
+            "streams_fraud_feature_psi",
+            "Population stability index of a live feature vs the training reference (same season bucket).",
+            ["feature"],
+            registry=registry,
+        )
+        self.drift = Gauge(
+            "streams_fraud_drift_alert",
+            "1 when any feature's PSI is above the alert threshold.",
+            registry=registry,
+        )

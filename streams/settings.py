@@ -52,6 +52,9 @@ class TopicSettings(_Group):
     smoke: str = "smoke-events"
     ad_events: str = "ad-events"
     ctr_results: str = "ctr-results"
+    transactions: str = "transactions"
+    labels: str = "labels"
+    fraud_scores: str = "fraud-scores"
     dead_letters: str = "dead-letters"
 
 
@@ -78,6 +81,26 @@ class CtrSettings(_Group):
     min_ad_impressions: int = Field(1000, ge=0)
     backoff_strength: float = Field(500.0, gt=0)
     ttl_s: int = Field(0, ge=0, description="TTL of result rows in seconds; 0 keeps them")
+
+
+class FraudSettings(_Group):
+    """Fraud scoring: the pinned model and lookups, decision thresholds, holdout, evaluation."""
+
+    model_file: Path = Field(default_factory=lambda: project_dir() / "deploy" / "models" / "fraud-lr-v1.json")
+    ip_countries_file: Path = Field(
+        default_factory=lambda: project_dir() / "deploy" / "fraud" / "ip-countries-v1.json"
+    )
+    disable_invoice_at: float = Field(0.3, ge=0, le=1)
+    review_at: float = Field(0.7, ge=0, le=1)
+    holdout_share: float = Field(0.05, gt=0, le=1)
+    review_budget: int = Field(50, ge=1, description="manual reviews per day: k of precision@k")
+    label_horizon_days: int = Field(90, ge=1)
+    batch_timeout_s: float = Field(0.02, gt=0, description="scoring waits at most this long to fill a batch")
+    metrics_interval_s: float = Field(
+        30.0, gt=0, description="how often cohort metrics and drift are refreshed"
+    )
+    metrics_days: int = Field(14, ge=1, description="cohort days the worker refreshes")
+    drift_alert_psi: float = Field(0.25, gt=0)
 
 
 class WorkerSettings(_Group):
@@ -114,6 +137,7 @@ class Settings(BaseSettings):
     cassandra: CassandraSettings = CassandraSettings()
     topics: TopicSettings = TopicSettings()
     ctr: CtrSettings = CtrSettings()
+    fraud: FraudSettings = FraudSettings()
     worker: WorkerSettings = WorkerSettings()
     runtime: RuntimeSettings = RuntimeSettings()
 

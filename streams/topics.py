@@ -15,9 +15,15 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
     t = settings.topics
     # Results are upserts under their natural key: compaction keeps the latest record per key.
     results = TopicSpec(t.ctr_results, settings.kafka.partitions, {"cleanup.policy": "compact"})
+    # Scores are what a checkout service consumes: a stream, kept a week.
+    scores = TopicSpec(t.fraud_scores, settings.kafka.partitions, {"retention.ms": str(7 * 86_400_000)})
     return [
         raw_topic(t.smoke, settings),
         raw_topic(t.ad_events, settings),
         results,
+        # Transactions and labels are co-partitioned: same key (customer_id), same partition count.
+        raw_topic(t.transactions, settings),
+        raw_topic(t.labels, settings),
+        scores,
         raw_topic(t.dead_letters, settings),
     ]

@@ -10,18 +10,20 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import faust
 from prometheus_client import CollectorRegistry, start_http_server
 
 from streams.agents.common import AgentContext, DeadLetterOutput, KafkaOutput
 from streams.agents.ctr import register_ctr
+from streams.agents.fraud import register_fraud
 from streams.agents.smoke import register_smoke
 from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE
 from streams.errors import ConfigError
 from streams.io.cassandra import CassandraSink, apply_schema, connect
 from streams.io.kafka import ensure_topics
-from streams.metrics import PipelineMetrics
+from streams.metrics import FraudMetrics, PipelineMetrics
 from streams.settings import Settings
 from streams.sink import Sink
 from streams.topics import project_topics
@@ -33,7 +35,14 @@ def faust_broker(bootstrap: str) -> str:
     return ";".join(f"kafka://{address.strip()}" for address in bootstrap.split(","))
 
 
-def create_app(settings: Settings, *, sink: Sink, metrics: PipelineMetrics) -> faust.App:
+def create_app(
+    settings: Settings,
+    *,
+    sink: Sink,
+    metrics: PipelineMetrics,
+    fraud_metrics: FraudMetrics,
+    session: Any = None,
+) -> faust.App:
     worker = settings.worker
     app = faust.App(
         f"{worker.app_id}-{worker.pipeline_version}",
@@ -50,9 +59,10 @@ def create_app(settings: Settings, *, sink: Sink, metrics: PipelineMetrics) -> f
         worker.pipeline_version,
         metrics,
     )
-    ctx = AgentContext(settings, sink, metrics, dead_letters)
+    ctx = AgentContext(settings, sink, metrics, dead_letters, session)
     register_smoke(app, ctx)
     register_ctr(app, ctx)
+    register_fraud(app, ctx, fraud_metrics)
     return app
 
 
@@ -77,6 +87,7 @@ def run_worker(settings: Settings) -> None:
     apply_schema(session, settings.deploy_dir / "cassandra" / "schema", c.keyspace, c.replication_factor)
     registry = CollectorRegistry()
     metrics = PipelineMetrics(registry, settings.worker.pipeline_version)
+    fraud_metrics = FraudMetrics(registry)
     w = settings.worker
     try:
         start_http_server(w.metrics_port, w.metrics_host, registry=registry)
@@ -89,7 +100,7 @@ def run_worker(settings: Settings) -> None:
     target = announce_to_prometheus(settings)
     ttl = {table: settings.ctr.ttl_s for table in (AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE)}
     sink = CassandraSink(session, c.keyspace, concurrency=c.write_concurrency, ttl_s=ttl)
-    app = create_app(settings, sink=sink, metrics=metrics)
+    app = create_app(settings, sink=sink, metrics=metrics, fraud_metrics=fraud_metrics, session=session)
     log.info("worker %s: metrics at http://%s:%d/metrics", app.conf.id, w.metrics_host, w.metrics_port)
     try:
         faust.Worker(app, loglevel="info").execute_from_commandline()

@@ -64,3 +64,4 @@ class AgentContext:
     sink: Sink
     metrics: PipelineMetrics
     dead_letters: DeadLetterOutput
+    session: Any = None  # a Cassandra session, for agents that read back (cohort metrics)

@@ -8,7 +8,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from streams.cli import ctr, demo, dev, pipeline, query
+from streams.cli import ctr, demo, dev, fraud, pipeline, query
 from streams.errors import StreamsError
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.add_typer(ctr.app, name="ctr")
 app.command()(pipeline.worker)
 app.command()(demo.demo)
 app.command()(pipeline.bench)
+app.command()(fraud.train)
 
 
 def main(argv: list[str] | None = None) -> None:

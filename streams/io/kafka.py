@@ -82,6 +82,9 @@ def make_producer(kafka: KafkaSettings, **overrides: str | int | float | bool) -
         "acks": "all",
         "linger.ms": 5,
         "compression.type": "lz4",
+        # The Java clients' partitioner, so that topics keyed alike are co-partitioned with
+        # what Java services produce (kcat: -X topic.partitioner=murmur2_random).
+        "partitioner": "murmur2_random",
         **overrides,
     }
     return Producer(config)

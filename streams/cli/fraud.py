@@ -1,0 +1,268 @@
+"""`streams train`, `streams produce transactions`, `streams query fraud | fraud-metrics`."""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from streams.cli.pipeline import _progress, _report, produce_app
+from streams.cli.query import AsJson, Version, iso, parse_time_ms, pct, session_of
+from streams.cli.query import app as query_app
+from streams.errors import ConfigError
+from streams.produce import produce
+from streams.settings import load_settings
+
+console = Console()
+DAY_MS = 86_400_000
+
+
+@produce_app.command("transactions")
+def produce_transactions(
+    count: Annotated[int, typer.Option(min=1, help="Transactions (fraud bursts add a few).")] = 10_000,
+    days: Annotated[float, typer.Option(min=0.01, help="Days of event time they span.")] = 7,
+    start_ms: Annotated[
+        int | None, typer.Option(help="Event time of the first one (default: now minus --days).")
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option(min=1, help="Messages per second (default: as fast as possible).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed and start give the same messages.")] = 1,
+    labels: Annotated[
+        bool, typer.Option(help="Also produce the delayed labels (to the labels topic).")
+    ] = True,
+) -> None:
+    """Transactions keyed by customer_id with fraud patterns, seasonality and delayed labels."""
+    from streams.fraud.generator import TransactionGenerator, TransactionProfile
+    from streams.fraud.synthetic import load_ip_prefixes
+
+    settings = load_settings()
+    start = start_ms if start_ms is not None else int(time.time() * 1000 - days * DAY_MS)
+    profile = TransactionProfile(mean_gap_ms=days * DAY_MS / count)
+    generator = TransactionGenerator(
+        profile, seed=seed, start_ms=start, ip_prefixes=load_ip_prefixes(settings.fraud.ip_countries_file)
+    )
+    scenario = generator.scenario(count)
+    fraud = sum(1 for pattern in scenario.truth.values() if pattern != "legit")
+    console.print(
+        f"{len(scenario.truth)} transactions, {fraud} fraudulent ({fraud / len(scenario.truth):.2%})"
+    )
+    streams_to = [(settings.topics.transactions, scenario.transactions)]
+    if labels:
+        streams_to.append((settings.topics.labels, scenario.labels))
+    for topic, messages in streams_to:
+        with _progress() as progress:
+            task = progress.add_task(f"producing to {topic}", total=len(messages))
+            report = produce(
+                settings.kafka,
+                topic,
+                messages,
+                rate=rate,
+                on_progress=partial(progress.advance, task),
+            )
+        _report(report)
+
+
+def train(
+    version: Annotated[str, typer.Option(help="The new model version (written into the file).")],
+    out: Annotated[
+        Path, typer.Option(help="Where to write the model file (pin it with STREAMS_FRAUD__MODEL_FILE).")
+    ],
+    source_version: Annotated[
+        str | None, typer.Option(help="Pipeline version whose archived, labelled transactions to learn from.")
+    ] = None,
+    maturity_days: Annotated[
+        int, typer.Option(min=0, help="Unlabelled transactions older than this count as legitimate.")
+    ] = 30,
+    synthetic: Annotated[
+        bool, typer.Option(help="Learn from generated history instead (bootstrap).")
+    ] = False,
+    transactions: Annotated[int, typer.Option(min=1000, help="With --synthetic: how many.")] = 120_000,
+    seed: Annotated[int, typer.Option(help="With --synthetic: the generator seed.")] = 1001,
+) -> None:
+    """Train a fraud model: time-based split, class weights, calibration, report against the current model."""
+    from streams.fraud.model import FraudModel
+    from streams.fraud.synthetic import load_ip_prefixes, synthetic_training_data
+    from streams.fraud.training import train as fit
+
+    settings = load_settings()
+    if out.exists():
+        raise ConfigError(f"{out} exists: model files are versioned, write a new one")
+    if synthetic:
+        data = synthetic_training_data(
+            load_ip_prefixes(settings.fraud.ip_countries_file),
+            seed=seed,
+            transactions=transactions,
+            start_ms=1_764_547_200_000,
+        )
+    else:
+        data = _archived_training_data(
+            settings, source_version or settings.worker.pipeline_version, maturity_days
+        )
+    current = FraudModel.load(settings.fraud.model_file) if settings.fraud.model_file.exists() else None
+    try:
+        model, report = fit(data, version, threshold=settings.fraud.disable_invoice_at, current=current)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(model.to_json() + "\n")
+    table = Table(
+        "model",
+        "PR-AUC",
+        "recall@thr",
+        "precision@thr",
+        "Brier",
+        title="test split (newest 20 %)",
+        box=box.SIMPLE_HEAD,
+    )
+    for name in ("new", "current"):
+        if name in report:
+            r = report[name]
+            table.add_row(
+                f"{name} {r.get('version', version)}",
+                f"{r['pr_auc']:.3f}",
+                pct(r["recall_at_threshold"]),
+                pct(r["precision_at_threshold"]),
+                f"{r['brier']:.4f}",
+            )
+    console.print(table)
+    console.print(
+        f"wrote {out}; deploy it as a new pipeline version (replay) with STREAMS_FRAUD__MODEL_FILE={out}"
+    )
+
+
+def _archived_training_data(settings: Any, version: str, maturity_days: int) -> Any:
+    from streams.fraud.training import TrainingData
+    from streams.io.fraud_store import scan_training_rows
+
+    with session_of(settings) as session:
+        rows = scan_training_rows(session, settings.cassandra.keyspace, version)
+    if not rows:
+        raise ConfigError(f"no scored transactions archived for version {version}")
+    newest = max(r["ts"] for r in rows)
+    usable = [r for r in rows if r["is_fraud"] is not None or r["ts"] < newest - maturity_days * DAY_MS]
+    # Blocked transactions show no fraud: learn from the allowed ones and the holdout.
+    usable = [r for r in usable if r["decision"] == "allow"]
+    return TrainingData(
+        np.array([r["features"] for r in usable], dtype=float),
+        np.array([1.0 if r["is_fraud"] else 0.0 for r in usable]),
+        np.array([r["ts"] for r in usable], dtype=np.int64),
+    )
+
+
+@query_app.command("fraud")
+def query_fraud(
+    transaction: Annotated[str | None, typer.Option(help="A transaction id.")] = None,
+    customer: Annotated[str | None, typer.Option(help="A customer id.")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="From (ISO-8601 UTC or epoch ms).")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Until (default: now).")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Most recent transactions to show.")] = 30,
+    version: Version = None,
+    as_json: AsJson = False,
+) -> None:
+    """Scores and decisions of one transaction or of a customer's transactions, newest first."""
+    from streams.io.fraud_store import read_customer, read_transaction
+
+    if (transaction is None) == (customer is None):
+        raise ConfigError("give exactly one of --transaction or --customer")
+    settings = load_settings()
+    pipeline_version = version or settings.worker.pipeline_version
+    to_ms = parse_time_ms(end) if end else int(time.time() * 1000) + 1
+    from_ms = parse_time_ms(start) if start else 0
+    with session_of(settings) as session:
+        if transaction is not None:
+            rows = read_transaction(session, settings.cassandra.keyspace, pipeline_version, transaction)
+        else:
+            assert customer is not None
+            rows = read_customer(
+                session, settings.cassandra.keyspace, pipeline_version, customer, from_ms, to_ms, limit
+            )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        console.print("no rows")
+        return
+    table = Table(
+        "time (UTC)",
+        "transaction",
+        "score",
+        "decision",
+        "holdout",
+        "reasons",
+        "label",
+        box=box.SIMPLE_HEAD,
+        title=f"version {pipeline_version}, model {rows[0]['model_version']}",
+    )
+    for r in rows:
+        is_fraud = r.get("is_fraud")
+        label = ("fraud" if is_fraud else "legit" if is_fraud is False else "-") if "is_fraud" in r else ""
+        table.add_row(
+            iso(r["ts"]),
+            r["transaction_id"],
+            f"{r['score']:.3f}",
+            r["decision"],
+            "yes" if r["holdout"] else "",
+            ", ".join(r["reasons"] or []),
+            label,
+        )
+    console.print(table)
+
+
+@query_app.command("fraud-metrics")
+def query_fraud_metrics(
+    days: Annotated[int, typer.Option(min=1, help="Most recent cohorts (days of decision).")] = 14,
+    version: Version = None,
+    as_json: AsJson = False,
+) -> None:
+    """Quality per decision cohort from delayed labels (refreshed by the workers)."""
+    from streams.io.fraud_store import read_metrics
+
+    settings = load_settings()
+    pipeline_version = version or settings.worker.pipeline_version
+    with session_of(settings) as session:
+        rows = read_metrics(session, settings.cassandra.keyspace, pipeline_version, days)
+    for row in rows:
+        row["reliability"] = json.loads(row["reliability"] or "[]")
+        row["decisions"] = dict(row["decisions"] or {})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        console.print("no cohort metrics yet")
+        return
+    table = Table(
+        "cohort (UTC day)",
+        "transactions",
+        "labelled",
+        "fraud",
+        "precision",
+        "recall",
+        "prec@k",
+        "PR-AUC",
+        "decisions",
+        title=f"fraud cohorts, version {pipeline_version}",
+        box=box.SIMPLE_HEAD,
+    )
+    for r in rows:
+        decisions = " ".join(f"{k}={v}" for k, v in sorted(r["decisions"].items()))
+        table.add_row(
+            iso(r["cohort_day"] * DAY_MS)[:5],
+            str(r["transactions"]),
+            str(r["labelled"]),
+            str(r["fraud_labelled"]),
+            pct(r["precision"]),
+            pct(r["recall"]),
+            pct(r["precision_at_k"]),
+            "-" if r["pr_auc"] is None else f"{r['pr_auc']:.3f}",
+            decisions,
+        )
+    console.print(table)

@@ -1,0 +1,1 @@
+"""Payment fraud signals: pure logic (no Kafka, Cassandra, Faust or Prometheus)."""

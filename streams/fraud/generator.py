@@ -1,0 +1,236 @@
+"""Synthetic transactions and their delayed labels, with ground truth. Deterministic per seed.
+
+Legitimate customers buy with their own devices and cards from home, with a daily and weekly
+rhythm. Fraud (about 1 %) follows known patterns: card-testing bursts (many small amounts on new
+cards from one device within minutes), account takeover (new device, new shipping country, high
+amount), and amount spikes against the customer's history. Labels arrive days later (chargebacks,
+unpaid invoices, manual reviews); some transactions are never labelled. Optional fields are
+sometimes missing; a few messages are malformed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+DAY_MS = 86_400_000
+HOME_COUNTRIES = ("DE", "DE", "DE", "AT", "CH", "NL", "FR", "PL")
+FRAUD_COUNTRIES = ("RO", "NG", "ZA", "US", "GB")
+PAYMENT_METHODS = ("invoice", "invoice", "invoice", "card", "paypal", "direct_debit")
+EMAIL_DOMAINS = ("gmail.com", "web.de", "gmx.de", "outlook.com", "t-online.de")
+
+
+@dataclass(frozen=True)
+class TransactionProfile:
+    customers: int = 2000
+    mean_gap_ms: float = 2000.0  # between transactions, at the seasonal average
+    fraud_share: float = (
+        0.005  # fraud events (a card-testing burst is several transactions): ~1.3 % of transactions
+    )
+    missing_share: float = 0.05  # per optional field
+    malformed_share: float = 0.002
+    never_labelled_fraud: float = 0.1
+    legit_labelled: float = 0.2  # share of legitimate transactions that get a "paid"/review label
+    label_delay_days: float = 5.0  # median
+
+
+@dataclass
+class Customer:
+    customer_id: str
+    country: str
+    typical_amount: float
+    devices: list[str]
+    cards: list[str]
+    email_domain: str
+    payment_method: str
+    weight: float
+    first_seen: bool = True
+
+
+@dataclass
+class Scenario:
+    """What was produced: messages in arrival order and the ground truth."""
+
+    transactions: list[tuple[bytes, bytes]] = field(default_factory=list)
+    labels: list[tuple[bytes, bytes]] = field(default_factory=list)
+    truth: dict[str, str] = field(default_factory=dict)  # transaction_id -> "legit" or the fraud pattern
+
+
+def seasonality(ts: int) -> float:
+    """Relative traffic: evenings and weekends busier, nights quiet (UTC as shop time)."""
+    hour = (ts // 3_600_000) % 24
+    weekday = (ts // DAY_MS + 3) % 7  # 1970-01-01 was a Thursday
+    daily = (
+        0.35 + 0.65 * math.exp(-(((hour - 20) % 24 - 0) ** 2) / 40) + 0.4 * math.exp(-((hour - 12) ** 2) / 18)
+    )
+    return daily * (1.25 if weekday >= 5 else 1.0)
+
+
+class TransactionGenerator:
+    def __init__(
+        self, profile: TransactionProfile, *, seed: int, start_ms: int, ip_prefixes: dict[str, str]
+    ) -> None:
+        self.profile = profile
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.start_ms = start_ms
+        self.prefixes_of: dict[str, list[str]] = {}
+        for prefix, country in sorted(ip_prefixes.items()):
+            self.prefixes_of.setdefault(country, []).append(prefix)
+        self.customers = [self._customer(i) for i in range(profile.customers)]
+        self.weights = [c.weight for c in self.customers]
+        self.sequence = 0
+
+    def _customer(self, i: int) -> Customer:
+        rng = self.rng
+        return Customer(
+            customer_id=f"cust-{i:06d}",
+            country=rng.choice(HOME_COUNTRIES),
+            typical_amount=rng.lognormvariate(math.log(60), 0.6),
+            devices=[f"dev-{i:06d}-{k}" for k in range(rng.choice((1, 1, 2)))],
+            cards=[f"card-{i:06d}-{k}" for k in range(rng.choice((1, 1, 2)))],
+            email_domain=rng.choice(EMAIL_DOMAINS),
+            payment_method=rng.choice(PAYMENT_METHODS),
+            weight=rng.paretovariate(1.5),
+        )
+
+    def ip_in(self, country: str) -> str:
+        prefix = self.rng.choice(self.prefixes_of.get(country) or ["10"])
+        return f"{prefix}.{self.rng.randrange(256)}.{self.rng.randrange(256)}.{self.rng.randrange(1, 255)}"
+
+    def scenario(self, count: int) -> Scenario:
+        """About ``count`` transactions (fraud bursts add a few) and their labels."""
+        out = Scenario()
+        ts = self.start_ms
+        pending_labels: list[tuple[int, bytes, bytes]] = []
+        while len(out.truth) < count:
+            ts += int(self.rng.expovariate(seasonality(ts) / self.profile.mean_gap_ms)) + 1
+            customer = self.rng.choices(self.customers, self.weights)[0]
+            if self.rng.random() < self.profile.fraud_share:
+                pattern = self.rng.choice(("card_testing", "account_takeover", "amount_spike"))
+                events = getattr(self, f"_{pattern}")(customer, ts)
+            else:
+                pattern, events = "legit", [self._legit(customer, ts)]
+            for event in events:
+                out.truth[event["transaction_id"]] = pattern
+                out.transactions.append((customer.customer_id.encode(), self._encode(event)))
+                label = self._label(event, pattern != "legit")
+                if label is not None:
+                    pending_labels.append((label["ts"], customer.customer_id.encode(), orjson.dumps(label)))
+                if self.rng.random() < self.profile.malformed_share:
+                    out.transactions.append((customer.customer_id.encode(), self._malformed(event)))
+            customer.first_seen = False
+        out.labels = [(key, value) for _, key, value in sorted(pending_labels, key=lambda item: item[0])]
+        return out
+
+    def _base(self, customer: Customer, ts: int) -> dict[str, Any]:
+        self.sequence += 1
+        return {
+            "transaction_id": f"tx{self.seed}-{self.sequence:08d}",
+            "ts": ts,
+            "customer_id": customer.customer_id,
+            "currency": "EUR",
+            "payment_method": customer.payment_method,
+            "card_id": self.rng.choice(customer.cards),
+            "device_id": self.rng.choice(customer.devices),
+            "ip": self.ip_in(customer.country),
+            "email_domain": customer.email_domain,
+            "billing_country": customer.country,
+            "shipping_country": customer.country,
+            "basket_items": self.rng.randint(1, 6),
+            "is_new_customer": customer.first_seen,
+        }
+
+    def _legit(self, customer: Customer, ts: int) -> dict[str, Any]:
+        event = self._base(customer, ts)
+        event["amount"] = round(customer.typical_amount * self.rng.lognormvariate(0, 0.35), 2)
+        if self.rng.random() < 0.01:  # honest splurge, looks like a spike
+            event["amount"] = round(event["amount"] * self.rng.uniform(4, 8), 2)
+        return event
+
+    def _card_testing(self, customer: Customer, ts: int) -> list[dict[str, Any]]:
+        device = f"dev-x{self.seed}-{self.sequence}"
+        events = []
+        for k in range(self.rng.randint(4, 9)):
+            event = self._base(customer, ts + k * self.rng.randint(5_000, 20_000))
+            event.update(
+                amount=round(self.rng.uniform(1, 6), 2),
+                card_id=f"card-x{self.seed}-{self.sequence}",
+                device_id=device,
+                payment_method="card",
+                ip=self.ip_in(self.rng.choice(FRAUD_COUNTRIES)),
+                basket_items=1,
+            )
+            events.append(event)
+        return events
+
+    def _account_takeover(self, customer: Customer, ts: int) -> list[dict[str, Any]]:
+        event = self._base(customer, ts)
+        country = self.rng.choice(FRAUD_COUNTRIES)
+        event.update(
+            amount=round(customer.typical_amount * self.rng.uniform(5, 20), 2),
+            device_id=f"dev-x{self.seed}-{self.sequence}",
+            shipping_country=country,
+            ip=self.ip_in(country),
+            payment_method="invoice",
+            basket_items=self.rng.randint(3, 12),
+        )
+        return [event]
+
+    def _amount_spike(self, customer: Customer, ts: int) -> list[dict[str, Any]]:
+        event = self._base(customer, ts)
+        event.update(
+            amount=round(customer.typical_amount * self.rng.uniform(8, 25), 2), payment_method="invoice"
+        )
+        return [event]
+
+    def _label(self, event: dict[str, Any], is_fraud: bool) -> dict[str, Any] | None:
+        p = self.profile
+        if is_fraud and self.rng.random() < p.never_labelled_fraud:
+            return None
+        if not is_fraud and self.rng.random() >= p.legit_labelled:
+            return None
+        delay = int(self.rng.lognormvariate(math.log(p.label_delay_days), 0.5) * DAY_MS)
+        if is_fraud:
+            source = "chargeback" if event["payment_method"] == "card" else "unpaid_invoice"
+        else:
+            source = self.rng.choice(("paid", "manual_review"))
+        return {
+            "transaction_id": event["transaction_id"],
+            "customer_id": event["customer_id"],
+            "ts": event["ts"] + delay,
+            "is_fraud": is_fraud,
+            "source": source,
+        }
+
+    def _encode(self, event: dict[str, Any]) -> bytes:
+        optional = (
+            "card_id",
+            "device_id",
+            "ip",
+            "email_domain",
+            "shipping_country",
+            "basket_items",
+            "is_new_customer",
+        )
+        for name in optional:
+            if self.rng.random() < self.profile.missing_share:
+                event.pop(name) if self.rng.random() < 0.5 else event.update({name: None})
+        return orjson.dumps(event)
+
+    def _malformed(self, event: dict[str, Any]) -> bytes:
+        bad = dict(event, transaction_id="bad-" + event["transaction_id"])
+        match self.rng.randrange(4):
+            case 0:
+                return orjson.dumps(bad)[:40]
+            case 1:
+                bad["amount"] = -abs(bad["amount"])
+            case 2:
+                bad.pop("customer_id")
+            case _:
+                bad["payment_method"] = "bitcoin"
+        return orjson.dumps(bad)

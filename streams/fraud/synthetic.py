@@ -1,0 +1,44 @@
+"""Training data from the synthetic generator, featurised by the same code the worker runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from streams.fraud.features import FeatureState, compute, update
+from streams.fraud.generator import TransactionGenerator, TransactionProfile
+from streams.fraud.model import as_matrix
+from streams.fraud.training import TrainingData
+
+
+def load_ip_prefixes(path: Path) -> dict[str, str]:
+    return dict(json.loads(path.read_text())["prefixes"])
+
+
+def synthetic_training_data(
+    prefixes: dict[str, str], *, seed: int, transactions: int, start_ms: int
+) -> TrainingData:
+    """Features of a generated history (one state, in arrival order), labelled by the ground truth."""
+    scenario = TransactionGenerator(
+        TransactionProfile(), seed=seed, start_ms=start_ms, ip_prefixes=prefixes
+    ).scenario(transactions)
+    state = FeatureState()
+    rows, labels, times = [], [], []
+    seen: set[str] = set()
+    for _, raw in scenario.transactions:
+        try:
+            tx = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue  # the generator's malformed messages
+        tx_id = tx.get("transaction_id", "")
+        if tx_id.startswith("bad-") or tx_id in seen:
+            continue
+        seen.add(tx_id)
+        rows.append(compute(state, tx, prefixes))
+        update(state, tx)
+        labels.append(scenario.truth[tx_id] != "legit")
+        times.append(tx["ts"])
+    return TrainingData(as_matrix(rows), np.array(labels, dtype=float), np.array(times, dtype=np.int64))

@@ -1,0 +1,81 @@
+"""Reading the fraud tables (cassandra-driver)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cassandra.cluster import Session
+
+from streams.fraud.evaluation import ScoredOutcome
+from streams.fraud.processor import COHORT_TABLE, SCORES_TABLE, TRANSACTIONS_TABLE
+from streams.io.cassandra import check_identifier
+
+METRICS_TABLE = "fraud_cohort_metrics"
+
+
+def _rows(result: Any) -> list[dict[str, Any]]:
+    return [dict(row._asdict()) for row in result]
+
+
+def read_transaction(
+    session: Session, keyspace: str, version: str, transaction_id: str
+) -> list[dict[str, Any]]:
+    return _rows(
+        session.execute(
+            f"SELECT * FROM {check_identifier(keyspace)}.{TRANSACTIONS_TABLE} "
+            "WHERE pipeline_version = %s AND transaction_id = %s",
+            (version, transaction_id),
+        )
+    )
+
+
+def read_customer(
+    session: Session, keyspace: str, version: str, customer_id: str, start_ms: int, end_ms: int, limit: int
+) -> list[dict[str, Any]]:
+    return _rows(
+        session.execute(
+            f"SELECT * FROM {check_identifier(keyspace)}.{SCORES_TABLE} WHERE pipeline_version = %s "
+            "AND customer_id = %s AND ts >= %s AND ts < %s LIMIT %s",
+            (version, customer_id, start_ms, end_ms, limit),
+        )
+    )
+
+
+def read_cohort(
+    session: Session, keyspace: str, version: str, cohort_day: int, partitions: int
+) -> list[ScoredOutcome]:
+    """Every decision of one day (all Kafka partitions) with its label, if known."""
+    statement = session.prepare(
+        "SELECT transaction_id, score, decision, holdout, is_fraud "
+        f"FROM {check_identifier(keyspace)}.{COHORT_TABLE} "
+        "WHERE pipeline_version = ? AND cohort_day = ? AND source_partition = ?"
+    )
+    outcomes = []
+    for partition in range(partitions):
+        for row in session.execute(statement, (version, cohort_day, partition)):
+            if row.score is not None:  # a label can land before its score row is flushed
+                outcomes.append(
+                    ScoredOutcome(
+                        row.transaction_id, row.score, row.decision, bool(row.holdout), row.is_fraud
+                    )
+                )
+    return outcomes
+
+
+def read_metrics(session: Session, keyspace: str, version: str, limit: int) -> list[dict[str, Any]]:
+    return _rows(
+        session.execute(
+            f"SELECT * FROM {check_identifier(keyspace)}.{METRICS_TABLE} "
+            "WHERE pipeline_version = %s LIMIT %s",
+            (version, limit),
+        )
+    )
+
+
+def scan_training_rows(session: Session, keyspace: str, version: str) -> list[dict[str, Any]]:
+    """Scored transactions of ``version`` with their features and labels: a full scan (offline job)."""
+    rows = session.execute(
+        f"SELECT pipeline_version, transaction_id, ts, features, is_fraud, decision, holdout "
+        f"FROM {check_identifier(keyspace)}.{TRANSACTIONS_TABLE}"
+    )
+    return [dict(r._asdict()) for r in rows if r.pipeline_version == version and r.features]
