@@ -32,14 +32,10 @@ def isolated_settings(base: Settings) -> Settings:
     return Settings(
         kafka=base.kafka,
         cassandra=base.cassandra.model_copy(update={"keyspace": f"t_{suffix}"}),
-        topics=TopicSettings(
-            smoke=f"smoke-{suffix}",
-            ad_events=f"ad-events-{suffix}",
-            ctr_results=f"ctr-results-{suffix}",
-            dead_letters=f"dead-letters-{suffix}",
-        ),
+        topics=TopicSettings(**{name: f"{default}-{suffix}" for name, default in TopicSettings()}),
         worker=base.worker.model_copy(update={"app_id": f"test-{suffix}", "metrics_port": free_port()}),
         ctr=base.ctr,
+        fraud=base.fraud,
         runtime=base.runtime,
     )
 
