@@ -33,13 +33,42 @@ HOLDOUT = 0.2
 def hand_cases() -> list[dict[str, Any]]:
     base = {"customer_id": "hand-A", "currency": "EUR", "billing_country": "DE", "email_domain": "web.de"}
     return [
-        {**base, "transaction_id": "hand-1", "ts": T, "amount": 100.0, "payment_method": "invoice", "card_id": "hc1",
-         "device_id": "hd1", "ip": "31.1.2.3", "shipping_country": "DE", "basket_items": 2, "is_new_customer": True},
-        {**base, "transaction_id": "hand-2", "ts": T + 30_000, "amount": 50.0, "payment_method": "card",
-         "card_id": "hc2", "device_id": "hd2", "ip": "105.9.9.9", "shipping_country": "NG"},
-        {**base, "transaction_id": "hand-3", "ts": T + 2 * 3_600_000, "amount": 200.0, "payment_method": "paypal",
-         "card_id": "hc3", "device_id": "hd1", "shipping_country": None, "basket_items": None},
-    ]  # fmt: skip
+        {
+            **base,
+            "transaction_id": "hand-1",
+            "ts": T,
+            "amount": 100.0,
+            "payment_method": "invoice",
+            "card_id": "hc1",
+            "device_id": "hd1",
+            "ip": "31.1.2.3",
+            "shipping_country": "DE",
+            "basket_items": 2,
+            "is_new_customer": True,
+        },
+        {
+            **base,
+            "transaction_id": "hand-2",
+            "ts": T + 30_000,
+            "amount": 50.0,
+            "payment_method": "card",
+            "card_id": "hc2",
+            "device_id": "hd2",
+            "ip": "105.9.9.9",
+            "shipping_country": "NG",
+        },
+        {
+            **base,
+            "transaction_id": "hand-3",
+            "ts": T + 2 * 3_600_000,
+            "amount": 200.0,
+            "payment_method": "paypal",
+            "card_id": "hc3",
+            "device_id": "hd1",
+            "shipping_country": None,
+            "basket_items": None,
+        },
+    ]
 
 
 def expected_hand_features() -> dict[str, dict[str, float]]:
@@ -49,19 +78,53 @@ def expected_hand_features() -> dict[str, dict[str, float]]:
     mean2, var2 = mean1 + 0.1 * delta, 0.9 * (var1 + 0.1 * delta * delta)
     zero = dict.fromkeys(FEATURES, 0.0)
     return {
-        "hand-1": {**zero, "log_amount": math.log1p(100), "no_history": 1.0, "distinct_cards_device_1h": 1.0,
-                   "is_new_customer": 1.0, "basket_items": 2.0, "night": 1.0, "pm_invoice": 1.0},
-        "hand-2": {**zero, "log_amount": math.log1p(50), "count_1m": 1.0, "count_1h": 1.0, "count_24h": 1.0,
-                   "log_sum_1h": math.log1p(100), "log_sum_24h": math.log1p(100),
-                   "amount_z": (math.log1p(50) - mean1) / math.sqrt(var1 + 0.05), "distinct_cards_device_1h": 1.0,
-                   "new_device": 1.0, "new_card": 1.0, "is_new_customer_missing": 1.0,
-                   "billing_shipping_mismatch": 1.0, "billing_ip_mismatch": 1.0, "basket_items": 1.0,
-                   "basket_items_missing": 1.0, "night": 1.0, "pm_card": 1.0},
-        "hand-3": {**zero, "log_amount": math.log1p(200), "count_24h": 2.0, "log_sum_24h": math.log1p(150),
-                   "amount_z": (math.log1p(200) - mean2) / math.sqrt(var2 + 0.05), "distinct_cards_device_1h": 1.0,
-                   "new_card": 1.0, "is_new_customer_missing": 1.0, "shipping_missing": 1.0, "ip_missing": 1.0,
-                   "basket_items": 1.0, "basket_items_missing": 1.0, "night": 1.0, "pm_paypal": 1.0},
-    }  # fmt: skip
+        "hand-1": {
+            **zero,
+            "log_amount": math.log1p(100),
+            "no_history": 1.0,
+            "distinct_cards_device_1h": 1.0,
+            "is_new_customer": 1.0,
+            "basket_items": 2.0,
+            "night": 1.0,
+            "pm_invoice": 1.0,
+        },
+        "hand-2": {
+            **zero,
+            "log_amount": math.log1p(50),
+            "count_1m": 1.0,
+            "count_1h": 1.0,
+            "count_24h": 1.0,
+            "log_sum_1h": math.log1p(100),
+            "log_sum_24h": math.log1p(100),
+            "amount_z": (math.log1p(50) - mean1) / math.sqrt(var1 + 0.05),
+            "distinct_cards_device_1h": 1.0,
+            "new_device": 1.0,
+            "new_card": 1.0,
+            "is_new_customer_missing": 1.0,
+            "billing_shipping_mismatch": 1.0,
+            "billing_ip_mismatch": 1.0,
+            "basket_items": 1.0,
+            "basket_items_missing": 1.0,
+            "night": 1.0,
+            "pm_card": 1.0,
+        },
+        "hand-3": {
+            **zero,
+            "log_amount": math.log1p(200),
+            "count_24h": 2.0,
+            "log_sum_24h": math.log1p(150),
+            "amount_z": (math.log1p(200) - mean2) / math.sqrt(var2 + 0.05),
+            "distinct_cards_device_1h": 1.0,
+            "new_card": 1.0,
+            "is_new_customer_missing": 1.0,
+            "shipping_missing": 1.0,
+            "ip_missing": 1.0,
+            "basket_items": 1.0,
+            "basket_items_missing": 1.0,
+            "night": 1.0,
+            "pm_paypal": 1.0,
+        },
+    }
 
 
 def oracle_valid_transaction(raw: bytes | None) -> dict[str, Any] | None:
@@ -72,10 +135,11 @@ def oracle_valid_transaction(raw: bytes | None) -> dict[str, Any] | None:
     ok = (
         isinstance(tx, dict)
         and all(isinstance(tx.get(f), str) and tx[f] for f in ("transaction_id", "customer_id"))
-        and isinstance(tx.get("amount"), int | float) and tx["amount"] > 0
+        and isinstance(tx.get("amount"), int | float)
+        and tx["amount"] > 0
         and tx.get("payment_method") in ("invoice", "card", "paypal", "prepaid", "direct_debit")
         and isinstance(tx.get("ts"), int)
-    )  # fmt: skip
+    )
     return tx if ok else None
 
 
@@ -130,8 +194,10 @@ def test_scores_features_detection_and_cohort_metrics(fraud_settings: Settings, 
     prefixes = load_ip_prefixes(settings.fraud.ip_countries_file)
     generator = TransactionGenerator(
         TransactionProfile(customers=600, mean_gap_ms=20 * DAY / 8000, fraud_share=0.008, missing_share=0.08),
-        seed=5, start_ms=START, ip_prefixes=prefixes,
-    )  # fmt: skip
+        seed=5,
+        start_ms=START,
+        ip_prefixes=prefixes,
+    )
     scenario = generator.scenario(8000)
     hands = [(tx["customer_id"].encode(), orjson.dumps(tx)) for tx in hand_cases()]
     messages = scenario.transactions + hands
@@ -202,24 +268,32 @@ def test_scores_features_detection_and_cohort_metrics(fraud_settings: Settings, 
     pr_auc = weighted_average_precision([(s, float(y), 1.0) for s, y in scored])
     flagged = [y for s, y in scored if s >= settings.fraud.disable_invoice_at]
     recall = sum(flagged) / sum(y for _, y in scored)
-    print(
-        f"fraud detection on ground truth: base rate {base_rate:.3%}, PR-AUC {pr_auc:.3f}, recall {recall:.1%}"
-    )
+    print(f"fraud on ground truth: base rate {base_rate:.3%}, PR-AUC {pr_auc:.3f}, recall {recall:.1%}")
     assert pr_auc > 20 * base_rate and pr_auc > 0.5
     assert recall > 0.6
 
     # Labels (days later in event time) joined to their decisions; cohort metrics equal the oracle.
-    labels = {orjson.loads(v)["transaction_id"]: orjson.loads(v) for vs in
-              read_partitions(settings, settings.topics.labels).values() for _, v in vs}  # fmt: skip
+    labels = {
+        orjson.loads(v)["transaction_id"]: orjson.loads(v)
+        for vs in read_partitions(settings, settings.topics.labels).values()
+        for _, v in vs
+    }
     assert {r.transaction_id: r.is_fraud for r in transactions if r.is_fraud is not None} == {
         t: lb["is_fraud"] for t, lb in labels.items()
     }
     days: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in cohort:
         label = labels.get(r.transaction_id)
-        days[r.cohort_day].append({"transaction_id": r.transaction_id, "score": r.score, "decision": r.decision,
-                                   "holdout": r.holdout, "labelled": label is not None,
-                                   "fraud": bool(label and label["is_fraud"])})  # fmt: skip
+        days[r.cohort_day].append(
+            {
+                "transaction_id": r.transaction_id,
+                "score": r.score,
+                "decision": r.decision,
+                "holdout": r.holdout,
+                "labelled": label is not None,
+                "fraud": bool(label and label["is_fraud"]),
+            }
+        )
     assert {r.cohort_day for r in stored_metrics} == set(days)
     assert any(r.holdout for r in cohort)
     for row in stored_metrics:
