@@ -66,12 +66,14 @@ def _consumed(port: int, topic: str) -> float:
     return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
 
 
-def run_worker_over_backlog(settings: Settings, topic: str, total: int, port: int, log: Path) -> RunFigures:
+def run_worker_over_backlog(
+    settings: Settings, topic: str, total: int, port: int, log: Path, topic_env: dict[str, str]
+) -> RunFigures:
     """One fresh worker (own consumer group and version) consuming the whole backlog."""
     run = uuid.uuid4().hex[:8]
     env = {
         **os.environ,
-        "STREAMS_TOPICS__AD_EVENTS": topic,
+        **topic_env,
         "STREAMS_WORKER__APP_ID": f"bench-{run}",
         "STREAMS_WORKER__PIPELINE_VERSION": f"bench-{run}",
         "STREAMS_WORKER__METRICS_PORT": str(port),
@@ -106,12 +108,124 @@ def bench_ctr(settings: Settings, events: int, repeats: int, port: int, out_dir:
         if report.failed:
             raise RuntimeServiceError(f"could not pre-load the backlog: {report.first_error}")
         out_dir.mkdir(parents=True, exist_ok=True)
+        env = {"STREAMS_TOPICS__AD_EVENTS": topic}
         return [
-            run_worker_over_backlog(settings, topic, report.sent, port, out_dir / "bench-worker.log")
+            run_worker_over_backlog(settings, topic, report.sent, port, out_dir / "bench-worker.log", env)
             for _ in range(repeats)
         ]
     finally:
         delete_topics(settings.kafka, [topic])
+
+
+def _isolated_fraud_topics(settings: Settings) -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    names = {
+        "STREAMS_TOPICS__TRANSACTIONS": f"bench-transactions-{suffix}",
+        "STREAMS_TOPICS__LABELS": f"bench-labels-{suffix}",
+        "STREAMS_TOPICS__FRAUD_SCORES": f"bench-fraud-scores-{suffix}",
+    }
+    ensure_topics(settings.kafka, [raw_topic(name, settings) for name in names.values()])
+    return names
+
+
+def _transactions(settings: Settings, count: int) -> list[tuple[bytes, bytes]]:
+    from streams.fraud.generator import TransactionGenerator, TransactionProfile
+    from streams.fraud.synthetic import load_ip_prefixes
+
+    generator = TransactionGenerator(
+        TransactionProfile(mean_gap_ms=14 * 86_400_000 / count), seed=42, start_ms=1_767_225_600_000,
+        ip_prefixes=load_ip_prefixes(settings.fraud.ip_countries_file),
+    )  # fmt: skip
+    return generator.scenario(count).transactions
+
+
+def bench_fraud(settings: Settings, events: int, repeats: int, port: int, out_dir: Path) -> list[RunFigures]:
+    """Scoring throughput: a fresh worker over a backlog of transactions (no labels)."""
+    names = _isolated_fraud_topics(settings)
+    topic = names["STREAMS_TOPICS__TRANSACTIONS"]
+    try:
+        report = produce(settings.kafka, topic, _transactions(settings, events))
+        if report.failed:
+            raise RuntimeServiceError(f"could not pre-load the backlog: {report.first_error}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return [
+            run_worker_over_backlog(settings, topic, report.sent, port, out_dir / "bench-worker.log", names)
+            for _ in range(repeats)
+        ]
+    finally:
+        delete_topics(settings.kafka, list(names.values()))
+
+
+def _timestamps(settings: Settings, topic: str) -> dict[str, int]:
+    """transaction_id -> Kafka CreateTime (ms) of every record on ``topic``."""
+    import orjson
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"}
+    )
+    stamps: dict[str, int] = {}
+    try:
+        for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            consumer.assign([TopicPartition(topic, partition, low)])
+            seen = 0
+            while seen < high - low:
+                for message in consumer.consume(1000, timeout=2):
+                    seen += 1
+                    try:
+                        stamps[orjson.loads(message.value() or b"")["transaction_id"]] = message.timestamp()[
+                            1
+                        ]
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        continue
+    finally:
+        consumer.close()
+    return stamps
+
+
+def bench_fraud_latency(
+    settings: Settings, rate: float, seconds: float, port: int, out_dir: Path
+) -> dict[str, float]:
+    """Produce-to-score latency at a fixed offered rate: CreateTime of the transaction record to
+    CreateTime of its score record (written to Cassandra first, then published)."""
+    names = _isolated_fraud_topics(settings)
+    run = uuid.uuid4().hex[:8]
+    env = {
+        **os.environ,
+        **names,
+        "STREAMS_WORKER__APP_ID": f"bench-{run}",
+        "STREAMS_WORKER__PIPELINE_VERSION": f"bench-{run}",
+        "STREAMS_WORKER__METRICS_PORT": str(port),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = out_dir / "bench-worker.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=out, stderr=out)
+    try:
+        while _consumed(port, names["STREAMS_TOPICS__TRANSACTIONS"]) < 0:
+            time.sleep(0.1)
+        time.sleep(3)  # partitions assigned
+        messages = _transactions(settings, int(rate * seconds))
+        report = produce(settings.kafka, names["STREAMS_TOPICS__TRANSACTIONS"], messages, rate=rate)
+        while _consumed(port, names["STREAMS_TOPICS__TRANSACTIONS"]) < report.sent:
+            time.sleep(0.2)
+        time.sleep(1)
+        sent = _timestamps(settings, names["STREAMS_TOPICS__TRANSACTIONS"])
+        scored = _timestamps(settings, names["STREAMS_TOPICS__FRAUD_SCORES"])
+        latencies = sorted((scored[t] - sent[t]) / 1000 for t in scored if t in sent)
+        if not latencies:
+            raise RuntimeServiceError(f"no scores were published (log: {log})")
+
+        def quantile(q: float) -> float:
+            return latencies[min(int(q * len(latencies)), len(latencies) - 1)]
+
+        return {"offered_rate": rate, "achieved_rate": report.rate, "scored": len(latencies),
+                "p50_s": quantile(0.5), "p99_s": quantile(0.99), "p999_s": quantile(0.999)}  # fmt: skip
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        delete_topics(settings.kafka, list(names.values()))
 
 
 def median(runs: list[RunFigures], attribute: str) -> float:

@@ -15,14 +15,14 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry, start_http_server
 
-from streams.agents.common import AgentContext, DeadLetterOutput, KafkaOutput
+from streams.agents.common import AgentContext, DeadLetterOutput
 from streams.agents.ctr import register_ctr
 from streams.agents.fraud import register_fraud
 from streams.agents.smoke import register_smoke
 from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE
 from streams.errors import ConfigError
 from streams.io.cassandra import CassandraSink, apply_schema, connect
-from streams.io.kafka import ensure_topics
+from streams.io.kafka import RecordOutput, ensure_topics, make_producer
 from streams.metrics import FraudMetrics, PipelineMetrics
 from streams.settings import Settings
 from streams.sink import Sink
@@ -54,12 +54,14 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
     )
-    dead_letters = DeadLetterOutput(
-        KafkaOutput(app.topic(settings.topics.dead_letters, key_serializer="raw", value_serializer="raw")),
-        worker.pipeline_version,
-        metrics,
-    )
-    ctx = AgentContext(settings, sink, metrics, dead_letters, session)
+    producer = make_producer(settings.kafka)
+    outputs: dict[str, RecordOutput] = {}
+
+    def output(topic: str) -> RecordOutput:
+        return outputs.setdefault(topic, RecordOutput(producer, topic))
+
+    dead_letters = DeadLetterOutput(output(settings.topics.dead_letters), worker.pipeline_version, metrics)
+    ctx = AgentContext(settings, sink, metrics, dead_letters, output, session)
     register_smoke(app, ctx)
     register_ctr(app, ctx)
     register_fraud(app, ctx, fraud_metrics)

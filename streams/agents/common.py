@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import faust
-import orjson
+from typing import Any, Protocol
 
 from streams.events import Coordinates, DeadLetter
 from streams.metrics import PipelineMetrics
@@ -30,15 +26,10 @@ def coordinates(message: Any) -> Coordinates:
     )
 
 
-class KafkaOutput:
-    """Sends JSON records to a topic and waits until Kafka has acknowledged all of them."""
+class KafkaOutput(Protocol):
+    """Where an agent publishes records: `send` returns once Kafka has acknowledged them all."""
 
-    def __init__(self, topic: faust.TopicT) -> None:
-        self.topic = topic
-
-    async def send(self, records: Sequence[tuple[bytes, Mapping[str, Any]]]) -> None:
-        pending = [await self.topic.send(key=key, value=orjson.dumps(value)) for key, value in records]
-        await asyncio.gather(*pending)
+    async def send(self, records: Sequence[tuple[bytes, Mapping[str, Any]]]) -> None: ...
 
 
 class DeadLetterOutput:
@@ -64,4 +55,5 @@ class AgentContext:
     sink: Sink
     metrics: PipelineMetrics
     dead_letters: DeadLetterOutput
+    outputs: Callable[[str], KafkaOutput]  # topic name -> output
     session: Any = None  # a Cassandra session, for agents that read back (cohort metrics)

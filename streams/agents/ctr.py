@@ -9,7 +9,7 @@ from typing import Any
 
 import faust
 
-from streams.agents.common import AgentContext, KafkaOutput, coordinates
+from streams.agents.common import AgentContext, coordinates
 from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE, CellPolicy, CtrProcessor, CtrRows
 from streams.ctr.smoothing import PriorSet
 from streams.ctr.state import AdEvent, CtrConfig, Outcome
@@ -98,9 +98,7 @@ def register_ctr(app: faust.App, ctx: AgentContext) -> None:
     settings, worker, metrics = ctx.settings, ctx.settings.worker, ctx.metrics
     topic = settings.topics.ad_events
     source = app.topic(topic, key_serializer="raw", value_serializer="raw")
-    results = KafkaOutput(
-        app.topic(settings.topics.ctr_results, key_serializer="raw", value_serializer="raw")
-    )
+    results = ctx.outputs(settings.topics.ctr_results)
     validator = load_validator(settings.schemas_dir / SCHEMA_FILE)
     processor = make_processor(settings)
     grace_ms = processor.config.grace_ms

@@ -10,7 +10,7 @@ from typing import Any
 
 import faust
 
-from streams.agents.common import AgentContext, KafkaOutput, coordinates
+from streams.agents.common import AgentContext, coordinates
 from streams.errors import ConfigError
 from streams.events import load_validator
 from streams.fraud.cohorts import metrics_row
@@ -61,7 +61,7 @@ def register_fraud(app: faust.App, ctx: AgentContext, fraud_metrics: FraudMetric
     settings, worker, metrics = ctx.settings, ctx.settings.worker, ctx.metrics
     t = settings.topics
     source = app.topic(t.transactions, t.labels, key_serializer="raw", value_serializer="raw")
-    results = KafkaOutput(app.topic(t.fraud_scores, key_serializer="raw", value_serializer="raw"))
+    results = ctx.outputs(t.fraud_scores)
     validators = {
         t.transactions: load_validator(settings.schemas_dir / "transaction.schema.json"),
         t.labels: load_validator(settings.schemas_dir / "label.schema.json"),

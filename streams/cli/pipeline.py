@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from streams.errors import RuntimeServiceError
+from streams.errors import ConfigError, RuntimeServiceError
 from streams.pipelines import smoke
 from streams.produce import ProduceReport, produce
 from streams.settings import Settings, load_settings
@@ -126,40 +126,41 @@ def _report(report: ProduceReport) -> None:
 
 
 def bench(
-    events: Annotated[
-        int, typer.Option(min=1000, help="Impressions in the pre-loaded backlog (plus clicks and dirt).")
-    ] = 200_000,
+    scenario: Annotated[
+        str, typer.Option(help="ctr | fraud (backlog catch-up) | fraud-latency (fixed rate).")
+    ] = "ctr",
+    events: Annotated[int, typer.Option(min=1000, help="Messages in the pre-loaded backlog.")] = 200_000,
     repeats: Annotated[int, typer.Option(min=1, help="Runs; medians are reported.")] = 3,
+    rate: Annotated[float, typer.Option(min=1, help="fraud-latency: offered transactions per second.")] = 500,
+    seconds: Annotated[float, typer.Option(min=1, help="fraud-latency: how long to offer them.")] = 20,
     out: Annotated[Path, typer.Option(help="Where logs go.")] = Path(".streams/bench"),
 ) -> None:
-    """Measure the worker's CTR backlog catch-up: events/s, CPU s per million events, peak RSS."""
+    """Measure the real worker on this machine: events/s, CPU s per million events, peak RSS, latency."""
     from rich.table import Table
 
-    from streams.bench import bench_ctr, median
+    from streams.bench import bench_ctr, bench_fraud, bench_fraud_latency, median
 
     settings = load_settings()
     port = settings.worker.metrics_port + 50
-    runs = bench_ctr(settings, events, repeats, port, out)
-    table = Table(
-        "run",
-        "events",
-        "seconds",
-        "events/s",
-        "CPU s / 1M events",
-        "peak RSS MiB",
-        title="CTR worker, backlog catch-up",
-    )
-    for i, r in enumerate(runs, 1):
-        table.add_row(
-            str(i),
-            str(r.events),
-            f"{r.seconds:.1f}",
-            f"{r.events_per_s:,.0f}",
-            f"{r.cpu_s_per_million:.0f}",
-            f"{r.peak_rss_mib:.0f}",
+    if scenario == "fraud-latency":
+        figures = bench_fraud_latency(settings, rate, seconds, port, out)
+        console.print(
+            f"fraud produce-to-score latency at {figures['achieved_rate']:.0f} tx/s offered "
+            f"({figures['scored']} scored): p50 {1000 * figures['p50_s']:.0f} ms, "
+            f"p99 {1000 * figures['p99_s']:.0f} ms, p99.9 {1000 * figures['p999_s']:.0f} ms"
         )
+        return
+    runs = {"ctr": bench_ctr, "fraud": bench_fraud}.get(scenario)
+    if runs is None:
+        raise ConfigError(f"unknown scenario {scenario!r}: choose ctr, fraud or fraud-latency")
+    results = runs(settings, events, repeats, port, out)
+    table = Table("run", "events", "seconds", "events/s", "CPU s / 1M events", "peak RSS MiB",
+                  title=f"{scenario} worker, backlog catch-up")  # fmt: skip
+    for i, r in enumerate(results, 1):
+        table.add_row(str(i), str(r.events), f"{r.seconds:.1f}", f"{r.events_per_s:,.0f}",
+                      f"{r.cpu_s_per_million:.0f}", f"{r.peak_rss_mib:.0f}")  # fmt: skip
     table.add_row(
-        "median", "", f"{median(runs, 'seconds'):.1f}", f"{median(runs, 'events_per_s'):,.0f}",
-        f"{median(runs, 'cpu_s_per_million'):.0f}", f"{median(runs, 'peak_rss_mib'):.0f}",
+        "median", "", f"{median(results, 'seconds'):.1f}", f"{median(results, 'events_per_s'):,.0f}",
+        f"{median(results, 'cpu_s_per_million'):.0f}", f"{median(results, 'peak_rss_mib'):.0f}",
     )  # fmt: skip
     console.print(table)

@@ -84,9 +84,7 @@ class FraudProcessor:
         fresh: list[tuple[dict[str, Any], int, dict[str, float]]] = []
         for tx, partition in transactions:
             state = self.state(partition)
-            if tx["transaction_id"] in state.decisions or any(
-                tx["transaction_id"] == f[0]["transaction_id"] for f in fresh[-50:]
-            ):
+            if tx["transaction_id"] in state.decisions:  # seen before, in this batch or earlier
                 out.duplicates += 1
                 continue
             fresh.append((tx, partition, compute(state.features, tx, self.prefixes)))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.errors import RuntimeServiceError
+from streams.errors import RuntimeServiceError, SinkError
 from streams.netcheck import port_open
 from streams.settings import KafkaSettings
 
@@ -88,3 +91,33 @@ def make_producer(kafka: KafkaSettings, **overrides: str | int | float | bool) -
         **overrides,
     }
     return Producer(config)
+
+
+class RecordOutput:
+    """JSON records to a topic through one shared idempotent producer; `send` returns once Kafka
+    has acknowledged every record (librdkafka batches them; flushing runs off the event loop)."""
+
+    def __init__(self, producer: Producer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+
+    async def send(self, records: Sequence[tuple[bytes, Mapping[str, Any]]]) -> None:
+        if not records:
+            return
+        failures: list[KafkaError] = []
+
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                failures.append(error)
+
+        for key, value in records:
+            while True:
+                try:
+                    self.producer.produce(self.topic, orjson.dumps(value), key, on_delivery=delivered)
+                    break
+                except BufferError:  # local queue full: let it drain
+                    await asyncio.to_thread(self.producer.poll, 0.1)
+        remaining = await asyncio.to_thread(self.producer.flush, 60)
+        if failures or remaining:
+            reason = failures[0].str() if failures else f"{remaining} records not acknowledged in time"
+            raise SinkError(f"cannot publish to {self.topic}: {reason}")
