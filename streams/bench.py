@@ -108,7 +108,7 @@ def bench_ctr(settings: Settings, events: int, repeats: int, port: int, out_dir:
         if report.failed:
             raise RuntimeServiceError(f"could not pre-load the backlog: {report.first_error}")
         out_dir.mkdir(parents=True, exist_ok=True)
-        env = {"STREAMS_TOPICS__AD_EVENTS": topic}
+        env = {"STREAMS_TOPICS__AD_EVENTS": topic, "STREAMS_WORKER__PIPELINES": '["ctr"]'}
         return [
             run_worker_over_backlog(settings, topic, report.sent, port, out_dir / "bench-worker.log", env)
             for _ in range(repeats)
@@ -125,6 +125,7 @@ def _isolated_fraud_topics(settings: Settings) -> dict[str, str]:
         "STREAMS_TOPICS__FRAUD_SCORES": f"bench-fraud-scores-{suffix}",
     }
     ensure_topics(settings.kafka, [raw_topic(name, settings) for name in names.values()])
+    names["STREAMS_WORKER__PIPELINES"] = '["fraud"]'
     return names
 
 
@@ -153,7 +154,7 @@ def bench_fraud(settings: Settings, events: int, repeats: int, port: int, out_di
             for _ in range(repeats)
         ]
     finally:
-        delete_topics(settings.kafka, list(names.values()))
+        delete_topics(settings.kafka, [v for k, v in names.items() if k.startswith("STREAMS_TOPICS")])
 
 
 def _timestamps(settings: Settings, topic: str) -> dict[str, int]:
@@ -225,7 +226,7 @@ def bench_fraud_latency(
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-        delete_topics(settings.kafka, list(names.values()))
+        delete_topics(settings.kafka, [v for k, v in names.items() if k.startswith("STREAMS_TOPICS")])
 
 
 def median(runs: list[RunFigures], attribute: str) -> float:

@@ -8,7 +8,7 @@ Secrets are ``SecretStr`` and never print.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -105,6 +105,8 @@ class FraudSettings(_Group):
 
 class WorkerSettings(_Group):
     app_id: str = "streams"
+    # Which agents this worker runs (each pipeline can be scaled on its own).
+    pipelines: tuple[Literal["smoke", "ctr", "fraud"], ...] = ("smoke", "ctr", "fraud")
     pipeline_version: str = "v1"
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9400

@@ -62,9 +62,12 @@ def create_app(
 
     dead_letters = DeadLetterOutput(output(settings.topics.dead_letters), worker.pipeline_version, metrics)
     ctx = AgentContext(settings, sink, metrics, dead_letters, output, session)
-    register_smoke(app, ctx)
-    register_ctr(app, ctx)
-    register_fraud(app, ctx, fraud_metrics)
+    if "smoke" in worker.pipelines:
+        register_smoke(app, ctx)
+    if "ctr" in worker.pipelines:
+        register_ctr(app, ctx)
+    if "fraud" in worker.pipelines:
+        register_fraud(app, ctx, fraud_metrics)
     return app
 
 

@@ -21,7 +21,7 @@ from cassandra.cluster import (
     Session,
 )
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import BatchStatement, BatchType, PreparedStatement
+from cassandra.query import BatchStatement, BatchType, PreparedStatement, Statement
 
 from streams.errors import RuntimeServiceError, SinkError
 from streams.netcheck import port_open
@@ -182,16 +182,19 @@ class CassandraSink:
         partitions: dict[tuple[Any, ...], list[list[Any]]] = {}
         for row in rows:
             partitions.setdefault(tuple(row[c] for c in key_columns), []).append([row[c] for c in columns])
-        batches = []
+        requests: list[Statement] = []
         for values in partitions.values():
+            if len(values) == 1:  # a lone row needs no batch envelope
+                requests.append(statement.bind(values[0]))
+                continue
             for i in range(0, len(values), self.BATCH_ROWS):
                 batch = BatchStatement(batch_type=BatchType.UNLOGGED)
                 for row_values in values[i : i + self.BATCH_ROWS]:
                     batch.add(statement, row_values)
-                batches.append(batch)
-        await asyncio.gather(*(self._execute(batch) for batch in batches))
+                requests.append(batch)
+        await asyncio.gather(*(self._execute(request) for request in requests))
 
-    async def _execute(self, statement: BatchStatement) -> None:
+    async def _execute(self, statement: Statement) -> None:
         async with self._slots:
             for attempt in range(1, self._max_attempts + 1):
                 try:
