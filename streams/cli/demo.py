@@ -7,6 +7,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated
 
 import typer
@@ -23,6 +24,7 @@ from streams.runtime.process import ManagedProcess
 from streams.settings import Settings, load_settings
 
 console = Console()
+DEMO_METRICS_INTERVAL_S = 5  # the demo's worker refreshes cohort metrics this often
 
 
 def start_background_worker(settings: Settings) -> ManagedProcess:
@@ -30,7 +32,10 @@ def start_background_worker(settings: Settings) -> ManagedProcess:
     home = settings.runtime.home
     process = ManagedProcess("worker", home / "run" / "worker.pid", home / "worker" / "worker.log")
     if process.pid() is None:
-        process.start([sys.executable, "-m", "streams", "worker"])
+        # A short cohort-metrics refresh so the demo shows them within seconds.
+        process.start(
+            [sys.executable, "-m", "streams", "worker"], env={"STREAMS_FRAUD__METRICS_INTERVAL_S": "5"}
+        )
         console.print(f"worker: started (pid {process.pid()}, log {process.log_file})")
     else:
         console.print(f"worker: already running (pid {process.pid()})")
@@ -114,8 +119,14 @@ def demo(
             segment=segment, k=5, at=str(start_ms + 1), final_only=False, version=None, as_json=False
         )
 
+    # 3. Payments: two weeks of transactions with fraud, their delayed labels, scores and cohorts.
+    fraud_summary = show_fraud(settings, worker)
+
     w = settings.worker
-    console.print(f"[bold]{len(rows)} smoke events and {report.sent} clickstream messages went through[/]")
+    console.print(
+        f"[bold]{len(rows)} smoke events, {report.sent} clickstream messages and "
+        f"{fraud_summary} transactions went through[/]"
+    )
     console.print(f"metrics:      http://{w.metrics_host}:{w.metrics_port}/metrics")
     console.print(
         f"prometheus:   http://127.0.0.1:{settings.runtime.prometheus_port}/graph?g0.expr=streams_events_processed_total"
@@ -127,6 +138,56 @@ def demo(
         "more: streams query ctr --campaign campaign-000 --window 1h | streams query top-ads --segment news"
     )
     console.print("services and worker keep running; stop them with [bold]make down[/]")
+
+
+def show_fraud(settings: Settings, worker: ManagedProcess) -> int:
+    """Produce transactions and labels, wait for scores and cohort metrics, print the fraud view."""
+    from streams.cli.fraud import query_fraud_metrics
+    from streams.fraud.generator import TransactionGenerator, TransactionProfile
+    from streams.fraud.synthetic import load_ip_prefixes
+
+    count, days = 20_000, 14
+    start_ms = int(time.time() * 1000) - days * 86_400_000
+    generator = TransactionGenerator(
+        TransactionProfile(mean_gap_ms=days * 86_400_000 / count), seed=int(time.time()), start_ms=start_ms,
+        ip_prefixes=load_ip_prefixes(settings.fraud.ip_countries_file),
+    )  # fmt: skip
+    scenario = generator.scenario(count)
+    t = settings.topics
+    before = consumed(settings, t.transactions) + consumed(settings, t.labels)
+    sent = 0
+    for topic, messages in ((t.transactions, scenario.transactions), (t.labels, scenario.labels)):
+        with _progress() as progress:
+            task = progress.add_task(f"producing to {topic}", total=len(messages))
+            report = produce(settings.kafka, topic, messages, on_progress=partial(progress.advance, task))
+        _report(report)
+        sent += report.sent
+    wait_for(
+        lambda: consumed(settings, t.transactions) + consumed(settings, t.labels) - before >= sent,
+        worker, "the worker to score every transaction", 600,
+    )  # fmt: skip
+    time.sleep(DEMO_METRICS_INTERVAL_S + 3)  # one cohort-metrics refresh of the worker
+    decisions = decision_counts(settings)
+    total = sum(decisions.values()) or 1
+    fraud = sum(1 for pattern in scenario.truth.values() if pattern != "legit")
+    console.print(
+        f"fraud rate in this traffic: {fraud / len(scenario.truth):.2%}; decisions so far: "
+        + ", ".join(f"{k} {v:.0f} ({v / total:.1%})" for k, v in sorted(decisions.items()))
+    )
+    query_fraud_metrics(days=7, version=None, as_json=False)
+    return len(scenario.truth)
+
+
+def decision_counts(settings: Settings) -> dict[str, float]:
+    url = f"http://{settings.worker.metrics_host}:{settings.worker.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("streams_fraud_decisions_total{"):
+            decision = line.split('decision="', 1)[1].split('"', 1)[0]
+            counts[decision] = float(line.rsplit(" ", 1)[1])
+    return counts
 
 
 def show_campaigns(settings: Settings, campaigns: list[str], since_ms: int) -> None:

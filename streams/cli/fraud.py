@@ -240,7 +240,7 @@ def query_fraud_metrics(
         console.print("no cohort metrics yet")
         return
     table = Table(
-        "cohort (UTC day)",
+        "cohort",
         "transactions",
         "labelled",
         "fraud",
@@ -248,12 +248,10 @@ def query_fraud_metrics(
         "recall",
         "prec@k",
         "PR-AUC",
-        "decisions",
         title=f"fraud cohorts, version {pipeline_version}",
         box=box.SIMPLE_HEAD,
     )
     for r in rows:
-        decisions = " ".join(f"{k}={v}" for k, v in sorted(r["decisions"].items()))
         table.add_row(
             iso(r["cohort_day"] * DAY_MS)[:5],
             str(r["transactions"]),
@@ -263,6 +261,5 @@ def query_fraud_metrics(
             pct(r["recall"]),
             pct(r["precision_at_k"]),
             "-" if r["pr_auc"] is None else f"{r['pr_auc']:.3f}",
-            decisions,
         )
     console.print(table)

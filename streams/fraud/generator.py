@@ -60,14 +60,22 @@ class Scenario:
     truth: dict[str, str] = field(default_factory=dict)  # transaction_id -> "legit" or the fraud pattern
 
 
+def _raw_seasonality(hour: int, weekday: int) -> float:
+    evening = math.exp(-(((hour - 20) % 24) ** 2) / 40)
+    midday = math.exp(-((hour - 12) ** 2) / 18)
+    return (0.35 + 0.65 * evening + 0.4 * midday) * (1.25 if weekday >= 5 else 1.0)
+
+
+_WEEK = [_raw_seasonality(h, d) for h in range(24) for d in range(7)]
+_WEEK_MEAN = sum(_WEEK) / len(_WEEK)
+_PEAK = max(_WEEK) / _WEEK_MEAN
+
+
 def seasonality(ts: int) -> float:
-    """Relative traffic: evenings and weekends busier, nights quiet (UTC as shop time)."""
+    """Relative traffic (mean 1 over a week): evenings and weekends busier, nights quiet (UTC)."""
     hour = (ts // 3_600_000) % 24
     weekday = (ts // DAY_MS + 3) % 7  # 1970-01-01 was a Thursday
-    daily = (
-        0.35 + 0.65 * math.exp(-(((hour - 20) % 24 - 0) ** 2) / 40) + 0.4 * math.exp(-((hour - 12) ** 2) / 18)
-    )
-    return daily * (1.25 if weekday >= 5 else 1.0)
+    return _raw_seasonality(hour, weekday) / _WEEK_MEAN
 
 
 class TransactionGenerator:
@@ -84,6 +92,15 @@ class TransactionGenerator:
         self.customers = [self._customer(i) for i in range(profile.customers)]
         self.weights = [c.weight for c in self.customers]
         self.sequence = 0
+
+    def _next_time(self, ts: int) -> int:
+        """Next arrival of a Poisson process whose rate follows `seasonality` (by thinning), so that
+        the average gap is ``mean_gap_ms`` whatever the rhythm."""
+        peak = _PEAK / self.profile.mean_gap_ms
+        while True:
+            ts += int(self.rng.expovariate(peak)) + 1
+            if self.rng.random() * _PEAK <= seasonality(ts):
+                return ts
 
     def _customer(self, i: int) -> Customer:
         rng = self.rng
@@ -108,7 +125,7 @@ class TransactionGenerator:
         ts = self.start_ms
         pending_labels: list[tuple[int, bytes, bytes]] = []
         while len(out.truth) < count:
-            ts += int(self.rng.expovariate(seasonality(ts) / self.profile.mean_gap_ms)) + 1
+            ts = self._next_time(ts)
             customer = self.rng.choices(self.customers, self.weights)[0]
             if self.rng.random() < self.profile.fraud_share:
                 pattern = self.rng.choice(("card_testing", "account_takeover", "amount_spike"))
