@@ -137,6 +137,12 @@ def demo(
     console.print(
         "more: streams query ctr --campaign campaign-000 --window 1h | streams query top-ads --segment news"
     )
+    console.print("      streams query fraud --customer cust-000001 | streams query fraud-metrics")
+    prometheus = f"http://127.0.0.1:{settings.runtime.prometheus_port}/graph"
+    console.print("ready Prometheus queries:")
+    console.print(f"  {prometheus}?g0.expr=sum%20by(topic)(rate(streams_events_processed_total[1m]))")
+    console.print(f"  {prometheus}?g0.expr=sum%20by(decision)(rate(streams_fraud_decisions_total[5m]))")
+    console.print(f"  {prometheus}?g0.expr=streams_fraud_cohort_metric")
     console.print("services and worker keep running; stop them with [bold]make down[/]")
 
 
