@@ -5,6 +5,9 @@ metrics recomputed from the labels topic with plain code."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -14,13 +17,14 @@ import pytest
 
 from streams.fraud.features import FEATURES
 from streams.fraud.generator import TransactionGenerator, TransactionProfile
+from streams.fraud.model import FraudModel
 from streams.fraud.synthetic import load_ip_prefixes
 from streams.io.cassandra import connect
 from streams.produce import produce
 from streams.settings import Settings
 from tests.integration.test_ctr_pipeline import read_partitions
 from tests.integration.test_smoke_pipeline import metric, scrape
-from tests.support import running_worker, wait_until
+from tests.support import running_worker, settings_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -189,6 +193,14 @@ def fraud_settings(isolated: Settings) -> Settings:
     return isolated.model_copy(update={"fraud": fraud})
 
 
+def train_from_archive(settings: Settings, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams", "train", "--version", "fraud-it-v2", "--out", str(out),
+         "--maturity-days", "3"],
+        env={**os.environ, **settings_env(settings)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
 def test_scores_features_detection_and_cohort_metrics(fraud_settings: Settings, tmp_path: Path) -> None:
     settings = fraud_settings
     prefixes = load_ip_prefixes(settings.fraud.ip_countries_file)
@@ -302,3 +314,10 @@ def test_scores_features_detection_and_cohort_metrics(fraud_settings: Settings, 
         )
         actual = {k: getattr(row, k) for k in expected}
         assert actual == pytest.approx(expected, abs=1e-9), row.cohort_day
+
+    # The training loop learns a new version from what this pipeline archived.
+    result = train_from_archive(settings, tmp_path / "fraud-it-v2.json")
+    assert result.returncode == 0, result.stderr
+    trained = FraudModel.load(tmp_path / "fraud-it-v2.json")
+    assert trained.version == "fraud-it-v2" and trained.metrics["current"]["version"] == "fraud-lr-v1"
+    assert trained.metrics["new"]["pr_auc"] > 5 * trained.metrics["new"]["base_rate"]

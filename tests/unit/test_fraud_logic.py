@@ -90,3 +90,29 @@ def test_the_pinned_model_scores_and_explains(tmp_path: Path) -> None:
     (tmp_path / "stale.json").write_text(json.dumps(stale))
     with pytest.raises(ValueError, match="retrain"):
         FraudModel.load(tmp_path / "stale.json")
+
+
+def test_training_splits_by_time_calibrates_and_reports(tmp_path: Path) -> None:
+    from streams.fraud.synthetic import load_ip_prefixes, synthetic_training_data
+    from streams.fraud.training import train
+
+    settings = load_settings()
+    data = synthetic_training_data(
+        load_ip_prefixes(settings.fraud.ip_countries_file),
+        seed=3,
+        transactions=30_000,
+        start_ms=1_764_547_200_000,
+    )
+    current = FraudModel.load(settings.fraud.model_file)
+    model, report = train(data, "test-v2", threshold=0.3, current=current)
+    assert report["train"]["to_ts"] < report["test"]["from_ts"]  # the test split is the newest
+    assert report["new"]["pr_auc"] > 10 * report["new"]["base_rate"]
+    assert report["current"]["version"] == current.version
+    assert set(model.reference) == set(FEATURES)
+    path = tmp_path / "model.json"
+    path.write_text(model.to_json())
+    again = FraudModel.load(path)
+    x = data.x[:100]
+    assert np.allclose(again.score(x)[0], model.score(x)[0])
+    with pytest.raises(ValueError, match="not enough"):
+        train(type(data)(data.x[:100], data.y[:100], data.ts[:100]), "tiny", threshold=0.3)
