@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import faust
 
 from streams.agents.common import AgentContext, coordinates
+from streams.agents.recovery import History, StateRebuilder, first_offsets
 from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE, CellPolicy, CtrProcessor, CtrRows
 from streams.ctr.smoothing import PriorSet
 from streams.ctr.state import AdEvent, CtrConfig, Outcome
@@ -110,9 +111,27 @@ def register_ctr(app: faust.App, ctx: AgentContext) -> None:
         metrics.rows_written.labels(table).inc(len(rows))
         metrics.windows_final.labels(table).inc(sum(1 for r in rows if r["final"]))
 
+    def fold(history: History, partition: int) -> None:
+        """Replay a partition's earlier events into the state; their rows were written before."""
+        for event, at, _ in decode_batch(history[topic], validator).events:
+            processor.apply(AdEvent.from_json(event), at.partition)
+        processor.drain()
+
+    rebuilder = StateRebuilder(settings.kafka, app.conf.id, [topic], fold)
+
+    async def forget_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+        revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())
+        gone = {tp.partition for tp in revoked if tp.topic == topic}
+        for partition in gone:
+            processor.states.pop(partition, None)
+        rebuilder.forget(gone)
+
+    app.on_partitions_revoked.connect(cast(Any, forget_revoked))  # mode's handler type is stricter
+
     @app.agent(source, name="ctr")
     async def ctr_agent(stream: Any) -> None:  # a faust.Stream; StreamT lacks take_events
         async for events in stream.take_events(worker.batch_size, within=worker.batch_timeout_s):
+            await rebuilder.ensure(first_offsets(events))
             batch = decode_batch(((e.message.value, coordinates(e.message)) for e in events), validator)
             letters = list(batch.dead_letters)
             duplicates = 0

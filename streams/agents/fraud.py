@@ -6,11 +6,12 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 
 from streams.agents.common import AgentContext, coordinates
+from streams.agents.recovery import History, StateRebuilder, first_offsets
 from streams.errors import ConfigError
 from streams.events import load_validator
 from streams.fraud.cohorts import metrics_row
@@ -69,9 +70,29 @@ def register_fraud(app: faust.App, ctx: AgentContext, fraud_metrics: FraudMetric
     processor = make_processor(settings)
     policy = processor.policy
 
+    def fold(history: History, partition: int) -> None:
+        """Replay a partition's earlier transactions and labels into the state (outputs discarded)."""
+        txs = decode_batch(history[t.transactions], validators[t.transactions])
+        labels = decode_batch(history[t.labels], validators[t.labels])
+        processor.process(
+            [(tx, partition) for tx, _, _ in txs.events], [(lb, partition) for lb, _, _ in labels.events]
+        )
+
+    rebuilder = StateRebuilder(settings.kafka, app.conf.id, [t.transactions, t.labels], fold)
+
+    async def forget_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+        revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())
+        gone = {tp.partition for tp in revoked if tp.topic in (t.transactions, t.labels)}
+        for partition in gone:
+            processor.states.pop(partition, None)
+        rebuilder.forget(gone)
+
+    app.on_partitions_revoked.connect(cast(Any, forget_revoked))  # mode's handler type is stricter
+
     @app.agent(source, name="fraud")
     async def fraud_agent(stream: Any) -> None:  # a faust.Stream; StreamT lacks take_events
         async for events in stream.take_events(worker.batch_size, within=settings.fraud.batch_timeout_s):
+            await rebuilder.ensure(first_offsets(events))
             by_topic: dict[str, list[Any]] = {t.transactions: [], t.labels: []}
             for event in events:
                 by_topic[event.message.topic].append(event)

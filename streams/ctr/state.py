@@ -90,7 +90,12 @@ class PartitionState:
 
 def apply(state: PartitionState, event: AdEvent, config: CtrConfig) -> Outcome:
     """Fold one event into the state, in the partition's order."""
-    if event.event_id in state.seen:
+    seen_at = state.seen.get(event.event_id)
+    # Ids older than the horizon count as forgotten whether or not `drain` has trimmed them yet,
+    # so the outcome never depends on where batches happened to end.
+    if seen_at is not None and (
+        state.watermark is None or seen_at >= state.watermark - config.dedupe_horizon_ms
+    ):
         return Outcome.DUPLICATE
     if state.watermark is not None and event.ts < state.watermark - config.grace_ms:
         return Outcome.LATE

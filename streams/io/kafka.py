@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import RuntimeServiceError, SinkError
@@ -121,3 +121,47 @@ class RecordOutput:
         if failures or remaining:
             reason = failures[0].str() if failures else f"{remaining} records not acknowledged in time"
             raise SinkError(f"cannot publish to {self.topic}: {reason}")
+
+
+def partition_history(
+    kafka: KafkaSettings, topic: str, partition: int, end_offset: int
+) -> list[tuple[bytes | None, int, int | None, bytes | None]]:
+    """Every message of ``topic[partition]`` before ``end_offset``, in order:
+    (value, offset, timestamp ms, key). Used to rebuild state from the log."""
+    consumer = Consumer(
+        {**client_config(kafka), "group.id": "streams-state-rebuild", "enable.auto.commit": False,
+         "enable.partition.eof": True, "fetch.max.bytes": 16 * 1024 * 1024}
+    )  # fmt: skip
+    try:
+        low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        if end_offset <= low:
+            return []
+        consumer.assign([TopicPartition(topic, partition, low)])
+        messages: list[tuple[bytes | None, int, int | None, bytes | None]] = []
+        while not messages or messages[-1][1] < end_offset - 1:
+            for message in consumer.consume(5000, timeout=5):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        return messages
+                    raise RuntimeServiceError(f"cannot read {topic}[{partition}]: {error.str()}")
+                offset = message.offset() or 0
+                if offset >= end_offset:
+                    return messages
+                timestamp = message.timestamp()[1] if message.timestamp()[0] else None
+                messages.append((message.value(), offset, timestamp, message.key()))
+        return messages
+    finally:
+        consumer.close()
+
+
+def committed_offsets(
+    kafka: KafkaSettings, group_id: str, topic: str, partitions: Iterable[int]
+) -> dict[int, int]:
+    """The group's committed offsets (partitions without one are left out)."""
+    consumer = Consumer({**client_config(kafka), "group.id": group_id, "enable.auto.commit": False})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+    finally:
+        consumer.close()

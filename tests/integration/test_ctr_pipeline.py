@@ -142,6 +142,7 @@ def as_counts(counter: Counter[Any]) -> dict[tuple[Any, ...], tuple[int, int]]:
 
 @pytest.fixture
 def ctr_settings(isolated: Settings) -> Settings:
+    """Short windows (10 s tumbling, 1 min hopping every 10 s, 5 s grace) so a short run closes many."""
     windows = CtrSettings(tumbling="10s", hopping="1m", hop_every="10s", grace="5s", dedupe_horizon="1m")
     return isolated.model_copy(update={"ctr": windows})
 
