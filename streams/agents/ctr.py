@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import faust
 
@@ -117,16 +117,7 @@ def register_ctr(app: faust.App, ctx: AgentContext) -> None:
             processor.apply(AdEvent.from_json(event), at.partition)
         processor.drain()
 
-    rebuilder = StateRebuilder(settings.kafka, app.conf.id, [topic], fold)
-
-    async def forget_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
-        revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())
-        gone = {tp.partition for tp in revoked if tp.topic == topic}
-        for partition in gone:
-            processor.states.pop(partition, None)
-        rebuilder.forget(gone)
-
-    app.on_partitions_revoked.connect(cast(Any, forget_revoked))  # mode's handler type is stricter
+    rebuilder = StateRebuilder(app, settings.kafka, [topic], processor.states, fold)
 
     @app.agent(source, name="ctr")
     async def ctr_agent(stream: Any) -> None:  # a faust.Stream; StreamT lacks take_events

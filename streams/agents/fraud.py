@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import faust
 
@@ -78,16 +78,7 @@ def register_fraud(app: faust.App, ctx: AgentContext, fraud_metrics: FraudMetric
             [(tx, partition) for tx, _, _ in txs.events], [(lb, partition) for lb, _, _ in labels.events]
         )
 
-    rebuilder = StateRebuilder(settings.kafka, app.conf.id, [t.transactions, t.labels], fold)
-
-    async def forget_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
-        revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())
-        gone = {tp.partition for tp in revoked if tp.topic in (t.transactions, t.labels)}
-        for partition in gone:
-            processor.states.pop(partition, None)
-        rebuilder.forget(gone)
-
-    app.on_partitions_revoked.connect(cast(Any, forget_revoked))  # mode's handler type is stricter
+    rebuilder = StateRebuilder(app, settings.kafka, [t.transactions, t.labels], processor.states, fold)
 
     @app.agent(source, name="fraud")
     async def fraud_agent(stream: Any) -> None:  # a faust.Stream; StreamT lacks take_events

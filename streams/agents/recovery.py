@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from typing import Any, cast
+
+import faust
 
 from streams.events import Coordinates
 from streams.io.kafka import committed_offsets, partition_history
@@ -23,19 +26,34 @@ History = Mapping[str, Sequence[tuple[bytes | None, Coordinates]]]  # topic -> m
 
 
 class StateRebuilder:
-    """Per agent: which partitions have state, and how to rebuild one (``fold(history, partition)``)."""
+    """Per agent: which partitions have state, and how to rebuild one (``fold(history, partition)``).
+
+    ``states`` is the agent's per-partition state; a revoked partition's entry is dropped, so that
+    whoever gets it next (maybe this worker again, later) rebuilds it from the log.
+    """
 
     def __init__(
-        self, kafka: KafkaSettings, group_id: str, topics: Sequence[str], fold: Callable[[History, int], None]
+        self,
+        app: faust.App,
+        kafka: KafkaSettings,
+        topics: Sequence[str],
+        states: MutableMapping[int, Any],
+        fold: Callable[[History, int], None],
     ) -> None:
         self.kafka = kafka
-        self.group_id = group_id
+        self.group_id = app.conf.id  # Faust's consumer group
         self.topics = list(topics)
+        self.states = states
         self.fold = fold
         self.ready: set[int] = set()
+        app.on_partitions_revoked.connect(cast(Any, self._on_revoked))  # mode's handler type is stricter
 
-    def forget(self, partitions: Iterable[int]) -> None:
-        self.ready.difference_update(partitions)
+    async def _on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())
+        gone = {tp.partition for tp in revoked if tp.topic in self.topics}
+        for partition in gone:
+            self.states.pop(partition, None)
+        self.ready.difference_update(gone)
 
     async def ensure(self, first_offsets: Mapping[tuple[str, int], int]) -> None:
         """Rebuild every partition of this batch that has no state yet. ``first_offsets`` maps

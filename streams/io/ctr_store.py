@@ -23,30 +23,32 @@ def _rows(result: Any) -> list[dict[str, Any]]:
     return [dict(row._asdict()) for row in result]
 
 
-def read_ad_windows(
-    session: Session, keyspace: str, version: str, ad_id: str, window: str, start_ms: int, end_ms: int
+def _read_windows(
+    session: Session, table: str, key: tuple[str, str], version: str, window: str, start_ms: int, end_ms: int
 ) -> list[dict[str, Any]]:
+    column, value = key
     statement = session.prepare(
-        f"SELECT * FROM {check_identifier(keyspace)}.{AD_TABLE} WHERE pipeline_version = ? AND ad_id = ? "
+        f"SELECT * FROM {table} WHERE pipeline_version = ? AND {column} = ? "
         "AND window = ? AND bucket = ? AND window_start >= ? AND window_start < ?"
     )
     rows: list[dict[str, Any]] = []
     for bucket in _buckets(start_ms, end_ms, DAY_MS):
-        rows += _rows(session.execute(statement, (version, ad_id, window, bucket, start_ms, end_ms)))
+        rows += _rows(session.execute(statement, (version, value, window, bucket, start_ms, end_ms)))
     return rows
+
+
+def read_ad_windows(
+    session: Session, keyspace: str, version: str, ad_id: str, window: str, start_ms: int, end_ms: int
+) -> list[dict[str, Any]]:
+    table = f"{check_identifier(keyspace)}.{AD_TABLE}"
+    return _read_windows(session, table, ("ad_id", ad_id), version, window, start_ms, end_ms)
 
 
 def read_campaign_partials(
     session: Session, keyspace: str, version: str, campaign_id: str, window: str, start_ms: int, end_ms: int
 ) -> list[dict[str, Any]]:
-    statement = session.prepare(
-        f"SELECT * FROM {check_identifier(keyspace)}.{CAMPAIGN_TABLE} WHERE pipeline_version = ? "
-        "AND campaign_id = ? AND window = ? AND bucket = ? AND window_start >= ? AND window_start < ?"
-    )
-    rows: list[dict[str, Any]] = []
-    for bucket in _buckets(start_ms, end_ms, DAY_MS):
-        rows += _rows(session.execute(statement, (version, campaign_id, window, bucket, start_ms, end_ms)))
-    return rows
+    table = f"{check_identifier(keyspace)}.{CAMPAIGN_TABLE}"
+    return _read_windows(session, table, ("campaign_id", campaign_id), version, window, start_ms, end_ms)
 
 
 def read_latest_segment_window(

@@ -11,21 +11,19 @@ import os
 import signal
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.ctr.generator import ClickstreamGenerator
-from streams.io.cassandra import connect
 from streams.io.kafka import committed_offsets
 from streams.produce import produce
 from streams.settings import Settings
 from tests.integration.test_ctr_pipeline import (
     PROFILE,
     START,
-    as_counts,
+    assert_rows_match_oracle,
     ctr_settings,
     oracle,
     read_partitions,
@@ -87,34 +85,4 @@ def test_kill_9_mid_stream_then_restart_gives_the_oracle(ctr_settings: Settings,
         )
 
     expected = oracle(read_partitions(settings, topic))
-    cluster, session = connect(settings.cassandra, keyspace=settings.cassandra.keyspace)
-    try:
-        ads = list(
-            session.execute(
-                "SELECT window, ad_id, window_start, impressions, clicks, final, window_end "
-                "FROM ctr_ad_windows"
-            )
-        )
-        campaigns = list(session.execute("SELECT * FROM ctr_campaign_windows"))
-        cells = list(
-            session.execute(
-                "SELECT window, segment, ad_id, window_start, impressions, clicks FROM ctr_segment_cells"
-            )
-        )
-    finally:
-        cluster.shutdown()
-    assert {(r.window, r.ad_id, r.window_start): (r.impressions, r.clicks) for r in ads} == as_counts(
-        expected["ads"]
-    )
-    sums: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
-    for r in campaigns:
-        sums[(r.window, r.campaign_id, r.window_start)][0] += r.impressions
-        sums[(r.window, r.campaign_id, r.window_start)][1] += r.clicks
-    assert {k: tuple(v) for k, v in sums.items()} == as_counts(expected["campaigns"])
-    assert {
-        (r.window, r.segment, r.ad_id, r.window_start): (r.impressions, r.clicks) for r in cells
-    } == as_counts(expected["cells"])
-    grace = 5_000
-    for r in ads:
-        watermark = expected["watermark_of"][expected["partition_of_ad"][r.ad_id]]
-        assert r.final == (r.window_end + grace <= watermark)
+    assert_rows_match_oracle(settings, expected)

@@ -140,6 +140,38 @@ def as_counts(counter: Counter[Any]) -> dict[tuple[Any, ...], tuple[int, int]]:
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
+def assert_rows_match_oracle(settings: Settings, expected: dict[str, Any]) -> list[Any]:
+    """Every ad, campaign (summed over partitions) and cell row equals the oracle; final flags too."""
+    cluster, session = connect(settings.cassandra, keyspace=settings.cassandra.keyspace)
+    try:
+        ad_rows = list(session.execute("SELECT * FROM ctr_ad_windows"))
+        campaign_rows = list(session.execute("SELECT * FROM ctr_campaign_windows"))
+        cell_rows = list(session.execute("SELECT * FROM ctr_segment_cells"))
+    finally:
+        cluster.shutdown()
+
+    # Identical impressions and clicks for every (ad, window), campaign (summed over partitions) and cell.
+    assert {(r.window, r.ad_id, r.window_start): (r.impressions, r.clicks) for r in ad_rows} == as_counts(
+        expected["ads"]
+    )
+    campaign_sums: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for r in campaign_rows:
+        campaign_sums[(r.window, r.campaign_id, r.window_start)][0] += r.impressions
+        campaign_sums[(r.window, r.campaign_id, r.window_start)][1] += r.clicks
+    assert {k: tuple(v) for k, v in campaign_sums.items()} == as_counts(expected["campaigns"])
+    assert {
+        (r.window, r.segment, r.ad_id, r.window_start): (r.impressions, r.clicks) for r in cell_rows
+    } == as_counts(expected["cells"])
+
+    # Final exactly when the partition's watermark passed end + grace; smoothing fields present.
+    for r in ad_rows:
+        watermark = expected["watermark_of"][expected["partition_of_ad"][r.ad_id]]
+        assert r.final == (r.window_end + GRACE <= watermark), (r.window, r.ad_id, r.window_start)
+        assert r.ci_low <= r.smoothed_ctr <= r.ci_high
+        assert r.pipeline_version == settings.worker.pipeline_version and r.prior_version
+    return ad_rows
+
+
 @pytest.fixture
 def ctr_settings(isolated: Settings) -> Settings:
     """Short windows (10 s tumbling, 1 min hopping every 10 s, 5 s grace) so a short run closes many."""
@@ -170,33 +202,7 @@ def test_every_window_row_matches_the_oracle(ctr_settings: Settings, tmp_path: P
     assert expected["rejected"]["late_event"] > 0 and expected["duplicates"] > 0  # the scenario has dirt
     assert expected["rejected"]["malformed_json"] > 0 and expected["rejected"]["schema_violation"] > 0
 
-    cluster, session = connect(settings.cassandra, keyspace=settings.cassandra.keyspace)
-    try:
-        ad_rows = list(session.execute("SELECT * FROM ctr_ad_windows"))
-        campaign_rows = list(session.execute("SELECT * FROM ctr_campaign_windows"))
-        cell_rows = list(session.execute("SELECT * FROM ctr_segment_cells"))
-    finally:
-        cluster.shutdown()
-
-    # Identical impressions and clicks for every (ad, window), campaign (summed over partitions) and cell.
-    assert {(r.window, r.ad_id, r.window_start): (r.impressions, r.clicks) for r in ad_rows} == as_counts(
-        expected["ads"]
-    )
-    campaign_sums: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
-    for r in campaign_rows:
-        campaign_sums[(r.window, r.campaign_id, r.window_start)][0] += r.impressions
-        campaign_sums[(r.window, r.campaign_id, r.window_start)][1] += r.clicks
-    assert {k: tuple(v) for k, v in campaign_sums.items()} == as_counts(expected["campaigns"])
-    assert {
-        (r.window, r.segment, r.ad_id, r.window_start): (r.impressions, r.clicks) for r in cell_rows
-    } == as_counts(expected["cells"])
-
-    # Final exactly when the partition's watermark passed end + grace; smoothing fields present.
-    for r in ad_rows:
-        watermark = expected["watermark_of"][expected["partition_of_ad"][r.ad_id]]
-        assert r.final == (r.window_end + GRACE <= watermark), (r.window, r.ad_id, r.window_start)
-        assert r.ci_low <= r.smoothed_ctr <= r.ci_high
-        assert r.pipeline_version == settings.worker.pipeline_version and r.prior_version
+    ad_rows = assert_rows_match_oracle(settings, expected)
     assert any(r.final for r in ad_rows) and any(not r.final for r in ad_rows)
 
     # Identical dead-letter, late and duplicate counts.

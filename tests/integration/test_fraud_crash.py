@@ -1,0 +1,111 @@
+"""A fraud worker killed with SIGKILL mid-stream and restarted scores, decides and labels every
+transaction exactly as one uninterrupted pass over each partition does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams.agents.fraud import make_processor
+from streams.fraud.generator import TransactionGenerator, TransactionProfile
+from streams.fraud.synthetic import load_ip_prefixes
+from streams.io.cassandra import connect
+from streams.io.kafka import committed_offsets
+from streams.produce import produce
+from streams.settings import Settings
+from tests.integration.test_ctr_crash import high_watermarks
+from tests.integration.test_ctr_pipeline import read_partitions
+from tests.integration.test_fraud_pipeline import DAY, START, oracle_valid_transaction
+from tests.integration.test_smoke_pipeline import metric, scrape
+from tests.support import running_worker, settings_env, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def uninterrupted(settings: Settings) -> dict[str, tuple[float, str, bool, list[float], bool | None]]:
+    """Each partition folded in one pass: transactions in order, then its labels."""
+    processor = make_processor(settings)
+    transactions = read_partitions(settings, settings.topics.transactions)
+    labels = read_partitions(settings, settings.topics.labels)
+    result: dict[str, tuple[float, str, bool, list[float], bool | None]] = {}
+    for partition in sorted(transactions):
+        txs = [tx for _, raw in transactions[partition] if (tx := oracle_valid_transaction(raw)) is not None]
+        lbs = [orjson.loads(raw or b"") for _, raw in labels.get(partition, [])]
+        out = processor.process([(tx, partition) for tx in txs], [(lb, partition) for lb in lbs])
+        joined = {row["transaction_id"]: row["is_fraud"] for row in out.label_transactions}
+        for row in out.transactions:
+            tx_id = row["transaction_id"]
+            result[tx_id] = (
+                row["score"],
+                row["decision"],
+                row["holdout"],
+                row["features"],
+                joined.get(tx_id),
+            )
+    return result
+
+
+def test_kill_9_mid_stream_then_restart_equals_one_clean_pass(isolated: Settings, tmp_path: Path) -> None:
+    settings = isolated
+    generator = TransactionGenerator(
+        TransactionProfile(customers=300, mean_gap_ms=10 * DAY / 6000),
+        seed=31,
+        start_ms=START,
+        ip_prefixes=load_ip_prefixes(settings.fraud.ip_countries_file),
+    )
+    scenario = generator.scenario(6000)
+    t = settings.topics
+    assert produce(settings.kafka, t.transactions, scenario.transactions).failed == 0
+    assert produce(settings.kafka, t.labels, scenario.labels).failed == 0
+
+    log = (tmp_path / "first-worker.log").open("wb")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "streams", "worker"],
+        env={**os.environ, **settings_env(settings)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(
+            lambda: metric(scrape(settings), "streams_events_consumed_total", topic=t.transactions) >= 2000,
+            180,
+            "the first worker to be a third through",
+            interval_s=0.2,
+        )
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        log.close()
+    group = f"{settings.worker.app_id}-{settings.worker.pipeline_version}"
+    ends = {topic: high_watermarks(settings, topic) for topic in (t.transactions, t.labels)}
+
+    def caught_up() -> bool:
+        return all(committed_offsets(settings.kafka, group, topic, e) == e for topic, e in ends.items())
+
+    assert not caught_up(), "killed too late to matter"
+    with running_worker(settings, tmp_path):
+        wait_until(caught_up, 240, "the restarted worker to commit every offset", interval_s=1)
+
+    cluster, session = connect(settings.cassandra, keyspace=settings.cassandra.keyspace)
+    try:
+        rows = list(
+            session.execute(
+                "SELECT transaction_id, score, decision, holdout, features, is_fraud FROM fraud_transactions"
+            )
+        )
+    finally:
+        cluster.shutdown()
+    stored = {r.transaction_id: (r.score, r.decision, r.holdout, list(r.features), r.is_fraud) for r in rows}
+    expected = uninterrupted(settings)
+    assert stored.keys() == expected.keys()
+    for tx_id, (score, decision, holdout, features, is_fraud) in expected.items():
+        got = stored[tx_id]
+        assert got[0] == pytest.approx(score, abs=1e-12) and got[1:3] == (decision, holdout), tx_id
+        assert got[3] == pytest.approx(features, abs=1e-12), tx_id
+        assert got[4] == is_fraud, tx_id
