@@ -60,6 +60,12 @@ class PipelineMetrics:
             ["table"],
             registry=registry,
         )
+        self.sink_retries = Counter(
+            "streams_sink_write_retries_total",
+            "Cassandra writes retried after a transient error (the batch is held meanwhile).",
+            ["error"],
+            registry=registry,
+        )
         self.sink_write_seconds = Histogram(
             "streams_sink_write_seconds",
             "Time to durably write one batch of rows.",

@@ -104,7 +104,13 @@ def run_worker(settings: Settings) -> None:
         ) from exc
     target = announce_to_prometheus(settings)
     ttl = {table: settings.ctr.ttl_s for table in (AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE)}
-    sink = CassandraSink(session, c.keyspace, concurrency=c.write_concurrency, ttl_s=ttl)
+    sink = CassandraSink(
+        session,
+        c.keyspace,
+        concurrency=c.write_concurrency,
+        ttl_s=ttl,
+        on_retry=lambda exc: metrics.sink_retries.labels(type(exc).__name__).inc(),
+    )
     app = create_app(settings, sink=sink, metrics=metrics, fraud_metrics=fraud_metrics, session=session)
     log.info("worker %s: metrics at http://%s:%d/metrics", app.conf.id, w.metrics_host, w.metrics_port)
     try:

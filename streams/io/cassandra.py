@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -20,7 +20,7 @@ from cassandra.cluster import (
     ResponseFuture,
     Session,
 )
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BatchType, PreparedStatement, Statement
 
 from streams.errors import RuntimeServiceError, SinkError
@@ -43,6 +43,8 @@ def connect(cassandra: CassandraSettings, *, keyspace: str | None = None) -> tup
         list(cassandra.hosts),
         port=cassandra.port,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        # Come back within seconds after a node restart (the default waits up to 10 minutes).
+        reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
         auth_provider=auth,
         connect_timeout=cassandra.connect_timeout_s,
         protocol_version=5,
@@ -140,13 +142,17 @@ class CassandraSink:
         keyspace: str,
         *,
         concurrency: int = 64,
-        max_attempts: int = 5,
+        max_attempts: int = 0,
         ttl_s: Mapping[str, int] | None = None,
+        on_retry: Callable[[BaseException], None] = lambda exc: None,
     ) -> None:
+        """``max_attempts`` 0 retries transient errors for ever (backoff capped at 5 s): while
+        Cassandra is down the agent holds its batch, so consumption stops instead of dropping."""
         self._session = session
         self._keyspace = check_identifier(keyspace)
         self._slots = asyncio.Semaphore(concurrency)
         self._max_attempts = max_attempts
+        self._on_retry = on_retry
         self._ttl_s = dict(ttl_s or {})
         self._prepared: dict[tuple[str, tuple[str, ...]], PreparedStatement] = {}
         self._partition_keys: dict[str, tuple[str, ...]] = {}
@@ -196,15 +202,21 @@ class CassandraSink:
 
     async def _execute(self, statement: Statement) -> None:
         async with self._slots:
-            for attempt in range(1, self._max_attempts + 1):
+            attempt = 0
+            while True:
+                attempt += 1
                 try:
                     await _as_asyncio(self._session.execute_async(statement))
                     return
                 except _TRANSIENT as exc:
                     if attempt == self._max_attempts:
                         raise SinkError(f"Cassandra write failed after {attempt} attempts: {exc}") from exc
-                    log.warning("Cassandra write retry %d: %s", attempt, exc)
-                    await asyncio.sleep(min(0.1 * 2**attempt, 5.0))
+                    self._on_retry(exc)
+                    if attempt == 1 or attempt % 10 == 0:
+                        log.warning(
+                            "Cassandra write failing (attempt %d), holding the batch: %s", attempt, exc
+                        )
+                    await asyncio.sleep(min(0.1 * 2 ** min(attempt, 6), 5.0))
 
     async def flush(self) -> None:
         """Writes are acknowledged in `write`; nothing is buffered here."""
