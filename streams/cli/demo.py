@@ -15,7 +15,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from streams.cli.pipeline import _produce_smoke, _progress, _report
+from streams.cli.pipeline import check_report, produce_smoke_run, progress_bar
 from streams.cli.query import iso, pct, print_smoke, query_top_ads, session_of
 from streams.errors import RuntimeServiceError
 from streams.produce import produce
@@ -81,7 +81,7 @@ def demo(
 
     # 1. The smoke path: exactly these rows come back from Cassandra.
     run_id = f"demo-{int(time.time())}"
-    _produce_smoke(settings, run_id, 500, None, bad_every=100, seed=7)
+    produce_smoke_run(settings, run_id, 500, None, bad_every=100, seed=7)
     rows: list[dict[str, object]] = []
 
     def smoke_arrived() -> bool:
@@ -104,13 +104,13 @@ def demo(
     )
     impressions = int(rate * seconds)
     console.print(f"producing {impressions} impressions and their clicks to {topic} at {rate:.0f}/s")
-    with _progress() as progress:
+    with progress_bar() as progress:
         task = progress.add_task(f"producing to {topic}", total=impressions)
         report = produce(
             settings.kafka, topic, generator.messages(impressions), rate=rate,
             on_progress=lambda n: progress.advance(task, n),
         )  # fmt: skip
-    _report(report)
+    check_report(report)
     wait_for(lambda: consumed(settings, topic) - before >= report.sent, worker, "the worker to catch up", 600)
     show_campaigns(settings, sorted({ad.campaign_id for ad in generator.ads}), start_ms)
     # The hopping window that starts just before the demo covers all of its traffic.
@@ -163,10 +163,10 @@ def show_fraud(settings: Settings, worker: ManagedProcess) -> int:
     before = consumed(settings, t.transactions) + consumed(settings, t.labels)
     sent = 0
     for topic, messages in ((t.transactions, scenario.transactions), (t.labels, scenario.labels)):
-        with _progress() as progress:
+        with progress_bar() as progress:
             task = progress.add_task(f"producing to {topic}", total=len(messages))
             report = produce(settings.kafka, topic, messages, on_progress=partial(progress.advance, task))
-        _report(report)
+        check_report(report)
         sent += report.sent
     wait_for(
         lambda: consumed(settings, t.transactions) + consumed(settings, t.labels) - before >= sent,

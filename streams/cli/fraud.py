@@ -14,7 +14,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from streams.cli.pipeline import _progress, _report, produce_app
+from streams.cli.pipeline import check_report, produce_app, progress_bar
 from streams.cli.query import AsJson, Version, iso, parse_time_ms, pct, session_of
 from streams.cli.query import app as query_app
 from streams.errors import ConfigError
@@ -59,7 +59,7 @@ def produce_transactions(
     if labels:
         streams_to.append((settings.topics.labels, scenario.labels))
     for topic, messages in streams_to:
-        with _progress() as progress:
+        with progress_bar() as progress:
             task = progress.add_task(f"producing to {topic}", total=len(messages))
             report = produce(
                 settings.kafka,
@@ -68,7 +68,7 @@ def produce_transactions(
                 rate=rate,
                 on_progress=partial(progress.advance, task),
             )
-        _report(report)
+        check_report(report)
 
 
 def train(

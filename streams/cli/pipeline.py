@@ -1,4 +1,4 @@
-"""`streams worker | produce | query | demo`."""
+"""`streams worker | produce | bench`, and the producing helpers other commands share."""
 
 from __future__ import annotations
 
@@ -27,27 +27,27 @@ def worker() -> None:
     run_worker(load_settings())
 
 
-def _progress() -> Progress:
+def progress_bar() -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         console=err, transient=True,
     )  # fmt: skip
 
 
-def _produce_smoke(
+def produce_smoke_run(
     settings: Settings, run_id: str, count: int, rate: float | None, bad_every: int, seed: int
 ) -> ProduceReport:
     total = count + (count // bad_every if bad_every else 0)
     messages = smoke.smoke_events(
         run_id, count, start_ms=int(time.time() * 1000), seed=seed, bad_every=bad_every
     )
-    with _progress() as progress:
+    with progress_bar() as progress:
         task = progress.add_task(f"producing to {settings.topics.smoke}", total=total)
         report = produce(
             settings.kafka, settings.topics.smoke, messages, rate=rate,
             on_progress=lambda n: progress.advance(task, n),
         )  # fmt: skip
-    _report(report)
+    check_report(report)
     return report
 
 
@@ -69,7 +69,7 @@ def produce_smoke(
     """Smoke events: proves Kafka -> worker -> Cassandra."""
     settings = load_settings()
     run_id = run_id or f"run-{int(time.time())}"
-    _produce_smoke(settings, run_id, count, rate, bad_every, seed)
+    produce_smoke_run(settings, run_id, count, rate, bad_every, seed)
     console.print(f"run id: {run_id}")
 
 
@@ -103,16 +103,16 @@ def produce_clickstream(
     start = start_ms if start_ms is not None else int(time.time() * 1000)
     generator = ClickstreamGenerator(profile, seed=seed, start_ms=start, rate=rate)
     impressions = int(rate * duration)
-    with _progress() as progress:
+    with progress_bar() as progress:
         task = progress.add_task(f"producing to {settings.topics.ad_events}", total=impressions)
         report = produce(
             settings.kafka, settings.topics.ad_events, generator.messages(impressions), rate=rate,
             on_progress=lambda n: progress.advance(task, n),
         )  # fmt: skip
-    _report(report)
+    check_report(report)
 
 
-def _report(report: ProduceReport) -> None:
+def check_report(report: ProduceReport) -> None:
     if report.failed:
         raise RuntimeServiceError(
             f"{report.failed} messages were not acknowledged by Kafka: {report.first_error}"

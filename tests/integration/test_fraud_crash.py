@@ -3,10 +3,7 @@ transaction exactly as one uninterrupted pass over each partition does."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -19,10 +16,10 @@ from streams.io.cassandra import connect
 from streams.io.kafka import committed_offsets
 from streams.produce import produce
 from streams.settings import Settings
-from tests.integration.test_ctr_crash import high_watermarks
+from tests.integration.faults import caught_up, group_of, high_watermarks, start_worker, wait_caught_up
 from tests.integration.test_ctr_pipeline import read_partitions
 from tests.integration.test_fraud_pipeline import DAY, START, oracle_valid_transaction
-from tests.support import running_worker, settings_env, wait_until
+from tests.support import running_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -63,14 +60,9 @@ def test_kill_9_mid_stream_then_restart_equals_one_clean_pass(isolated: Settings
     assert produce(settings.kafka, t.transactions, scenario.transactions).failed == 0
     assert produce(settings.kafka, t.labels, scenario.labels).failed == 0
 
-    group = f"{settings.worker.app_id}-{settings.worker.pipeline_version}"
-    log = (tmp_path / "first-worker.log").open("wb")
-    first = subprocess.Popen(
-        [sys.executable, "-m", "streams", "worker"],
-        env={**os.environ, **settings_env(settings)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    group = group_of(settings)
+    ends = {topic: high_watermarks(settings, topic) for topic in (t.transactions, t.labels)}
+    first = start_worker(settings, tmp_path / "first-worker.log")
     try:
         # Kill once some offsets are committed (so the restart resumes mid-log) but not all.
         wait_until(
@@ -82,15 +74,10 @@ def test_kill_9_mid_stream_then_restart_equals_one_clean_pass(isolated: Settings
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-        log.close()
-    ends = {topic: high_watermarks(settings, topic) for topic in (t.transactions, t.labels)}
+    assert not caught_up(settings, ends), "killed too late to matter"
 
-    def caught_up() -> bool:
-        return all(committed_offsets(settings.kafka, group, topic, e) == e for topic, e in ends.items())
-
-    assert not caught_up(), "killed too late to matter"
     with running_worker(settings, tmp_path):
-        wait_until(caught_up, 240, "the restarted worker to commit every offset", interval_s=1)
+        wait_caught_up(settings, ends)
 
     cluster, session = connect(settings.cassandra, keyspace=settings.cassandra.keyspace)
     try:

@@ -1,0 +1,69 @@
+"""Shared steps of the fault tests: a worker process to kill, progress and catch-up waits."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+from streams.ctr.generator import ClickstreamGenerator
+from streams.io.kafka import committed_offsets
+from streams.produce import produce
+from streams.settings import Settings
+from tests.integration.test_ctr_pipeline import PROFILE, START
+from tests.integration.test_smoke_pipeline import metric, scrape
+from tests.support import settings_env, wait_until
+
+
+def group_of(settings: Settings) -> str:
+    return f"{settings.worker.app_id}-{settings.worker.pipeline_version}"
+
+
+def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "watermarks"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
+def produce_clickstream(settings: Settings, seed: int, impressions: int) -> dict[int, int]:
+    """The seeded scenario on the settings' ad-events topic; returns the partitions' end offsets."""
+    messages = list(ClickstreamGenerator(PROFILE, seed=seed, start_ms=START, rate=100).messages(impressions))
+    assert produce(settings.kafka, settings.topics.ad_events, messages).failed == 0
+    return high_watermarks(settings, settings.topics.ad_events)
+
+
+def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """`streams worker` as a process the test may SIGKILL (`running_worker` stops it cleanly)."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker"],
+            env={**os.environ, **settings_env(settings)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_consumed(settings: Settings, topic: str, at_least: float, what: str) -> None:
+    wait_until(
+        lambda: metric(scrape(settings), "streams_events_consumed_total", topic=topic) >= at_least,
+        180,
+        what,
+        interval_s=0.2,
+    )
+
+
+def caught_up(settings: Settings, ends: dict[str, dict[int, int]]) -> bool:
+    group = group_of(settings)
+    return all(committed_offsets(settings.kafka, group, topic, e) == e for topic, e in ends.items())
+
+
+def wait_caught_up(settings: Settings, ends: dict[str, dict[int, int]], timeout_s: float = 300) -> None:
+    wait_until(lambda: caught_up(settings, ends), timeout_s, "every offset committed", interval_s=1)
