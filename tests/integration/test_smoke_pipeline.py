@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -64,6 +66,15 @@ def scrape(settings: Settings) -> str:
         return ""
 
 
+def prometheus_value(settings: Settings, name: str, topic: str) -> float | None:
+    """The local Prometheus' current value of ``name{topic=...}`` (None before the first scrape)."""
+    query = urllib.parse.quote(f'sum({name}{{topic="{topic}"}})')
+    url = f"http://127.0.0.1:{settings.runtime.prometheus_port}/api/v1/query?query={query}"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        result = orjson.loads(response.read())["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
 def metric(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
     total = 0.0
@@ -107,6 +118,16 @@ def test_exactly_the_produced_events_arrive_and_bad_ones_are_dead_lettered(
                 30,
                 "the consumed counter to reach the produced count",
             )
+            prometheus_saw = wait_until(
+                lambda: (
+                    (v := prometheus_value(isolated, "streams_events_processed_total", isolated.topics.smoke))
+                    == N_EVENTS
+                    and [v]
+                ),
+                60,
+                "Prometheus to scrape the worker",
+                interval_s=1,
+            )
         final_rows = read_smoke_events(session, isolated.cassandra.keyspace, run_id)
     finally:
         cluster.shutdown()
@@ -124,7 +145,13 @@ def test_exactly_the_produced_events_arrive_and_bad_ones_are_dead_lettered(
     assert {r["reason_kind"] for r in records} == {"malformed_json", "schema_violation"}
     assert any("event_id" in r["reason"] for r in records)
 
-    # The worker's metrics agree with the oracle.
+    # The worker's metrics agree with the oracle, follow Prometheus conventions, and the real
+    # Prometheus scraped them (the worker registered itself by file-based discovery).
     topic = isolated.topics.smoke
     assert metric(metrics, "streams_events_processed_total", topic=topic) == N_EVENTS
     assert metric(metrics, "streams_events_dead_lettered_total", topic=topic) == len(bad_values)
+    promtool = subprocess.run(
+        ["promtool", "check", "metrics"], input=metrics.encode(), capture_output=True, check=False
+    )
+    assert promtool.returncode == 0 and not promtool.stdout.strip(), promtool.stdout + promtool.stderr
+    assert prometheus_saw[0] == N_EVENTS
