@@ -33,9 +33,13 @@ def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def produce_clickstream(settings: Settings, seed: int, impressions: int) -> dict[int, int]:
-    """The seeded scenario on the settings' ad-events topic; returns the partitions' end offsets."""
-    messages = list(ClickstreamGenerator(PROFILE, seed=seed, start_ms=START, rate=100).messages(impressions))
+def produce_clickstream(
+    settings: Settings, seed: int, impressions: int, start_ms: int = START
+) -> dict[int, int]:
+    """The seeded scenario (100 impressions per second of event time) on the settings' ad-events
+    topic; returns the partitions' end offsets."""
+    generator = ClickstreamGenerator(PROFILE, seed=seed, start_ms=start_ms, rate=100)
+    messages = list(generator.messages(impressions))
     assert produce(settings.kafka, settings.topics.ad_events, messages).failed == 0
     return high_watermarks(settings, settings.topics.ad_events)
 
