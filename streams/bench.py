@@ -12,16 +12,15 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from streams.ctr.generator import ClickstreamGenerator, ClickstreamProfile
 from streams.errors import RuntimeServiceError
-from streams.io.kafka import delete_topics, ensure_topics
+from streams.io.kafka import delete_topics, ensure_topics, high_watermarks, partition_history
 from streams.produce import produce
+from streams.scrape import fetch_metrics, total
 from streams.settings import Settings
 from streams.topics import raw_topic
 
@@ -57,13 +56,9 @@ def _peak_rss_mib(pid: int) -> float:
 
 
 def _consumed(port: int, topic: str) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except (urllib.error.URLError, OSError):
-        return -1.0
-    prefix = f'streams_events_consumed_total{{topic="{topic}"}} '
-    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+    """The bench worker's consumed counter (-1 while it is not serving /metrics yet)."""
+    text = fetch_metrics("127.0.0.1", port)
+    return total(text, "streams_events_consumed_total", topic=topic) if text else -1.0
 
 
 def run_worker_over_backlog(
@@ -160,28 +155,14 @@ def bench_fraud(settings: Settings, events: int, repeats: int, port: int, out_di
 def _timestamps(settings: Settings, topic: str) -> dict[str, int]:
     """transaction_id -> Kafka CreateTime (ms) of every record on ``topic``."""
     import orjson
-    from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"}
-    )
     stamps: dict[str, int] = {}
-    try:
-        for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            consumer.assign([TopicPartition(topic, partition, low)])
-            seen = 0
-            while seen < high - low:
-                for message in consumer.consume(1000, timeout=2):
-                    seen += 1
-                    try:
-                        stamps[orjson.loads(message.value() or b"")["transaction_id"]] = message.timestamp()[
-                            1
-                        ]
-                    except (orjson.JSONDecodeError, KeyError, TypeError):
-                        continue
-    finally:
-        consumer.close()
+    for partition, end in high_watermarks(settings.kafka, topic).items():
+        for value, _, timestamp, _ in partition_history(settings.kafka, topic, partition, end):
+            try:
+                stamps[orjson.loads(value or b"")["transaction_id"]] = timestamp or 0
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue
     return stamps
 
 

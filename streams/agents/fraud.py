@@ -99,12 +99,11 @@ def register_fraud(app: faust.App, ctx: AgentContext, fraud_metrics: FraudMetric
                 [(lb, at.partition) for lb, at, _ in labels.events],
             )
             # Durable first (Cassandra, results, dead letters), then the batch's offsets are acked.
+            # Label columns and score columns are separate cells of the same rows: order-free upserts.
             await asyncio.gather(
                 ctx.sink.write(SCORES_TABLE, out.scores),
                 ctx.sink.write(TRANSACTIONS_TABLE, out.transactions),
                 ctx.sink.write(COHORT_TABLE, out.cohort),
-            )
-            await asyncio.gather(
                 ctx.sink.write(TRANSACTIONS_TABLE, out.label_transactions),
                 ctx.sink.write(COHORT_TABLE, out.label_cohort),
             )

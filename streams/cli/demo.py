@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from functools import partial
 from typing import Annotated
@@ -21,6 +19,7 @@ from streams.errors import RuntimeServiceError
 from streams.produce import produce
 from streams.runtime import manager
 from streams.runtime.process import ManagedProcess
+from streams.scrape import fetch_metrics, samples, total
 from streams.settings import Settings, load_settings
 
 console = Console()
@@ -42,16 +41,13 @@ def start_background_worker(settings: Settings) -> ManagedProcess:
     return process
 
 
+def worker_metrics(settings: Settings) -> str:
+    return fetch_metrics(settings.worker.metrics_host, settings.worker.metrics_port)
+
+
 def consumed(settings: Settings, topic: str) -> float:
     """The worker's consumed counter for ``topic`` (0 while it is starting)."""
-    url = f"http://{settings.worker.metrics_host}:{settings.worker.metrics_port}/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
-    except (urllib.error.URLError, OSError):
-        return 0.0
-    prefix = f'streams_events_consumed_total{{topic="{topic}"}} '
-    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+    return total(worker_metrics(settings), "streams_events_consumed_total", topic=topic)
 
 
 def wait_for(condition: Callable[[], bool], worker: ManagedProcess, what: str, timeout_s: float) -> None:
@@ -185,15 +181,10 @@ def show_fraud(settings: Settings, worker: ManagedProcess) -> int:
 
 
 def decision_counts(settings: Settings) -> dict[str, float]:
-    url = f"http://{settings.worker.metrics_host}:{settings.worker.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    counts = {}
-    for line in text.splitlines():
-        if line.startswith("streams_fraud_decisions_total{"):
-            decision = line.split('decision="', 1)[1].split('"', 1)[0]
-            counts[decision] = float(line.rsplit(" ", 1)[1])
-    return counts
+    return {
+        labels["decision"]: value
+        for labels, value in samples(worker_metrics(settings), "streams_fraud_decisions_total")
+    }
 
 
 def show_campaigns(settings: Settings, campaigns: list[str], since_ms: int) -> None:

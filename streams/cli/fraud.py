@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.cli.pipeline import check_report, produce_app, progress_bar
-from streams.cli.query import AsJson, Version, iso, parse_time_ms, pct, session_of
+from streams.cli.query import AsJson, Version, emit, iso, parse_time_ms, pct, session_of
 from streams.cli.query import app as query_app
 from streams.errors import ConfigError
 from streams.produce import produce
@@ -185,12 +185,10 @@ def query_fraud(
             rows = read_customer(
                 session, settings.cassandra.keyspace, pipeline_version, customer, from_ms, to_ms, limit
             )
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2, default=str))
-        return
-    if not rows:
-        console.print("no rows")
-        return
+    emit(rows, as_json, lambda: _print_scores(rows, pipeline_version))
+
+
+def _print_scores(rows: list[dict[str, Any]], pipeline_version: str) -> None:
     table = Table(
         "time (UTC)",
         "transaction",
@@ -233,12 +231,10 @@ def query_fraud_metrics(
     for row in rows:
         row["reliability"] = json.loads(row["reliability"] or "[]")
         row["decisions"] = dict(row["decisions"] or {})
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2, default=str))
-        return
-    if not rows:
-        console.print("no cohort metrics yet")
-        return
+    emit(rows, as_json, lambda: _print_cohorts(rows, pipeline_version), empty="no cohort metrics yet")
+
+
+def _print_cohorts(rows: list[dict[str, Any]], pipeline_version: str) -> None:
     table = Table(
         "cohort",
         "transactions",

@@ -54,11 +54,14 @@ def session_of(settings: Settings) -> Iterator[Any]:
         cluster.shutdown()
 
 
-def _emit(rows: Sequence[dict[str, Any]], as_json: bool, render: Callable[[], None]) -> None:
+def emit(
+    rows: Sequence[dict[str, Any]], as_json: bool, render: Callable[[], None], empty: str = "no rows"
+) -> None:
+    """JSON for scripts, else a table (``render``), else ``empty``."""
     if as_json:
         typer.echo(json.dumps(list(rows), indent=2, default=str))
     elif not rows:
-        console.print("no rows")
+        console.print(empty)
     else:
         render()
 
@@ -126,7 +129,7 @@ def query_ctr(
             rows = campaign_windows(partials, settings.ctr.ci_level)
             title = f"campaign {campaign}, {window} windows, version {pipeline_version}"
     rows = rows[:limit]
-    _emit(rows, as_json, lambda: console.print(_window_table(title, rows)))
+    emit(rows, as_json, lambda: console.print(_window_table(title, rows)))
 
 
 @app.command("top-ads")
@@ -185,7 +188,7 @@ def query_top_ads(
             )  # fmt: skip
         console.print(table)
 
-    _emit(rows, as_json, render)
+    emit(rows, as_json, render)
 
 
 @app.command("smoke")
@@ -200,7 +203,7 @@ def query_smoke(
     settings = load_settings()
     with session_of(settings) as session:
         rows = read_smoke_events(session, settings.cassandra.keyspace, run_id)
-    _emit(rows[:limit], as_json, lambda: print_smoke(rows, limit))
+    emit(rows[:limit], as_json, lambda: print_smoke(rows, limit))
 
 
 def print_smoke(rows: Sequence[dict[str, Any]], limit: int) -> None:

@@ -165,3 +165,15 @@ def committed_offsets(
         return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
     finally:
         consumer.close()
+
+
+def high_watermarks(kafka: KafkaSettings, topic: str) -> dict[int, int]:
+    """partition -> the offset after its last message."""
+    consumer = Consumer({**client_config(kafka), "group.id": "streams-watermarks"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
+        }
+    finally:
+        consumer.close()

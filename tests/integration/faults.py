@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-
-from confluent_kafka import Consumer, TopicPartition
+from typing import Any
 
 from streams.ctr.generator import ClickstreamGenerator
 from streams.io.kafka import committed_offsets
+from streams.io.kafka import high_watermarks as kafka_high_watermarks
 from streams.produce import produce
 from streams.settings import Settings
 from tests.integration.test_ctr_pipeline import PROFILE, START
@@ -23,14 +25,7 @@ def group_of(settings: Settings) -> str:
 
 
 def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "watermarks"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
-        }
-    finally:
-        consumer.close()
+    return kafka_high_watermarks(settings.kafka, topic)
 
 
 def produce_clickstream(
@@ -71,3 +66,12 @@ def caught_up(settings: Settings, ends: dict[str, dict[int, int]]) -> bool:
 
 def wait_caught_up(settings: Settings, ends: dict[str, dict[int, int]], timeout_s: float = 300) -> None:
     wait_until(lambda: caught_up(settings, ends), timeout_s, "every offset committed", interval_s=1)
+
+
+def kill_when(worker: subprocess.Popen[bytes], condition: Callable[[], Any], what: str) -> None:
+    """SIGKILL the worker as soon as ``condition`` holds (and in any case before returning)."""
+    try:
+        wait_until(condition, 180, what, interval_s=0.2)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()

@@ -7,7 +7,6 @@ same rows with the same counts.
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,10 @@ import pytest
 from streams.settings import Settings
 from tests.integration.faults import (
     caught_up,
+    kill_when,
     produce_clickstream,
     start_worker,
     wait_caught_up,
-    wait_consumed,
 )
 from tests.integration.test_ctr_pipeline import (
     assert_rows_match_oracle,
@@ -26,6 +25,7 @@ from tests.integration.test_ctr_pipeline import (
     oracle,
     read_partitions,
 )
+from tests.integration.test_smoke_pipeline import metric, scrape
 from tests.support import running_worker
 
 pytestmark = pytest.mark.integration
@@ -36,14 +36,12 @@ def test_kill_9_mid_stream_then_restart_gives_the_oracle(ctr_settings: Settings,
     settings = ctr_settings
     topic = settings.topics.ad_events
     ends = {topic: produce_clickstream(settings, seed=23, impressions=24_000)}
-    first = start_worker(settings, tmp_path / "first-worker.log")
-    try:
-        wait_consumed(
-            settings, topic, sum(ends[topic].values()) // 3, "the first worker to be a third through"
-        )
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+    third = sum(ends[topic].values()) // 3
+    kill_when(
+        start_worker(settings, tmp_path / "first-worker.log"),
+        lambda: metric(scrape(settings), "streams_events_consumed_total", topic=topic) >= third,
+        "the first worker to be a third through",
+    )
     assert not caught_up(settings, ends), "killed too late to matter"
 
     with running_worker(settings, tmp_path):

@@ -3,7 +3,6 @@ transaction exactly as one uninterrupted pass over each partition does."""
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import orjson
@@ -16,10 +15,17 @@ from streams.io.cassandra import connect
 from streams.io.kafka import committed_offsets
 from streams.produce import produce
 from streams.settings import Settings
-from tests.integration.faults import caught_up, group_of, high_watermarks, start_worker, wait_caught_up
+from tests.integration.faults import (
+    caught_up,
+    group_of,
+    high_watermarks,
+    kill_when,
+    start_worker,
+    wait_caught_up,
+)
 from tests.integration.test_ctr_pipeline import read_partitions
 from tests.integration.test_fraud_pipeline import DAY, START, oracle_valid_transaction
-from tests.support import running_worker, wait_until
+from tests.support import running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -62,18 +68,12 @@ def test_kill_9_mid_stream_then_restart_equals_one_clean_pass(isolated: Settings
 
     group = group_of(settings)
     ends = {topic: high_watermarks(settings, topic) for topic in (t.transactions, t.labels)}
-    first = start_worker(settings, tmp_path / "first-worker.log")
-    try:
-        # Kill once some offsets are committed (so the restart resumes mid-log) but not all.
-        wait_until(
-            lambda: sum(committed_offsets(settings.kafka, group, t.transactions, range(4)).values()) > 0,
-            180,
-            "a first commit",
-            interval_s=0.2,
-        )
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+    # Kill once some offsets are committed (so the restart resumes mid-log) but not all.
+    kill_when(
+        start_worker(settings, tmp_path / "first-worker.log"),
+        lambda: sum(committed_offsets(settings.kafka, group, t.transactions, range(4)).values()) > 0,
+        "a first commit",
+    )
     assert not caught_up(settings, ends), "killed too late to matter"
 
     with running_worker(settings, tmp_path):

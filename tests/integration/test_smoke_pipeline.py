@@ -17,6 +17,7 @@ from confluent_kafka import Consumer
 from streams.io.cassandra import connect, read_smoke_events
 from streams.pipelines import smoke
 from streams.produce import produce
+from streams.scrape import fetch_metrics, total
 from streams.settings import Settings
 from tests.support import running_worker, wait_until
 
@@ -58,12 +59,7 @@ def read_all(
 
 def scrape(settings: Settings) -> str:
     """The worker's /metrics text ("" while it is still starting)."""
-    url = f"http://{settings.worker.metrics_host}:{settings.worker.metrics_port}/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return str(response.read().decode())
-    except urllib.error.URLError:
-        return ""
+    return fetch_metrics(settings.worker.metrics_host, settings.worker.metrics_port)
 
 
 def prometheus_value(settings: Settings, name: str, topic: str) -> float | None:
@@ -77,11 +73,7 @@ def prometheus_value(settings: Settings, name: str, topic: str) -> float | None:
 
 def metric(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return total(text, name, **labels)
 
 
 def test_exactly_the_produced_events_arrive_and_bad_ones_are_dead_lettered(
