@@ -23,6 +23,7 @@ from streams.produce import produce
 from streams.scrape import fetch_metrics, total
 from streams.settings import Settings
 from streams.topics import raw_topic
+from streams.versions import result_topic
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -66,13 +67,7 @@ def run_worker_over_backlog(
 ) -> RunFigures:
     """One fresh worker (own consumer group and version) consuming the whole backlog."""
     run = uuid.uuid4().hex[:8]
-    env = {
-        **os.environ,
-        **topic_env,
-        "STREAMS_WORKER__APP_ID": f"bench-{run}",
-        "STREAMS_WORKER__PIPELINE_VERSION": f"bench-{run}",
-        "STREAMS_WORKER__METRICS_PORT": str(port),
-    }
+    env = {**os.environ, **topic_env, **bench_worker_env(settings, run, port)}
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=out, stderr=out)
     try:
@@ -91,6 +86,25 @@ def run_worker_over_backlog(
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+        delete_version_topics(settings, f"bench-{run}")
+
+
+def bench_worker_env(settings: Settings, run: str, port: int) -> dict[str, str]:
+    """A bench worker is a version of its own, in a keyspace of its own (the registry of the
+    real versions stays clean)."""
+    return {
+        "STREAMS_CASSANDRA__KEYSPACE": f"{settings.cassandra.keyspace}_bench",
+        "STREAMS_WORKER__APP_ID": f"bench-{run}",
+        "STREAMS_WORKER__PIPELINE_VERSION": f"bench-{run}",
+        "STREAMS_WORKER__METRICS_PORT": str(port),
+    }
+
+
+def delete_version_topics(settings: Settings, version: str) -> None:
+    t = settings.topics
+    delete_topics(
+        settings.kafka, [result_topic(t.ctr_results, version), result_topic(t.fraud_scores, version)]
+    )
 
 
 def bench_ctr(settings: Settings, events: int, repeats: int, port: int, out_dir: Path) -> list[RunFigures]:
@@ -173,13 +187,7 @@ def bench_fraud_latency(
     CreateTime of its score record (written to Cassandra first, then published)."""
     names = _isolated_fraud_topics(settings)
     run = uuid.uuid4().hex[:8]
-    env = {
-        **os.environ,
-        **names,
-        "STREAMS_WORKER__APP_ID": f"bench-{run}",
-        "STREAMS_WORKER__PIPELINE_VERSION": f"bench-{run}",
-        "STREAMS_WORKER__METRICS_PORT": str(port),
-    }
+    env = {**os.environ, **names, **bench_worker_env(settings, run, port)}
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / "bench-worker.log"
     with log.open("ab") as out:
@@ -194,7 +202,7 @@ def bench_fraud_latency(
             time.sleep(0.2)
         time.sleep(1)
         sent = _timestamps(settings, names["STREAMS_TOPICS__TRANSACTIONS"])
-        scored = _timestamps(settings, names["STREAMS_TOPICS__FRAUD_SCORES"])
+        scored = _timestamps(settings, result_topic(names["STREAMS_TOPICS__FRAUD_SCORES"], f"bench-{run}"))
         latencies = sorted((scored[t] - sent[t]) / 1000 for t in scored if t in sent)
         if not latencies:
             raise RuntimeServiceError(f"no scores were published (log: {log})")
@@ -208,6 +216,8 @@ def bench_fraud_latency(
         proc.terminate()
         proc.wait(timeout=60)
         delete_topics(settings.kafka, [v for k, v in names.items() if k.startswith("STREAMS_TOPICS")])
+        delete_version_topics(settings, f"bench-{run}")
+        delete_topics(settings.kafka, [result_topic(names["STREAMS_TOPICS__FRAUD_SCORES"], f"bench-{run}")])
 
 
 def median(runs: list[RunFigures], attribute: str) -> float:

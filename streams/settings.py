@@ -107,7 +107,8 @@ class WorkerSettings(_Group):
     app_id: str = "streams"
     # Which agents this worker runs (each pipeline can be scaled on its own).
     pipelines: tuple[Literal["smoke", "ctr", "fraud"], ...] = ("smoke", "ctr", "fraud")
-    pipeline_version: str = "v1"
+    # Names consumer groups, topics and rows: letters, digits, '.', '_' and '-'.
+    pipeline_version: str = Field("v1", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9400
     # A batch is consumed, folded and durably flushed before its offsets are acked: bigger

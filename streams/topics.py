@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from streams.io.kafka import TopicSpec
 from streams.settings import Settings
+from streams.versions import result_topic
 
 
 def raw_topic(name: str, settings: Settings) -> TopicSpec:
@@ -14,9 +15,16 @@ def raw_topic(name: str, settings: Settings) -> TopicSpec:
 def project_topics(settings: Settings) -> list[TopicSpec]:
     t = settings.topics
     # Results are upserts under their natural key: compaction keeps the latest record per key.
-    results = TopicSpec(t.ctr_results, settings.kafka.partitions, {"cleanup.policy": "compact"})
+    version = settings.worker.pipeline_version
+    results = TopicSpec(
+        result_topic(t.ctr_results, version), settings.kafka.partitions, {"cleanup.policy": "compact"}
+    )
     # Scores are what a checkout service consumes: a stream, kept a week.
-    scores = TopicSpec(t.fraud_scores, settings.kafka.partitions, {"retention.ms": str(7 * 86_400_000)})
+    scores = TopicSpec(
+        result_topic(t.fraud_scores, version),
+        settings.kafka.partitions,
+        {"retention.ms": str(7 * 86_400_000)},
+    )
     return [
         raw_topic(t.smoke, settings),
         raw_topic(t.ad_events, settings),

@@ -23,6 +23,7 @@ from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE
 from streams.errors import ConfigError
 from streams.io.cassandra import CassandraSink, apply_schema, connect
 from streams.io.kafka import RecordOutput, ensure_topics, make_producer
+from streams.lifecycle import ensure_registered
 from streams.metrics import FraudMetrics, PipelineMetrics
 from streams.settings import Settings
 from streams.sink import Sink
@@ -49,7 +50,7 @@ def create_app(
         broker=faust_broker(settings.kafka.bootstrap),
         store="memory://",
         web_enabled=False,
-        datadir=str(settings.runtime.home / "faust"),
+        datadir=str(settings.runtime.home / "faust" / f"{worker.app_id}-{worker.pipeline_version}"),
         topic_partitions=settings.kafka.partitions,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
@@ -86,10 +87,16 @@ def announce_to_prometheus(settings: Settings) -> Path | None:
 
 def run_worker(settings: Settings) -> None:
     """Prepare topics and tables, serve /metrics, then run the Faust worker until stopped."""
+    logging.getLogger("cassandra").setLevel(logging.NOTSET)  # a worker's log shows the driver's retries
     ensure_topics(settings.kafka, project_topics(settings))
     cluster, session = connect(settings.cassandra)
     c = settings.cassandra
     apply_schema(session, settings.deploy_dir / "cassandra" / "schema", c.keyspace, c.replication_factor)
+    try:
+        ensure_registered(session, settings)
+    except Exception:
+        cluster.shutdown()
+        raise
     registry = CollectorRegistry()
     metrics = PipelineMetrics(registry, settings.worker.pipeline_version)
     fraud_metrics = FraudMetrics(registry)

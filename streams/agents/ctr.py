@@ -19,6 +19,7 @@ from streams.errors import ConfigError
 from streams.events import DeadLetter, Rejected, load_validator
 from streams.pipelines.batch import decode_batch
 from streams.settings import CtrSettings, Settings
+from streams.versions import result_topic
 
 SCHEMA_FILE = "ad_event.schema.json"
 
@@ -99,7 +100,7 @@ def register_ctr(app: faust.App, ctx: AgentContext) -> None:
     settings, worker, metrics = ctx.settings, ctx.settings.worker, ctx.metrics
     topic = settings.topics.ad_events
     source = app.topic(topic, key_serializer="raw", value_serializer="raw")
-    results = ctx.outputs(settings.topics.ctr_results)
+    results = ctx.outputs(result_topic(settings.topics.ctr_results, settings.worker.pipeline_version))
     validator = load_validator(settings.schemas_dir / SCHEMA_FILE)
     processor = make_processor(settings)
     grace_ms = processor.config.grace_ms

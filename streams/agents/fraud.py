@@ -29,6 +29,7 @@ from streams.fraud.synthetic import load_ip_prefixes
 from streams.metrics import FraudMetrics
 from streams.pipelines.batch import decode_batch
 from streams.settings import FraudSettings, Settings
+from streams.versions import result_topic
 
 log = logging.getLogger(__name__)
 METRICS_TABLE = "fraud_cohort_metrics"
@@ -62,7 +63,7 @@ def register_fraud(app: faust.App, ctx: AgentContext, fraud_metrics: FraudMetric
     settings, worker, metrics = ctx.settings, ctx.settings.worker, ctx.metrics
     t = settings.topics
     source = app.topic(t.transactions, t.labels, key_serializer="raw", value_serializer="raw")
-    results = ctx.outputs(t.fraud_scores)
+    results = ctx.outputs(result_topic(t.fraud_scores, ctx.settings.worker.pipeline_version))
     validators = {
         t.transactions: load_validator(settings.schemas_dir / "transaction.schema.json"),
         t.labels: load_validator(settings.schemas_dir / "label.schema.json"),

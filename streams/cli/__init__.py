@@ -8,7 +8,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from streams.cli import ctr, demo, dev, fraud, pipeline, query
+from streams.cli import ctr, demo, dev, fraud, pipeline, query, versions
 from streams.errors import StreamsError
 
 app = typer.Typer(
@@ -26,10 +26,17 @@ app.command()(pipeline.worker)
 app.command()(demo.demo)
 app.command()(pipeline.bench)
 app.command()(fraud.train)
+app.command()(versions.replay)
+app.command()(versions.promote)
+app.command()(versions.retire)
+app.command()(versions.versions)
+app.command()(versions.verify)
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The driver logs tracebacks while it retries; a command reports the outcome in one line.
+    logging.getLogger("cassandra").setLevel(logging.CRITICAL)
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="streams", standalone_mode=False)

@@ -85,7 +85,9 @@ def demo(
         from streams.io.cassandra import read_smoke_events
 
         with session_of(settings) as session:
-            rows = read_smoke_events(session, settings.cassandra.keyspace, run_id)
+            rows = read_smoke_events(
+                session, settings.cassandra.keyspace, settings.worker.pipeline_version, run_id
+            )
         return len(rows) >= 500
 
     wait_for(smoke_arrived, worker, "the smoke events", 120)

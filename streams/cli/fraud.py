@@ -18,6 +18,7 @@ from streams.cli.pipeline import check_report, produce_app, progress_bar
 from streams.cli.query import AsJson, Version, emit, iso, parse_time_ms, pct, session_of
 from streams.cli.query import app as query_app
 from streams.errors import ConfigError
+from streams.lifecycle import resolve_version
 from streams.produce import produce
 from streams.settings import load_settings
 
@@ -174,10 +175,10 @@ def query_fraud(
     if (transaction is None) == (customer is None):
         raise ConfigError("give exactly one of --transaction or --customer")
     settings = load_settings()
-    pipeline_version = version or settings.worker.pipeline_version
     to_ms = parse_time_ms(end) if end else int(time.time() * 1000) + 1
     from_ms = parse_time_ms(start) if start else 0
     with session_of(settings) as session:
+        pipeline_version = resolve_version(session, settings, version)
         if transaction is not None:
             rows = read_transaction(session, settings.cassandra.keyspace, pipeline_version, transaction)
         else:
@@ -225,8 +226,8 @@ def query_fraud_metrics(
     from streams.io.fraud_store import read_metrics
 
     settings = load_settings()
-    pipeline_version = version or settings.worker.pipeline_version
     with session_of(settings) as session:
+        pipeline_version = resolve_version(session, settings, version)
         rows = read_metrics(session, settings.cassandra.keyspace, pipeline_version, days)
     for row in rows:
         row["reliability"] = json.loads(row["reliability"] or "[]")

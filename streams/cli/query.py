@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.errors import ConfigError
+from streams.lifecycle import resolve_version
 from streams.settings import Settings, load_settings
 
 app = typer.Typer(help="Query results archived in Cassandra.", no_args_is_help=True)
@@ -22,7 +23,7 @@ console = Console()
 
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 Version = Annotated[
-    str | None, typer.Option("--version", help="Pipeline version (default: the configured one).")
+    str | None, typer.Option("--version", help="Pipeline version (default: the serving one).")
 ]
 
 
@@ -49,6 +50,11 @@ def session_of(settings: Settings) -> Iterator[Any]:
 
     cluster, session = connect(settings.cassandra)
     try:
+        if settings.cassandra.keyspace not in cluster.metadata.keyspaces:
+            raise ConfigError(
+                f"keyspace {settings.cassandra.keyspace} does not exist yet: nothing was processed "
+                "(start `streams worker`, or run `make demo`)"
+            )
         yield session
     finally:
         cluster.shutdown()
@@ -64,6 +70,17 @@ def emit(
         console.print(empty)
     else:
         render()
+
+
+def version_ctr_params(session: Any, settings: Settings, explicit: str | None) -> tuple[str, dict[str, Any]]:
+    """The version to read (explicit, else serving) and the CTR settings it was pinned with."""
+    from streams.io.version_store import read_version
+    from streams.lifecycle import resolve_version
+
+    version = resolve_version(session, settings, explicit)
+    record = read_version(session, settings.cassandra.keyspace, version)
+    ctr = record.params.get("ctr", {}) if record else {}
+    return version, {**settings.ctr.model_dump(), **ctr}
 
 
 def pct(x: float | None) -> str:
@@ -109,15 +126,16 @@ def query_ctr(
     if (ad is None) == (campaign is None):
         raise ConfigError("give exactly one of --ad or --campaign")
     settings = load_settings()
-    if window not in (settings.ctr.tumbling, settings.ctr.hopping):
-        raise ConfigError(
-            f"unknown window {window!r}: this pipeline has {settings.ctr.tumbling} and {settings.ctr.hopping}"
-        )
     to_ms = parse_time_ms(end) if end else int(time.time() * 1000) + 1
     from_ms = parse_time_ms(start) if start else to_ms - 86_400_000
-    pipeline_version = version or settings.worker.pipeline_version
     keyspace = settings.cassandra.keyspace
     with session_of(settings) as session:
+        pipeline_version, ctr = version_ctr_params(session, settings, version)
+        if window not in (ctr["tumbling"], ctr["hopping"]):
+            raise ConfigError(
+                f"unknown window {window!r}: version {pipeline_version} has "
+                f"{ctr['tumbling']} and {ctr['hopping']}"
+            )
         if ad is not None:
             rows = read_ad_windows(session, keyspace, pipeline_version, ad, window, from_ms, to_ms)
             title = f"ad {ad}, {window} windows, version {pipeline_version}"
@@ -126,7 +144,7 @@ def query_ctr(
             partials = read_campaign_partials(
                 session, keyspace, pipeline_version, campaign, window, from_ms, to_ms
             )
-            rows = campaign_windows(partials, settings.ctr.ci_level)
+            rows = campaign_windows(partials, ctr["ci_level"])
             title = f"campaign {campaign}, {window} windows, version {pipeline_version}"
     rows = rows[:limit]
     emit(rows, as_json, lambda: console.print(_window_table(title, rows)))
@@ -151,16 +169,10 @@ def query_top_ads(
 
     settings = load_settings()
     at_ms = parse_time_ms(at) if at else int(time.time() * 1000) + 1
-    pipeline_version = version or settings.worker.pipeline_version
     with session_of(settings) as session:
+        pipeline_version, ctr = version_ctr_params(session, settings, version)
         cells = read_latest_segment_window(
-            session,
-            settings.cassandra.keyspace,
-            pipeline_version,
-            segment,
-            settings.ctr.hopping,
-            at_ms,
-            final_only,
+            session, settings.cassandra.keyspace, pipeline_version, segment, ctr["hopping"], at_ms, final_only
         )
     rows = top_ads(cells, k)
 
@@ -195,6 +207,7 @@ def query_top_ads(
 def query_smoke(
     run_id: Annotated[str, typer.Option(help="The run to read back.")],
     limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 20,
+    version: Version = None,
     as_json: AsJson = False,
 ) -> None:
     """Rows the smoke pipeline archived for one run."""
@@ -202,7 +215,9 @@ def query_smoke(
 
     settings = load_settings()
     with session_of(settings) as session:
-        rows = read_smoke_events(session, settings.cassandra.keyspace, run_id)
+        rows = read_smoke_events(
+            session, settings.cassandra.keyspace, resolve_version(session, settings, version), run_id
+        )
     emit(rows[:limit], as_json, lambda: print_smoke(rows, limit))
 
 

@@ -225,8 +225,10 @@ class CassandraSink:
         self._prepared.clear()
 
 
-def read_smoke_events(session: Session, keyspace: str, run_id: str) -> list[dict[str, Any]]:
+def read_smoke_events(session: Session, keyspace: str, version: str, run_id: str) -> list[dict[str, Any]]:
     rows = session.execute(
-        f"SELECT * FROM {check_identifier(keyspace)}.smoke_events WHERE run_id = %s", (run_id,)
+        f"SELECT * FROM {check_identifier(keyspace)}.smoke_events "
+        "WHERE pipeline_version = %s AND run_id = %s",
+        (version, run_id),
     )
     return [dict(row._asdict()) for row in rows]

@@ -67,8 +67,12 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[TopicSpec]) -> list[str
 
 
 def delete_topics(kafka: KafkaSettings, names: Iterable[str]) -> None:
+    """Delete topics (missing ones are fine)."""
+    names = list(names)
+    if not names:
+        return
     admin = AdminClient(client_config(kafka))
-    futures = admin.delete_topics(list(names), operation_timeout=30)
+    futures = admin.delete_topics(names, operation_timeout=30)
     for future in futures.values():
         try:
             future.result()
@@ -167,13 +171,80 @@ def committed_offsets(
         consumer.close()
 
 
-def high_watermarks(kafka: KafkaSettings, topic: str) -> dict[int, int]:
-    """partition -> the offset after its last message."""
+def watermarks(kafka: KafkaSettings, topic: str) -> dict[int, tuple[int, int]]:
+    """partition -> (first offset still in the log, offset after its last message)."""
     consumer = Consumer({**client_config(kafka), "group.id": "streams-watermarks"})
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        if metadata.error is not None:
+            raise RuntimeServiceError(f"cannot read topic {topic}: {metadata.error.str()}")
         return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            for p in metadata.partitions
         }
     finally:
         consumer.close()
+
+
+def high_watermarks(kafka: KafkaSettings, topic: str) -> dict[int, int]:
+    """partition -> the offset after its last message."""
+    return {p: high for p, (_, high) in watermarks(kafka, topic).items()}
+
+
+def offsets_for_time(kafka: KafkaSettings, topic: str, timestamp_ms: int) -> dict[int, int]:
+    """partition -> the first offset whose timestamp is >= timestamp_ms (the head if none is)."""
+    consumer = Consumer({**client_config(kafka), "group.id": "streams-offsets-for-times"})
+    try:
+        heads = {p: high for p, (_, high) in watermarks(kafka, topic).items()}
+        found = consumer.offsets_for_times(
+            [TopicPartition(topic, p, timestamp_ms) for p in heads], timeout=10
+        )
+        return {tp.partition: tp.offset if tp.offset >= 0 else heads[tp.partition] for tp in found}
+    finally:
+        consumer.close()
+
+
+def commit_group_offsets(
+    kafka: KafkaSettings, group_id: str, offsets: Mapping[str, Mapping[int, int]]
+) -> None:
+    """Set where a consumer group (with no live members) starts reading: topic -> partition -> offset."""
+    consumer = Consumer({**client_config(kafka), "group.id": group_id, "enable.auto.commit": False})
+    try:
+        positions = [TopicPartition(t, p, o) for t, parts in offsets.items() for p, o in parts.items()]
+        if positions:
+            consumer.commit(offsets=positions, asynchronous=False)
+    except KafkaException as exc:
+        raise RuntimeServiceError(f"cannot set the offsets of group {group_id}: {exc.args[0].str()}") from exc
+    finally:
+        consumer.close()
+
+
+def group_members(kafka: KafkaSettings, group_id: str) -> int:
+    """Live members of a consumer group (0 if it does not exist or is empty)."""
+    admin = AdminClient(client_config(kafka))
+    try:
+        description = admin.describe_consumer_groups([group_id])[group_id].result(timeout=10)
+    except KafkaException:
+        return 0
+    return len(description.members)
+
+
+def delete_group(kafka: KafkaSettings, group_id: str) -> None:
+    admin = AdminClient(client_config(kafka))
+    try:
+        admin.delete_consumer_groups([group_id], request_timeout=15)[group_id].result(timeout=20)
+    except KafkaException as exc:
+        if exc.args[0].code() not in (KafkaError.GROUP_ID_NOT_FOUND,):
+            raise RuntimeServiceError(
+                f"cannot delete consumer group {group_id}: {exc.args[0].str()}"
+            ) from exc
+
+
+def topics_starting_with(kafka: KafkaSettings, prefix: str) -> list[str]:
+    admin = AdminClient(client_config(kafka))
+    return sorted(name for name in admin.list_topics(timeout=10).topics if name.startswith(prefix))
+
+
+def existing_topics(kafka: KafkaSettings) -> set[str]:
+    admin = AdminClient(client_config(kafka))
+    return set(admin.list_topics(timeout=10).topics)

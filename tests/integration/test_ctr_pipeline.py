@@ -20,6 +20,7 @@ from streams.ctr.generator import ClickstreamGenerator, ClickstreamProfile
 from streams.io.cassandra import connect
 from streams.produce import produce
 from streams.settings import CtrSettings, Settings
+from streams.versions import result_topic
 from tests.integration.test_smoke_pipeline import metric, scrape
 from tests.support import running_worker, wait_until
 
@@ -86,7 +87,11 @@ def oracle_valid(raw: bytes | None) -> dict[str, Any] | str:
     return event
 
 
-def oracle(partitions: dict[int, list[tuple[int, bytes | None]]]) -> dict[str, Any]:
+def oracle(
+    partitions: dict[int, list[tuple[int, bytes | None]]],
+    tumbling: tuple[str, int] = ("10s", TUMBLING),
+    grace: int = GRACE,
+) -> dict[str, Any]:
     ads: Counter[tuple[str, str, int, str]] = Counter()  # (window, ad, start, kind)
     campaigns: Counter[tuple[str, str, int, str]] = Counter()
     cells: Counter[tuple[str, str, str, int, str]] = Counter()
@@ -106,13 +111,13 @@ def oracle(partitions: dict[int, list[tuple[int, bytes | None]]]) -> dict[str, A
             if event["event_id"] in seen and seen[event["event_id"]] >= (watermark or 0) - HORIZON:
                 duplicates += 1
                 continue
-            if watermark is not None and ts < watermark - GRACE:
+            if watermark is not None and ts < watermark - grace:
                 rejected["late_event"] += 1
                 continue
             seen[event["event_id"]] = ts
             watermark = ts if watermark is None else max(watermark, ts)
             partition_of_ad[event["ad_id"]] = partition
-            for name, size, step in (("10s", TUMBLING, TUMBLING), ("1m", HOPPING, HOP)):
+            for name, size, step in ((tumbling[0], tumbling[1], tumbling[1]), ("1m", HOPPING, HOP)):
                 start = ts - ts % step
                 while start > ts - size:
                     ads[(name, event["ad_id"], start, kind)] += 1
@@ -130,6 +135,7 @@ def oracle(partitions: dict[int, list[tuple[int, bytes | None]]]) -> dict[str, A
         "duplicates": duplicates,
         "watermark_of": watermark_of,
         "partition_of_ad": partition_of_ad,
+        "grace": grace,
     }
 
 
@@ -142,11 +148,13 @@ def as_counts(counter: Counter[Any]) -> dict[tuple[Any, ...], tuple[int, int]]:
 
 def assert_rows_match_oracle(settings: Settings, expected: dict[str, Any]) -> list[Any]:
     """Every ad, campaign (summed over partitions) and cell row equals the oracle; final flags too."""
+    version = settings.worker.pipeline_version
     cluster, session = connect(settings.cassandra, keyspace=settings.cassandra.keyspace)
     try:
-        ad_rows = list(session.execute("SELECT * FROM ctr_ad_windows"))
-        campaign_rows = list(session.execute("SELECT * FROM ctr_campaign_windows"))
-        cell_rows = list(session.execute("SELECT * FROM ctr_segment_cells"))
+        ad_rows, campaign_rows, cell_rows = (
+            [r for r in session.execute(f"SELECT * FROM {table}") if r.pipeline_version == version]
+            for table in ("ctr_ad_windows", "ctr_campaign_windows", "ctr_segment_cells")
+        )
     finally:
         cluster.shutdown()
 
@@ -166,7 +174,7 @@ def assert_rows_match_oracle(settings: Settings, expected: dict[str, Any]) -> li
     # Final exactly when the partition's watermark passed end + grace; smoothing fields present.
     for r in ad_rows:
         watermark = expected["watermark_of"][expected["partition_of_ad"][r.ad_id]]
-        assert r.final == (r.window_end + GRACE <= watermark), (r.window, r.ad_id, r.window_start)
+        assert r.final == (r.window_end + expected["grace"] <= watermark), (r.window, r.ad_id, r.window_start)
         assert r.ci_low <= r.smoothed_ctr <= r.ci_high
         assert r.pipeline_version == settings.worker.pipeline_version and r.prior_version
     return ad_rows
@@ -225,7 +233,9 @@ def test_every_window_row_matches_the_oracle(ctr_settings: Settings, tmp_path: P
 
     # The result topic carries the same rows (latest record per natural key).
     latest: dict[tuple[str, str, int], tuple[int, int]] = {}
-    for messages_ in read_partitions(settings, settings.topics.ctr_results).values():
+    for messages_ in read_partitions(
+        settings, result_topic(settings.topics.ctr_results, settings.worker.pipeline_version)
+    ).values():
         for _, raw in messages_:
             record = orjson.loads(raw)
             if record["kind"] == "ad":

@@ -93,7 +93,11 @@ def test_exactly_the_produced_events_arrive_and_bad_ones_are_dead_lettered(
         with running_worker(isolated, tmp_path):
             rows = wait_until(
                 lambda: (
-                    (r := read_smoke_events(session, isolated.cassandra.keyspace, run_id))
+                    (
+                        r := read_smoke_events(
+                            session, isolated.cassandra.keyspace, isolated.worker.pipeline_version, run_id
+                        )
+                    )
                     and len(r) >= N_EVENTS
                     and r
                 ),
@@ -120,7 +124,9 @@ def test_exactly_the_produced_events_arrive_and_bad_ones_are_dead_lettered(
                 "Prometheus to scrape the worker",
                 interval_s=1,
             )
-        final_rows = read_smoke_events(session, isolated.cassandra.keyspace, run_id)
+        final_rows = read_smoke_events(
+            session, isolated.cassandra.keyspace, isolated.worker.pipeline_version, run_id
+        )
     finally:
         cluster.shutdown()
 

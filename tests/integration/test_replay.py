@@ -1,0 +1,231 @@
+"""Kappa reprocessing end to end: a live version serves while the same version is replayed from
+the beginning (``verify`` shows no difference), a changed version is replayed, caught up, checked
+against the oracle and promoted, and the old versions are retired without a trace."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from streams.fraud.generator import TransactionGenerator, TransactionProfile
+from streams.fraud.synthetic import load_ip_prefixes
+from streams.io.cassandra import connect
+from streams.io.kafka import existing_topics, high_watermarks
+from streams.io.version_store import read_version, scan_version_rows, serving_version, versioned_tables
+from streams.produce import produce
+from streams.settings import Settings
+from streams.versions import names_of
+from tests.integration.faults import produce_clickstream
+from tests.integration.test_ctr_pipeline import (
+    SEC,
+    START,
+    assert_rows_match_oracle,
+    ctr_settings,
+    oracle,
+    read_partitions,
+)
+from tests.integration.test_fraud_pipeline import DAY, oracle_valid_transaction
+from tests.support import running_worker, settings_env, wait_until
+
+pytestmark = pytest.mark.integration
+__all__ = ["ctr_settings"]
+
+PIPELINES = ("ctr", "fraud")
+
+
+def with_version(settings: Settings, version: str, **ctr: str) -> Settings:
+    worker = settings.worker.model_copy(update={"pipeline_version": version})
+    return settings.model_copy(update={"worker": worker, "ctr": settings.ctr.model_copy(update=ctr)})
+
+
+def streams_cli(settings: Settings, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args],
+        env={**os.environ, **settings_env(settings)},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def committed_everything(settings: Settings, version: str, topics: tuple[str, ...]) -> bool:
+    from streams.io.kafka import committed_offsets
+
+    group = names_of(settings, version, PIPELINES).group_id
+    return all(
+        committed_offsets(settings.kafka, group, topic, ends) == ends
+        for topic in topics
+        if (ends := high_watermarks(settings.kafka, topic))
+    )
+
+
+def transactions(settings: Settings, count: int, seed: int) -> list[tuple[bytes, bytes]]:
+    generator = TransactionGenerator(
+        TransactionProfile(customers=200, mean_gap_ms=5 * DAY / count), seed=seed, start_ms=START,
+        ip_prefixes=load_ip_prefixes(settings.fraud.ip_countries_file),
+    )  # fmt: skip
+    return generator.scenario(count).transactions
+
+
+def version_rows(settings: Settings, version: str) -> dict[str, int]:
+    cluster, session = connect(settings.cassandra)
+    try:
+        keyspace = settings.cassandra.keyspace
+        return {
+            table: sum(1 for _ in scan_version_rows(session, keyspace, table, version))
+            for table in versioned_tables(session, keyspace)
+        }
+    finally:
+        cluster.shutdown()
+
+
+def query_json(settings: Settings, *args: str) -> Any:
+    span = ("--from", str(START), "--to", str(START + 3_600_000))
+    result = streams_cli(settings, "query", *args, *span, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_replay_verify_promote_retire(ctr_settings: Settings, tmp_path: Path) -> None:
+    base = ctr_settings.model_copy(
+        update={"worker": ctr_settings.worker.model_copy(update={"pipelines": PIPELINES})}
+    )
+    v1, v1b, v2 = (
+        with_version(base, "v1"),
+        with_version(base, "v1b"),
+        with_version(base, "v2", tumbling="20s"),
+    )
+    t = base.topics
+    sources = (t.ad_events, t.transactions)
+    txs = transactions(base, 3000, seed=5)
+    started = time.monotonic()
+
+    try:
+        with running_worker(v1, tmp_path):
+            # First half of the traffic, processed live by v1 (which becomes the serving version).
+            produce_clickstream(base, seed=41, impressions=6000)
+            assert produce(base.kafka, t.transactions, txs[:1500]).failed == 0
+            wait_until(lambda: committed_everything(base, "v1", sources), 180, "v1 to catch up")
+
+            # Second half arrives live while v1b (same code and pins) replays from the beginning.
+            def live_traffic() -> None:
+                produce_clickstream(base, seed=42, impressions=6000, start_ms=START + 60 * SEC, rate=3000)
+                assert produce(base.kafka, t.transactions, txs[1500:], rate=1000).failed == 0
+
+            producer = threading.Thread(target=live_traffic)
+            producer.start()
+            replay = streams_cli(
+                v1b, "replay", "--version", "v1b", "--from-beginning", "--caught-up-lag", "0"
+            )
+            producer.join()
+            assert replay.returncode == 0, replay.stderr
+            assert "has caught up" in replay.stdout
+            for version in ("v1", "v1b"):
+                wait_until(
+                    lambda v=version: committed_everything(base, v, sources), 180, f"{version} caught up"
+                )
+            replayed_s = time.monotonic() - started
+
+            # Replay determinism: v1b's results equal v1's, row by row, in every result table.
+            same = streams_cli(base, "verify", "v1", "v1b")
+            assert same.returncode == 0, same.stdout + same.stderr
+            assert "no differences" in same.stdout
+            partitions = read_partitions(base, t.ad_events)
+            for settings in (v1, v1b):
+                assert_rows_match_oracle(settings, oracle(partitions))
+            valid = {
+                tx["transaction_id"]
+                for messages in read_partitions(base, t.transactions).values()
+                for _, raw in messages
+                if (tx := oracle_valid_transaction(raw))
+            }
+            rows = version_rows(base, "v1b")
+            assert rows["fraud_scores"] == len(valid) and rows["fraud_transactions"] == len(valid)
+
+            # A changed version (20 s tumbling windows) replays while v1 keeps serving.
+            ad = next(iter(oracle(partitions)["partition_of_ad"]))
+            assert {r["window"] for r in query_json(base, "ctr", "--ad", ad, "--window", "10s")} == {"10s"}
+            changed = streams_cli(v2, "replay", "--version", "v2", "--caught-up-lag", "0")
+            assert changed.returncode == 0, changed.stderr
+            wait_until(lambda: committed_everything(base, "v2", sources), 180, "v2 caught up")
+            assert_rows_match_oracle(
+                v2, oracle(read_partitions(base, t.ad_events), tumbling=("20s", 20 * SEC))
+            )
+            differs = streams_cli(base, "verify", "v1", "v2", "--tables", "ctr_ad_windows")
+            assert differs.returncode == 1 and "rows differ" in differs.stdout, (
+                differs.stdout + differs.stderr
+            )
+
+            # A version pinned to other settings cannot be restarted with the new ones.
+            clash = streams_cli(with_version(v2, "v1"), "replay", "--version", "v1", "--no-wait")
+            assert clash.returncode == 1 and "pinned to other settings" in clash.stderr, clash.stderr
+
+            # Promote switches every reader at once; the serving version cannot be retired.
+            assert streams_cli(base, "promote", "v2").returncode == 0
+            cluster, session = connect(base.cassandra)
+            try:
+                assert serving_version(session, base.cassandra.keyspace) == "v2"
+            finally:
+                cluster.shutdown()
+            windows = query_json(base, "ctr", "--ad", ad, "--window", "20s")
+            assert windows and {r["pipeline_version"] for r in windows} == {"v2"}
+            assert streams_cli(base, "query", "ctr", "--ad", ad, "--window", "10s").returncode == 1
+            refused = streams_cli(base, "retire", "v2", "--yes")
+            assert refused.returncode == 1 and "is serving" in refused.stderr
+            listing = json.loads(streams_cli(base, "versions", "--json").stdout)
+            assert {(r["version"], r["serving"]) for r in listing} == {
+                ("v1", False),
+                ("v1b", False),
+                ("v2", True),
+            }
+
+        # Retire v1 (its worker has stopped) and v1b (retire stops its background workers).
+        for version in ("v1", "v1b"):
+            before = version_rows(base, version)
+            assert before["ctr_ad_windows"] > 0
+            retired = streams_cli(base, "retire", version, "--yes")
+            assert retired.returncode == 0, retired.stdout + retired.stderr
+            assert_no_trace(base, version)
+        again = streams_cli(v1, "replay", "--version", "v1", "--no-wait")
+        assert again.returncode == 1 and "retired" in again.stderr
+        print(
+            f"\nreplay: {sum(len(m) for m in partitions.values())} ad events + {len(txs)} transactions; "
+            f"live v1 and replayed v1b caught up after {replayed_s:.0f}s; "
+            f"whole test {time.monotonic() - started:.0f}s"
+        )
+    finally:
+        for version in ("v1b", "v2"):
+            from streams.lifecycle import local_workers
+
+            for worker in local_workers(with_version(base, version), version):
+                worker.stop()
+        names = names_of(base, "v2", PIPELINES)
+        from streams.io.kafka import delete_topics
+
+        delete_topics(base.kafka, [n for n in names.result_topics if n in existing_topics(base.kafka)])
+
+
+def assert_no_trace(settings: Settings, version: str) -> None:
+    """No result rows, topics, consumer group or running worker is left; the registry says retired."""
+    assert set(version_rows(settings, version).values()) == {0}
+    names = names_of(settings, version, PIPELINES)
+    topics = existing_topics(settings.kafka)
+    assert not [t for t in topics if t in names.result_topics or t.startswith(names.internal_prefix)]
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    groups = admin.list_consumer_groups().result(timeout=10).valid
+    assert names.group_id not in {g.group_id for g in groups}
+    cluster, session = connect(settings.cassandra)
+    try:
+        record = read_version(session, settings.cassandra.keyspace, version)
+        assert record is not None and record.state == "retired" and record.retired_at is not None
+    finally:
+        cluster.shutdown()
