@@ -21,6 +21,7 @@ from streams.runtime import manager
 from streams.runtime.process import ManagedProcess
 from streams.scrape import fetch_metrics, samples, total
 from streams.settings import Settings, load_settings
+from streams.versions import result_topic
 
 console = Console()
 DEMO_METRICS_INTERVAL_S = 5  # the demo's worker refreshes cohort metrics this often
@@ -130,12 +131,18 @@ def demo(
         f"prometheus:   http://127.0.0.1:{settings.runtime.prometheus_port}/graph?g0.expr=streams_events_processed_total"
     )
     console.print(
-        f"dead letters: topic {settings.topics.dead_letters}; results: topic {settings.topics.ctr_results}"
+        f"dead letters: topic {settings.topics.dead_letters}; results: topics "
+        f"{result_topic(settings.topics.ctr_results, w.pipeline_version)}, "
+        f"{result_topic(settings.topics.fraud_scores, w.pipeline_version)}"
     )
     console.print(
         "more: streams query ctr --campaign campaign-000 --window 1h | streams query top-ads --segment news"
     )
     console.print("      streams query fraud --customer cust-000001 | streams query fraud-metrics")
+    console.print(
+        "      streams versions | STREAMS_CTR__TUMBLING=2m streams replay --version v2 | "
+        "streams verify v1 v2 | streams promote v2"
+    )
     prometheus = f"http://127.0.0.1:{settings.runtime.prometheus_port}/graph"
     console.print("ready Prometheus queries:")
     console.print(f"  {prometheus}?g0.expr=sum%20by(topic)(rate(streams_events_processed_total[1m]))")
