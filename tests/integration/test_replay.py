@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from confluent_kafka.admin import AdminClient
 
@@ -88,6 +89,13 @@ def version_rows(settings: Settings, version: str) -> dict[str, int]:
         cluster.shutdown()
 
 
+def is_json(raw: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(raw), dict) and "transaction_id" in orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+
+
 def query_json(settings: Settings, *args: str) -> Any:
     span = ("--from", str(START), "--to", str(START + 3_600_000))
     result = streams_cli(settings, "query", *args, *span, "--json")
@@ -115,6 +123,8 @@ def test_replay_verify_promote_retire(ctr_settings: Settings, tmp_path: Path) ->
             produce_clickstream(base, seed=41, impressions=6000)
             assert produce(base.kafka, t.transactions, txs[:1500]).failed == 0
             wait_until(lambda: committed_everything(base, "v1", sources), 180, "v1 to catch up")
+            time.sleep(0.05)
+            second_half_ms = int(time.time() * 1000)  # Kafka record time of the live traffic below
 
             # Second half arrives live while v1b (same code and pins) replays from the beginning.
             def live_traffic() -> None:
@@ -154,7 +164,7 @@ def test_replay_verify_promote_retire(ctr_settings: Settings, tmp_path: Path) ->
             # A changed version (20 s tumbling windows) replays while v1 keeps serving.
             ad = next(iter(oracle(partitions)["partition_of_ad"]))
             assert {r["window"] for r in query_json(base, "ctr", "--ad", ad, "--window", "10s")} == {"10s"}
-            changed = streams_cli(v2, "replay", "--version", "v2", "--caught-up-lag", "0")
+            changed = streams_cli(v2, "replay", "--version", "v2", "--workers", "2", "--caught-up-lag", "0")
             assert changed.returncode == 0, changed.stderr
             wait_until(lambda: committed_everything(base, "v2", sources), 180, "v2 caught up")
             assert_rows_match_oracle(
@@ -164,6 +174,22 @@ def test_replay_verify_promote_retire(ctr_settings: Settings, tmp_path: Path) ->
             assert differs.returncode == 1 and "rows differ" in differs.stdout, (
                 differs.stdout + differs.stderr
             )
+
+            # --from T: a version that starts at the first record written at or after T.
+            v3 = with_version(base, "v3").model_copy(
+                update={
+                    "worker": base.worker.model_copy(
+                        update={"pipeline_version": "v3", "pipelines": ("fraud",)}
+                    )
+                }
+            )
+            late = streams_cli(
+                v3, "replay", "--version", "v3", "--from", str(second_half_ms), "--caught-up-lag", "0"
+            )
+            assert late.returncode == 0, late.stderr
+            late_ids = {orjson.loads(raw)["transaction_id"] for _, raw in txs[1500:] if is_json(raw)}
+            second_half = valid & late_ids
+            assert version_rows(base, "v3")["fraud_transactions"] == len(second_half) > 0
 
             # A version pinned to other settings cannot be restarted with the new ones.
             clash = streams_cli(with_version(v2, "v1"), "replay", "--version", "v1", "--no-wait")
@@ -186,6 +212,7 @@ def test_replay_verify_promote_retire(ctr_settings: Settings, tmp_path: Path) ->
                 ("v1", False),
                 ("v1b", False),
                 ("v2", True),
+                ("v3", False),
             }
 
         # Retire v1 (its worker has stopped) and v1b (retire stops its background workers).
@@ -203,15 +230,16 @@ def test_replay_verify_promote_retire(ctr_settings: Settings, tmp_path: Path) ->
             f"whole test {time.monotonic() - started:.0f}s"
         )
     finally:
-        for version in ("v1b", "v2"):
+        for version in ("v1b", "v2", "v3"):
             from streams.lifecycle import local_workers
 
             for worker in local_workers(with_version(base, version), version):
                 worker.stop()
-        names = names_of(base, "v2", PIPELINES)
         from streams.io.kafka import delete_topics
 
-        delete_topics(base.kafka, [n for n in names.result_topics if n in existing_topics(base.kafka)])
+        for version in ("v2", "v3"):
+            names = names_of(base, version, PIPELINES)
+            delete_topics(base.kafka, [n for n in names.result_topics if n in existing_topics(base.kafka)])
 
 
 def assert_no_trace(settings: Settings, version: str) -> None:
