@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.ctr.windows import parse_duration_ms
@@ -29,12 +29,38 @@ class _Group(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def secret_from_file(value: SecretStr | None, path: Path | None, what: str) -> SecretStr | None:
+    """A secret given directly (environment) or as a file (a mounted Kubernetes/Docker secret)."""
+    if value is not None or path is None:
+        return value
+    try:
+        return SecretStr(path.read_text().strip())
+    except OSError as exc:
+        raise ValueError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+
+
 class KafkaSettings(_Group):
     bootstrap: str = "127.0.0.1:9092"
     partitions: int = Field(4, ge=1, description="partitions of topics this project creates")
     replication_factor: int = Field(1, ge=1)
     # -1 keeps raw events forever: the raw log is the source of truth for replay.
     raw_retention_ms: int = -1
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    ssl_ca_file: Path | None = Field(
+        None, description="CA certificate (PEM) that signed the brokers' certificates"
+    )
+
+    @model_validator(mode="after")
+    def _secrets(self) -> KafkaSettings:
+        password = secret_from_file(self.sasl_password, self.sasl_password_file, "Kafka SASL password")
+        object.__setattr__(self, "sasl_password", password)
+        if self.security_protocol.startswith("SASL") and not (self.sasl_username and password):
+            raise ValueError(f"{self.security_protocol} needs sasl_username and sasl_password (or _file)")
+        return self
 
 
 class CassandraSettings(_Group):
@@ -44,8 +70,17 @@ class CassandraSettings(_Group):
     replication_factor: int = Field(1, ge=1)
     username: str | None = None
     password: SecretStr | None = None
+    password_file: Path | None = None
+    ssl_ca_file: Path | None = Field(None, description="CA certificate (PEM): connect with TLS when set")
     write_concurrency: int = Field(64, ge=1)
     connect_timeout_s: float = 10.0
+
+    @model_validator(mode="after")
+    def _secrets(self) -> CassandraSettings:
+        object.__setattr__(
+            self, "password", secret_from_file(self.password, self.password_file, "Cassandra password")
+        )
+        return self
 
 
 class TopicSettings(_Group):
@@ -128,6 +163,9 @@ class RuntimeSettings(_Group):
     prometheus_port: int = 9090
     kafka_heap: str = "512m"
     cassandra_heap: str = "1g"
+    # Security of the local services (off by default on a laptop; the auth tests turn them on).
+    kafka_sasl_port: int | None = Field(None, description="also open a SASL_SSL (SCRAM) listener here")
+    cassandra_auth: bool = Field(False, description="PasswordAuthenticator and CassandraAuthorizer")
     start_timeout_s: float = 180.0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,10 @@ from streams.agents.smoke import register_smoke
 from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE
 from streams.errors import ConfigError
 from streams.io.cassandra import CassandraSink, apply_schema, connect
-from streams.io.kafka import RecordOutput, ensure_topics, make_producer
+from streams.io.kafka import RecordOutput, check_access, ensure_topics, make_producer
 from streams.lifecycle import ensure_registered
 from streams.metrics import FraudMetrics, PipelineMetrics
-from streams.settings import Settings
+from streams.settings import KafkaSettings, Settings
 from streams.sink import Sink
 from streams.topics import project_topics
 
@@ -34,6 +35,24 @@ log = logging.getLogger(__name__)
 
 def faust_broker(bootstrap: str) -> str:
     return ";".join(f"kafka://{address.strip()}" for address in bootstrap.split(","))
+
+
+def faust_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
+    """The same security for Faust's aiokafka clients as for our confluent-kafka ones."""
+    context = ssl.create_default_context(cafile=kafka.ssl_ca_file) if kafka.ssl_ca_file else None
+    if kafka.security_protocol.startswith("SASL"):
+        assert kafka.sasl_password is not None  # checked by the settings
+        if kafka.security_protocol == "SASL_SSL" and context is None:
+            context = ssl.create_default_context()
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value(),
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    if kafka.security_protocol == "SSL":
+        return faust.SSLCredentials(context or ssl.create_default_context())
+    return None
 
 
 def create_app(
@@ -45,15 +64,18 @@ def create_app(
     session: Any = None,
 ) -> faust.App:
     worker = settings.worker
+    datadir = settings.runtime.home / "faust" / f"{worker.app_id}-{worker.pipeline_version}"
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
         f"{worker.app_id}-{worker.pipeline_version}",
         broker=faust_broker(settings.kafka.bootstrap),
         store="memory://",
         web_enabled=False,
-        datadir=str(settings.runtime.home / "faust" / f"{worker.app_id}-{worker.pipeline_version}"),
+        datadir=str(datadir),
         topic_partitions=settings.kafka.partitions,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        broker_credentials=faust_credentials(settings.kafka),
     )
     producer = make_producer(settings.kafka)
     outputs: dict[str, RecordOutput] = {}
@@ -87,9 +109,10 @@ def announce_to_prometheus(settings: Settings) -> Path | None:
 
 def run_worker(settings: Settings) -> None:
     """Prepare topics and tables, serve /metrics, then run the Faust worker until stopped."""
-    logging.getLogger("cassandra").setLevel(logging.NOTSET)  # a worker's log shows the driver's retries
+    check_access(settings.kafka)
     ensure_topics(settings.kafka, project_topics(settings))
     cluster, session = connect(settings.cassandra)
+    logging.getLogger("cassandra").setLevel(logging.NOTSET)  # connected: the log shows the driver's retries
     c = settings.cassandra
     apply_schema(session, settings.deploy_dir / "cassandra" / "schema", c.keyspace, c.replication_factor)
     try:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from string import Template
 from typing import Any
 
-from cassandra import OperationTimedOut, Unavailable, WriteTimeout
+from cassandra import AuthenticationFailed, OperationTimedOut, Unauthorized, Unavailable, WriteTimeout
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
@@ -23,7 +24,7 @@ from cassandra.cluster import (
 from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BatchType, PreparedStatement, Statement
 
-from streams.errors import RuntimeServiceError, SinkError
+from streams.errors import ConfigError, RuntimeServiceError, SinkError
 from streams.netcheck import port_open
 from streams.settings import CassandraSettings
 
@@ -48,13 +49,23 @@ def connect(cassandra: CassandraSettings, *, keyspace: str | None = None) -> tup
         auth_provider=auth,
         connect_timeout=cassandra.connect_timeout_s,
         protocol_version=5,
+        ssl_context=ssl.create_default_context(cafile=cassandra.ssl_ca_file)
+        if cassandra.ssl_ca_file
+        else None,
     )
     try:
         return cluster, cluster.connect(keyspace)
     except NoHostAvailable as exc:
         cluster.shutdown()
         hosts = ",".join(cassandra.hosts)
-        raise RuntimeServiceError(f"Cassandra at {hosts}:{cassandra.port} is not reachable: {exc}") from exc
+        reasons = list(exc.errors.values()) if isinstance(exc.errors, dict) else []
+        if any(isinstance(reason, AuthenticationFailed) for reason in reasons):
+            raise ConfigError(
+                f"Cassandra at {hosts}:{cassandra.port} refused the credentials of user "
+                f"{cassandra.username!r}; check STREAMS_CASSANDRA__USERNAME / PASSWORD"
+            ) from None
+        first = reasons[0] if reasons else exc
+        raise RuntimeServiceError(f"Cassandra at {hosts}:{cassandra.port} is not reachable: {first}") from exc
 
 
 def cql_ready(cassandra: CassandraSettings) -> bool:
@@ -66,7 +77,7 @@ def cql_ready(cassandra: CassandraSettings) -> bool:
     driver_log.setLevel(logging.CRITICAL)
     try:
         cluster, session = connect(cassandra)
-    except RuntimeServiceError:
+    except (RuntimeServiceError, ConfigError):  # refused credentials: the superuser may not exist yet
         return False
     finally:
         driver_log.setLevel(level)
@@ -93,10 +104,29 @@ def schema_statements(schema_dir: Path, keyspace: str, replication_factor: int) 
     return statements
 
 
+_CREATES = re.compile(
+    r"^CREATE (KEYSPACE|TABLE) IF NOT EXISTS ([a-z0-9_]+)(?:\.([a-z0-9_]+))?", re.IGNORECASE
+)
+
+
 def apply_schema(session: Session, schema_dir: Path, keyspace: str, replication_factor: int) -> None:
-    """Create the keyspace and tables if missing (every statement is IF NOT EXISTS)."""
+    """Create the keyspace and tables that are missing. What exists is left alone without asking the
+    server, so an application role needs no CREATE permission once an admin has applied the schema."""
+    metadata = session.cluster.metadata
     for statement in schema_statements(schema_dir, keyspace, replication_factor):
-        session.execute(statement, timeout=60)
+        created = _CREATES.match(statement)
+        if created:
+            kind, name, table = created.groups()
+            existing = metadata.keyspaces.get(name)
+            if existing is not None and (kind.upper() == "KEYSPACE" or table in existing.tables):
+                continue
+        try:
+            session.execute(statement, timeout=60)
+        except Unauthorized as exc:
+            raise ConfigError(
+                f"the Cassandra role may not create the schema ({exc}); "
+                "apply it once with an admin role, then grant the application role access to the keyspace"
+            ) from None
 
 
 def drop_keyspace(session: Session, keyspace: str) -> None:

@@ -11,7 +11,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.errors import RuntimeServiceError, SinkError
+from streams.errors import ConfigError, RuntimeServiceError, SinkError
 from streams.netcheck import port_open
 from streams.settings import KafkaSettings
 
@@ -28,7 +28,59 @@ ClientConfig = dict[str, str | int | float | bool]
 
 def client_config(kafka: KafkaSettings) -> ClientConfig:
     # log_level 3: librdkafka's own notices (e.g. on client close) stay out of the CLI output.
-    return {"bootstrap.servers": kafka.bootstrap, "log_level": 3}
+    config: ClientConfig = {"bootstrap.servers": kafka.bootstrap, "log_level": 3}
+    if kafka.security_protocol != "PLAINTEXT":
+        config["security.protocol"] = kafka.security_protocol
+    if kafka.security_protocol.startswith("SASL"):
+        assert kafka.sasl_username and kafka.sasl_password  # checked by the settings
+        config |= {
+            "sasl.mechanism": kafka.sasl_mechanism,
+            "sasl.username": kafka.sasl_username,
+            "sasl.password": kafka.sasl_password.get_secret_value(),
+        }
+    if kafka.ssl_ca_file is not None:
+        config["ssl.ca.location"] = str(kafka.ssl_ca_file)
+    return config
+
+
+def check_access(kafka: KafkaSettings, timeout_s: float = 15.0) -> None:
+    """Fail with one clear line if the brokers cannot be reached or refuse our credentials."""
+    problems: list[KafkaError] = []
+    # log_level 0: the outcome is reported below in one line, not by librdkafka's own log.
+    config: dict[str, Any] = {**client_config(kafka), "error_cb": problems.append, "log_level": 0}
+    admin = AdminClient(config)
+    try:
+        admin.list_topics(timeout=timeout_s)
+        return
+    except KafkaException as exc:
+        admin.poll(1.0)  # serve the error callbacks that say why
+        problems.append(exc.args[0])
+    refused = [
+        p for p in problems if p.code() == KafkaError._AUTHENTICATION or "authentication" in p.str().lower()
+    ]
+    if refused:
+        raise ConfigError(
+            f"Kafka at {kafka.bootstrap} refused the credentials of user {kafka.sasl_username!r} "
+            f"({kafka.sasl_mechanism}); check STREAMS_KAFKA__SASL_USERNAME / SASL_PASSWORD"
+        )
+    tls = [p for p in problems if p.code() == KafkaError._SSL]
+    if tls:
+        raise ConfigError(f"TLS handshake with Kafka at {kafka.bootstrap} failed: {tls[0].str()}")
+    reason = problems[-1].str() if problems else "no answer"
+    raise RuntimeServiceError(f"Kafka at {kafka.bootstrap} is not reachable: {reason}")
+
+
+def upsert_scram_user(kafka: KafkaSettings, username: str, password: str, mechanism: str) -> None:
+    """Create or change a SCRAM user (through a listener we may administer)."""
+    from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+    scram = ScramMechanism[mechanism.replace("-", "_")]
+    upsertion = UserScramCredentialUpsertion(
+        username, ScramCredentialInfo(scram, 8192), password.encode(), None
+    )
+    admin = AdminClient(client_config(kafka))
+    for future in admin.alter_user_scram_credentials([upsertion]).values():
+        future.result(timeout=30)
 
 
 def broker_ready(kafka: KafkaSettings, timeout_s: float = 2.0) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import secrets
 import shutil
 import subprocess
 import urllib.request
@@ -30,6 +31,35 @@ def _render(template: Path, target: Path, **values: object) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(Template(template.read_text()).substitute(values))
     return target
+
+
+def self_signed_keystore(java: Path, directory: Path) -> tuple[Path, str]:
+    """A PKCS12 keystore with a self-signed certificate for 127.0.0.1/localhost, made once with the
+    JDK's keytool, and its CA file (``ca.pem``) for clients. The password is random, kept beside it."""
+    keystore, password_file, ca = (
+        directory / "broker.p12",
+        directory / "keystore.password",
+        directory / "ca.pem",
+    )
+    if keystore.exists() and password_file.exists() and ca.exists():
+        return keystore, password_file.read_text().strip()
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    password = secrets.token_urlsafe(24)
+    password_file.write_text(password)
+    password_file.chmod(0o600)
+    keystore.unlink(missing_ok=True)
+    keytool = str(java.resolve().parent / "keytool")
+    common = ["-keystore", str(keystore), "-storetype", "PKCS12", "-storepass", password, "-alias", "broker"]
+    steps = [
+        [keytool, "-genkeypair", *common, "-keyalg", "RSA", "-keysize", "2048", "-validity", "3650",
+         "-dname", "CN=localhost", "-ext", "SAN=ip:127.0.0.1,dns:localhost"],
+        [keytool, "-exportcert", *common, "-rfc", "-file", str(ca)],
+    ]  # fmt: skip
+    for argv in steps:
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeServiceError(f"keytool failed: {(result.stderr or result.stdout).strip()[:200]}")
+    return keystore, password
 
 
 @dataclass(frozen=True)
@@ -66,10 +96,6 @@ class Service:
 
 
 class Kafka(Service):
-    def ports(self) -> dict[str, int]:
-        _, port = _host_port(self.settings.kafka.bootstrap)
-        return {"kafka": port, "kafka controller": self.settings.runtime.kafka_controller_port}
-
     def address(self) -> str:
         return f"kafka://{self.settings.kafka.bootstrap}"
 
@@ -90,6 +116,7 @@ class Kafka(Service):
             controller_port=runtime.kafka_controller_port,
             log_dir=self.home / "data",
             partitions=self.settings.kafka.partitions,
+            **self._sasl_values(java),
         )
         classpath = f"{libs}/*"
         if not (self.home / "data" / "meta.properties").exists():
@@ -101,6 +128,30 @@ class Kafka(Service):
             f"-Dlog4j2.configurationFile=file:{deploy / 'log4j2.yaml'}",
             "-cp", classpath, "kafka.Kafka", str(config),
         ]  # fmt: skip
+
+    def _sasl_values(self, java: Path) -> dict[str, str]:
+        port = self.settings.runtime.kafka_sasl_port
+        if port is None:
+            return {"sasl_listener": "", "sasl_config": ""}
+        keystore, password = self_signed_keystore(java, self.home / "tls")
+        config = "\n".join([
+            "sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            f"ssl.keystore.location={keystore}",
+            f"ssl.keystore.password={password}",
+            "ssl.keystore.type=PKCS12",
+        ])  # fmt: skip
+        return {"sasl_listener": f",SASL_SSL://127.0.0.1:{port}", "sasl_config": config}
+
+    def ports(self) -> dict[str, int]:
+        _, port = _host_port(self.settings.kafka.bootstrap)
+        ports = {"kafka": port, "kafka controller": self.settings.runtime.kafka_controller_port}
+        if self.settings.runtime.kafka_sasl_port is not None:
+            ports["kafka SASL_SSL"] = self.settings.runtime.kafka_sasl_port
+        return ports
 
     def _format_storage(self, java: Path, classpath: str, config: Path) -> None:
         """Format the KRaft metadata log once, with a cluster id kept beside it."""
@@ -147,6 +198,8 @@ class Cassandra(Service):
             data_dir=data,
             native_port=self.settings.cassandra.port,
             storage_port=runtime.cassandra_storage_port,
+            authenticator="PasswordAuthenticator" if runtime.cassandra_auth else "AllowAllAuthenticator",
+            authorizer="CassandraAuthorizer" if runtime.cassandra_auth else "AllowAllAuthorizer",
         )
         options = [
             line.strip()
@@ -193,6 +246,7 @@ class Prometheus(Service):
             self.home / "prometheus.yml",
             targets_dir=self.targets_dir,
             port=port,
+            rules_dir=self.settings.deploy_dir / "prometheus" / "rules",
         )
         return [
             binary,
