@@ -10,6 +10,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from streams import __version__
 
 BATCH_BUCKETS = (1, 10, 50, 100, 500, 1000, 2000, 5000, 10000)
+# The transient Cassandra errors the sink retries (streams.io.cassandra): their series exist from
+# the start at 0, so dashboards and alerts see "no retries" rather than "no data".
+SINK_RETRY_ERRORS = ("OperationTimedOut", "WriteTimeout", "Unavailable", "NoHostAvailable")
+AD_EVENT_TYPES = ("impression", "click")
+FRAUD_DECISIONS = ("allow", "disable_invoice", "review")
 
 
 class PipelineMetrics:
@@ -42,6 +47,13 @@ class PipelineMetrics:
             ["topic"],
             registry=registry,
         )
+        self.consumer_lag = Gauge(
+            "streams_consumer_lag_records",
+            "Records behind the head of a source partition after the last batch from it "
+            "(high watermark last fetched by the consumer minus the next offset to process).",
+            ["topic", "partition"],
+            registry=registry,
+        )
         self.watermark = Gauge(
             "streams_event_time_watermark_seconds",
             "Largest event time seen, per source partition.",
@@ -54,6 +66,14 @@ class PipelineMetrics:
             ["table"],
             registry=registry,
         )
+        self.ctr_events = Counter(
+            "streams_ctr_events_counted_total",
+            "Ad events folded into the CTR windows (neither late nor duplicate), by type.",
+            ["type"],
+            registry=registry,
+        )
+        for event_type in AD_EVENT_TYPES:
+            self.ctr_events.labels(event_type)
         self.rows_written = Counter(
             "streams_sink_rows_written_total",
             "Rows upserted to the sink.",
@@ -66,6 +86,8 @@ class PipelineMetrics:
             ["error"],
             registry=registry,
         )
+        for error in SINK_RETRY_ERRORS:
+            self.sink_retries.labels(error)
         self.sink_write_seconds = Histogram(
             "streams_sink_write_seconds",
             "Time to durably write one batch of rows.",
@@ -92,6 +114,8 @@ class FraudMetrics:
             ["decision"],
             registry=registry,
         )
+        for decision in FRAUD_DECISIONS:
+            self.decisions.labels(decision)
         self.holdout = Counter(
             "streams_fraud_holdout_total",
             "Risky transactions allowed anyway (evaluation holdout).",

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
+
+import faust
 
 from streams.events import Coordinates, DeadLetter
 from streams.metrics import PipelineMetrics
@@ -49,6 +52,39 @@ class DeadLetterOutput:
         )
 
 
+class ConsumerLag:
+    """Records behind the head per source partition, set after each batch: the high watermark the
+    consumer last fetched minus the offset after the batch's newest message there. A revoked
+    partition's series is removed (its new owner reports it)."""
+
+    def __init__(self, app: faust.App, metrics: PipelineMetrics) -> None:
+        self._app = app
+        self._gauge = metrics.consumer_lag
+        self._reported: set[tuple[str, int]] = set()
+        app.on_partitions_revoked.connect(cast(Any, self._on_revoked))  # mode's handler type is stricter
+
+    async def _on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())
+        for tp in revoked:
+            if (tp.topic, tp.partition) in self._reported:
+                self._reported.discard((tp.topic, tp.partition))
+                self._gauge.remove(tp.topic, str(tp.partition))
+
+    def observe(self, events: Iterable[Any]) -> None:
+        newest: dict[Any, int] = {}
+        for event in events:
+            message = event.message
+            newest[message.tp] = max(newest.get(message.tp, -1), message.offset)
+        for tp, offset in newest.items():
+            try:
+                highwater = self._app.consumer.highwater(tp)
+            except AssertionError:  # aiokafka asserts the assignment: revoked since the fetch
+                continue
+            if highwater is not None:  # None until a fetch response for the partition arrived
+                self._gauge.labels(tp.topic, str(tp.partition)).set(max(highwater - offset - 1, 0))
+                self._reported.add((tp.topic, tp.partition))
+
+
 @dataclass(frozen=True)
 class AgentContext:
     settings: Settings
@@ -57,3 +93,11 @@ class AgentContext:
     dead_letters: DeadLetterOutput
     outputs: Callable[[str], KafkaOutput]  # topic name -> output
     session: Any = None  # a Cassandra session, for agents that read back (cohort metrics)
+
+
+async def write_rows(ctx: AgentContext, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Upsert rows through the sink, timed and counted per table."""
+    started = time.perf_counter()
+    await ctx.sink.write(table, rows)
+    ctx.metrics.sink_write_seconds.labels(table).observe(time.perf_counter() - started)
+    ctx.metrics.rows_written.labels(table).inc(len(rows))

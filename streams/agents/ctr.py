@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import faust
 
-from streams.agents.common import AgentContext, coordinates
+from streams.agents.common import AgentContext, ConsumerLag, coordinates, write_rows
 from streams.agents.recovery import History, StateRebuilder, first_offsets
 from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE, CellPolicy, CtrProcessor, CtrRows
 from streams.ctr.smoothing import PriorSet
@@ -104,12 +104,10 @@ def register_ctr(app: faust.App, ctx: AgentContext) -> None:
     validator = load_validator(settings.schemas_dir / SCHEMA_FILE)
     processor = make_processor(settings)
     grace_ms = processor.config.grace_ms
+    lag = ConsumerLag(app, metrics)
 
     async def write(table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        started = time.perf_counter()
-        await ctx.sink.write(table, rows)
-        metrics.sink_write_seconds.labels(table).observe(time.perf_counter() - started)
-        metrics.rows_written.labels(table).inc(len(rows))
+        await write_rows(ctx, table, rows)
         metrics.windows_final.labels(table).inc(sum(1 for r in rows if r["final"]))
 
     def fold(history: History, partition: int) -> None:
@@ -127,6 +125,7 @@ def register_ctr(app: faust.App, ctx: AgentContext) -> None:
             batch = decode_batch(((e.message.value, coordinates(e.message)) for e in events), validator)
             letters = list(batch.dead_letters)
             duplicates = 0
+            counted: Counter[str] = Counter()
             for event, at, raw in batch.events:
                 ad_event = AdEvent.from_json(event)
                 watermark = (
@@ -137,6 +136,8 @@ def register_ctr(app: faust.App, ctx: AgentContext) -> None:
                     letters.append(late_letter(raw, at, ad_event.ts, watermark, grace_ms))
                 elif outcome is Outcome.DUPLICATE:
                     duplicates += 1
+                else:
+                    counted[ad_event.type] += 1
             rows = processor.drain()
             # Durable first (Cassandra, results, dead letters), then the batch's offsets are acked.
             await asyncio.gather(
@@ -152,6 +153,9 @@ def register_ctr(app: faust.App, ctx: AgentContext) -> None:
             metrics.processed.labels(topic).inc(len(batch.events) - late - duplicates)
             metrics.duplicates.labels(topic).inc(duplicates)
             metrics.late.labels(topic).inc(late)
+            for event_type, count in counted.items():
+                metrics.ctr_events.labels(event_type).inc(count)
+            lag.observe(events)
             for partition, state in processor.states.items():
                 if state.watermark is not None:
                     metrics.watermark.labels(topic, str(partition)).set(state.watermark / 1000)

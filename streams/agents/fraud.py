@@ -10,7 +10,7 @@ from typing import Any
 
 import faust
 
-from streams.agents.common import AgentContext, coordinates
+from streams.agents.common import AgentContext, ConsumerLag, coordinates, write_rows
 from streams.agents.recovery import History, StateRebuilder, first_offsets
 from streams.errors import ConfigError
 from streams.events import load_validator
@@ -70,6 +70,7 @@ def register_fraud(app: faust.App, ctx: AgentContext, fraud_metrics: FraudMetric
     }
     processor = make_processor(settings)
     policy = processor.policy
+    lag = ConsumerLag(app, metrics)
 
     def fold(history: History, partition: int) -> None:
         """Replay a partition's earlier transactions and labels into the state (outputs discarded)."""
@@ -102,11 +103,11 @@ def register_fraud(app: faust.App, ctx: AgentContext, fraud_metrics: FraudMetric
             # Durable first (Cassandra, results, dead letters), then the batch's offsets are acked.
             # Label columns and score columns are separate cells of the same rows: order-free upserts.
             await asyncio.gather(
-                ctx.sink.write(SCORES_TABLE, out.scores),
-                ctx.sink.write(TRANSACTIONS_TABLE, out.transactions),
-                ctx.sink.write(COHORT_TABLE, out.cohort),
-                ctx.sink.write(TRANSACTIONS_TABLE, out.label_transactions),
-                ctx.sink.write(COHORT_TABLE, out.label_cohort),
+                write_rows(ctx, SCORES_TABLE, out.scores),
+                write_rows(ctx, TRANSACTIONS_TABLE, out.transactions),
+                write_rows(ctx, COHORT_TABLE, out.cohort),
+                write_rows(ctx, TRANSACTIONS_TABLE, out.label_transactions),
+                write_rows(ctx, COHORT_TABLE, out.label_cohort),
             )
             await results.send(out.results)
             await ctx.dead_letters.send(txs.dead_letters + labels.dead_letters)
@@ -126,6 +127,7 @@ def register_fraud(app: faust.App, ctx: AgentContext, fraud_metrics: FraudMetric
                 metrics.processed.labels(topic).inc(len(batch.events))
             metrics.duplicates.labels(t.transactions).inc(out.duplicates)
             metrics.batch_events.observe(len(events))
+            lag.observe(events)
 
     @app.timer(interval=settings.fraud.metrics_interval_s)
     async def refresh_cohorts() -> None:
@@ -136,7 +138,7 @@ def register_fraud(app: faust.App, ctx: AgentContext, fraud_metrics: FraudMetric
         newest = max(watermarks) // DAY_MS
         days = range(newest - settings.fraud.metrics_days + 1, newest + 1)
         rows = await asyncio.to_thread(_cohort_rows, ctx, settings, days, policy)
-        await ctx.sink.write(METRICS_TABLE, rows)
+        await write_rows(ctx, METRICS_TABLE, rows)
         fraud_metrics.cohort.clear()
         for row in rows:
             cohort = datetime.fromtimestamp(row["cohort_day"] * 86_400, tz=UTC).date().isoformat()
