@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from streams.ctr.generator import ClickstreamGenerator
 from streams.io.kafka import committed_offsets
 from streams.io.kafka import high_watermarks as kafka_high_watermarks
+from streams.netcheck import port_open
 from streams.produce import produce
 from streams.settings import Settings
 from tests.integration.test_ctr_pipeline import PROFILE, START
@@ -29,13 +31,13 @@ def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
 
 
 def produce_clickstream(
-    settings: Settings, seed: int, impressions: int, start_ms: int = START
+    settings: Settings, seed: int, impressions: int, start_ms: int = START, rate: float | None = None
 ) -> dict[int, int]:
     """The seeded scenario (100 impressions per second of event time) on the settings' ad-events
-    topic; returns the partitions' end offsets."""
+    topic, paced to ``rate`` messages/s if given; returns the partitions' end offsets."""
     generator = ClickstreamGenerator(PROFILE, seed=seed, start_ms=start_ms, rate=100)
     messages = list(generator.messages(impressions))
-    assert produce(settings.kafka, settings.topics.ad_events, messages).failed == 0
+    assert produce(settings.kafka, settings.topics.ad_events, messages, rate=rate).failed == 0
     return high_watermarks(settings, settings.topics.ad_events)
 
 
@@ -75,3 +77,64 @@ def kill_when(worker: subprocess.Popen[bytes], condition: Callable[[], Any], wha
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()
+
+
+def service_listening(settings: Settings, service: str) -> bool:
+    """Whether the Kafka or Cassandra of ``settings`` accepts connections (its port is open)."""
+    if service == "kafka":
+        host, port = settings.kafka.bootstrap.split(",")[0].rsplit(":", 1)
+        return port_open(host, int(port))
+    return port_open(settings.cassandra.hosts[0], settings.cassandra.port)
+
+
+def rss_bytes(pid: int) -> int:
+    """A process's resident set size (Linux: VmRSS of /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024  # reported in kB
+    raise AssertionError(f"process {pid} reports no VmRSS")
+
+
+class RssSampler:
+    """Samples a process's RSS every ``interval_s`` in a background thread while in the ``with``
+    block (one sample on entry, one on exit)."""
+
+    def __init__(self, pid: int, interval_s: float = 1.0) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> bool:
+        try:
+            self.samples.append(rss_bytes(self.pid))
+            return True
+        except FileNotFoundError:  # the process is gone: the test reports why, not the sampler
+            return False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s) and self._sample():
+            pass
+
+    def __enter__(self) -> RssSampler:
+        self.samples.append(rss_bytes(self.pid))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def start(self) -> int:
+        return self.samples[0]
+
+    @property
+    def peak(self) -> int:
+        return max(self.samples)
+
+    @property
+    def end(self) -> int:
+        return self.samples[-1]

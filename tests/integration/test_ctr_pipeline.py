@@ -78,6 +78,8 @@ def oracle_valid(raw: bytes | None) -> dict[str, Any] | str:
     if any(not isinstance(event.get(f), str) or not event.get(f) for f in text):
         return "schema_violation"
     ts = event.get("ts")
+    if isinstance(ts, float) and ts.is_integer():  # JSON Schema: 1.0 is an integer
+        ts = event["ts"] = int(ts)
     if event.get("type") not in ("impression", "click") or type(ts) is not int:
         return "schema_violation"
     if not 946_684_800_000 <= ts <= 4_102_444_800_000:

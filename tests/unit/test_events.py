@@ -80,3 +80,17 @@ def test_a_batch_splits_into_exactly_the_valid_events_and_the_rest(items: list[t
     # junk of at most 30 bytes can never be a valid event (the shortest is longer)
     assert good_offsets == {at.offset for _, at, _ in batch.events}
     assert all(letter.raw == messages[letter.coordinates.offset][0] for letter in batch.dead_letters)
+
+
+def test_an_integral_float_time_is_an_integer_time() -> None:
+    """JSON Schema counts 1700000000000.0 as an integer; event-time arithmetic must get an int."""
+    from streams.settings import Settings
+
+    validator = load_validator(Settings().schemas_dir / "ad_event.schema.json")
+    raw = (
+        b'{"type": "impression", "event_id": "e1", "ts": 1700000000000.0, "ad_id": "a", '
+        b'"campaign_id": "c", "user_id": "u", "segment": "news"}'
+    )
+    event = decode(raw, validator)
+    assert isinstance(event, dict) and event["ts"] == 1_700_000_000_000 and type(event["ts"]) is int
+    assert isinstance(decode(raw.replace(b".0,", b".5,"), validator), Rejected)
