@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from streams.errors import ConfigError, RuntimeServiceError
+from streams.errors import ConfigError, RuntimeServiceError, StreamsError
 from streams.pipelines import smoke
 from streams.produce import ProduceReport, produce
 from streams.settings import Settings, load_settings
@@ -127,40 +129,66 @@ def check_report(report: ProduceReport) -> None:
 
 def bench(
     scenario: Annotated[
-        str, typer.Option(help="ctr | fraud (backlog catch-up) | fraud-latency (fixed rate).")
+        str,
+        typer.Option(help="ctr | replay (backlog catch-up) | latency (fixed rate) | fraud | fraud-latency."),
     ] = "ctr",
-    events: Annotated[int, typer.Option(min=1000, help="Messages in the pre-loaded backlog.")] = 200_000,
-    repeats: Annotated[int, typer.Option(min=1, help="Runs; medians are reported.")] = 3,
-    rate: Annotated[float, typer.Option(min=1, help="fraud-latency: offered transactions per second.")] = 500,
-    seconds: Annotated[float, typer.Option(min=1, help="fraud-latency: how long to offer them.")] = 20,
-    out: Annotated[Path, typer.Option(help="Where logs go.")] = Path(".streams/bench"),
+    events: Annotated[
+        int, typer.Option(min=1000, help="Impressions (transactions) in the pre-loaded backlog.")
+    ] = 200_000,
+    repeats: Annotated[int, typer.Option(min=1, help="Runs of every contender; medians are reported.")] = 3,
+    contenders: Annotated[
+        str, typer.Option(help="ctr, latency: comma-separated, of ours, naive-faust, quix, raw.")
+    ] = "ours,naive-faust,quix,raw",
+    rate: Annotated[
+        float, typer.Option(min=1, help="latency: offered events (transactions) per second.")
+    ] = 500,
+    seconds: Annotated[float, typer.Option(min=1, help="latency: how long to offer them.")] = 20,
+    workers: Annotated[str, typer.Option(help="replay: worker process counts to compare, e.g. 1,2.")] = "1,2",
+    out: Annotated[Path, typer.Option(help="Where results (JSON, Markdown, PNG) and logs go.")] = Path(
+        ".streams/bench"
+    ),
+    docs: Annotated[
+        Path | None,
+        typer.Option(help="Page whose section for this scenario is rewritten (default: docs/benchmarks.md)."),
+    ] = None,
+    no_docs: Annotated[bool, typer.Option("--no-docs", help="Leave the benchmarks page alone.")] = False,
 ) -> None:
-    """Measure the real worker on this machine: events/s, CPU s per million events, peak RSS, latency."""
+    """Compare our worker with a naive Faust job, Quix Streams and a raw consumer on this machine."""
     from rich.table import Table
 
-    from streams.bench import bench_ctr, bench_fraud, bench_fraud_latency, median
+    from streams.bench.report import table_rows, update_docs, write_outputs
+    from streams.bench.scenarios import BenchOptions, run_bench
+    from streams.settings import project_dir
 
-    settings = load_settings()
-    port = settings.worker.metrics_port + 50
-    if scenario == "fraud-latency":
-        figures = bench_fraud_latency(settings, rate, seconds, port, out)
-        console.print(
-            f"fraud produce-to-score latency at {figures['achieved_rate']:.0f} tx/s offered "
-            f"({figures['scored']} scored): p50 {1000 * figures['p50_s']:.0f} ms, "
-            f"p99 {1000 * figures['p99_s']:.0f} ms, p99.9 {1000 * figures['p999_s']:.0f} ms"
-        )
-        return
-    runs = {"ctr": bench_ctr, "fraud": bench_fraud}.get(scenario)
-    if runs is None:
-        raise ConfigError(f"unknown scenario {scenario!r}: choose ctr, fraud or fraud-latency")
-    results = runs(settings, events, repeats, port, out)
-    table = Table("run", "events", "seconds", "events/s", "CPU s / 1M events", "peak RSS MiB",
-                  title=f"{scenario} worker, backlog catch-up")  # fmt: skip
-    for i, r in enumerate(results, 1):
-        table.add_row(str(i), str(r.events), f"{r.seconds:.1f}", f"{r.events_per_s:,.0f}",
-                      f"{r.cpu_s_per_million:.0f}", f"{r.peak_rss_mib:.0f}")  # fmt: skip
-    table.add_row(
-        "median", "", f"{median(results, 'seconds'):.1f}", f"{median(results, 'events_per_s'):,.0f}",
-        f"{median(results, 'cpu_s_per_million'):.0f}", f"{median(results, 'peak_rss_mib'):.0f}",
-    )  # fmt: skip
+    try:
+        process_counts = tuple(int(n) for n in workers.split(","))
+    except ValueError:
+        raise ConfigError(f"--workers takes process counts like 1,2, not {workers!r}") from None
+    options = BenchOptions(
+        scenario=scenario,
+        events=events,
+        repeats=repeats,
+        contenders=tuple(name.strip() for name in contenders.split(",") if name.strip()),
+        rate=rate,
+        seconds=seconds,
+        workers=process_counts,
+        out_dir=out,
+    )
+    command = shlex.join(["streams", *sys.argv[1:]])
+    result = run_bench(load_settings(), options, command, lambda line: err.print(line, highlight=False))
+    header, rows = table_rows(result)
+    table = Table(title=f"streams bench --scenario {scenario} (medians of {repeats})")
+    for i, column in enumerate(header):
+        table.add_column(column, no_wrap=i == 0, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
+    for path in write_outputs(result, out, lambda line: err.print(f"warning: {line}")):
+        console.print(f"wrote {path}")
+    if not no_docs:
+        page = docs or project_dir() / "docs" / "benchmarks.md"
+        update_docs(result, page)
+        console.print(f"updated {page}")
+    if not result.ok:
+        failed = sum(1 for run in result.runs if not run.ok)
+        raise StreamsError(f"{failed} of {len(result.runs)} runs failed or gave wrong results (see {out})")

@@ -1,0 +1,150 @@
+"""The fraud scenarios (our worker only): scoring a backlog of transactions, and produce-to-score latency.
+
+Correct means every valid transaction of the input (one that passes ``schemas/transaction``) got a
+score record on the version's ``fraud-scores`` topic, and nothing else did.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from streams.bench.check import Check, compare_ids
+from streams.bench.contenders import OurWorker, RunContext
+from streams.bench.ctr import LEAD_IN_S
+from streams.bench.latency import Latencies, id_latencies, percentiles, records
+from streams.bench.measure import JobProcess, stop_jobs, wait_serving, watch_backlog
+from streams.bench.runner import (
+    Input,
+    Report,
+    RunResult,
+    bench_keyspace,
+    cleanup_topics,
+    describe,
+    new_run_id,
+    preload,
+    run_backlog_repeats,
+)
+from streams.bench.workload import Oracle, mean_size
+from streams.events import Rejected, decode, load_validator
+from streams.io.kafka import ensure_topics
+from streams.settings import Settings
+from streams.topics import raw_topic
+from streams.versions import result_topic
+
+
+def transactions(settings: Settings, count: int) -> list[tuple[bytes, bytes]]:
+    from streams.fraud.generator import TransactionGenerator, TransactionProfile
+    from streams.fraud.synthetic import load_ip_prefixes
+
+    generator = TransactionGenerator(
+        TransactionProfile(mean_gap_ms=14 * 86_400_000 / count), seed=42, start_ms=1_767_225_600_000,
+        ip_prefixes=load_ip_prefixes(settings.fraud.ip_countries_file),
+    )  # fmt: skip
+    return generator.scenario(count).transactions
+
+
+def valid_ids(settings: Settings, messages: Sequence[tuple[bytes, bytes]]) -> set[str]:
+    validator = load_validator(settings.schemas_dir / "transaction.schema.json")
+    decoded = (decode(value, validator) for _, value in messages)
+    return {event["transaction_id"] for event in decoded if not isinstance(event, Rejected)}
+
+
+def fraud_topics(suffix: str) -> dict[str, str]:
+    return {
+        "STREAMS_TOPICS__TRANSACTIONS": f"bench-transactions-{suffix}",
+        "STREAMS_TOPICS__LABELS": f"bench-labels-{suffix}",
+        "STREAMS_TOPICS__FRAUD_SCORES": f"bench-fraud-scores-{suffix}",
+    }
+
+
+class OurFraudWorker(OurWorker):
+    """Our worker running only the fraud pipeline; checked against the valid transaction ids."""
+
+    def __init__(self, expected: set[str]) -> None:
+        super().__init__("ours", pipeline="fraud")
+        self.expected = expected
+
+    def scores_topic(self, run: RunContext) -> str:
+        return result_topic(run.topic_env["STREAMS_TOPICS__FRAUD_SCORES"], self.version(run))
+
+    def check(self, run: RunContext, session: Any, oracle: Oracle, texts: Sequence[str]) -> Check:
+        scored = {
+            record.get("transaction_id") for record, _ in records(run.settings.kafka, self.scores_topic(run))
+        }
+        return compare_ids(self.expected, {str(t) for t in scored if t}, "transactions scored")
+
+    def latencies(self, run: RunContext) -> Latencies:
+        return id_latencies(run.settings.kafka, run.topic, self.scores_topic(run), "transaction_id")
+
+
+def bench_fraud(
+    settings: Settings, events: int, repeats: int, out_dir: Path, report: Report
+) -> tuple[Input, list[RunResult]]:
+    """Scoring throughput: fresh workers over a backlog of transactions (no labels)."""
+    names = fraud_topics(new_run_id())
+    topic = names["STREAMS_TOPICS__TRANSACTIONS"]
+    messages = transactions(settings, events)
+    try:
+        report(f"pre-loading {len(messages):,} transactions (~{mean_size(messages):.0f} bytes) to {topic}")
+        ensure_topics(settings.kafka, [raw_topic(name, settings) for name in names.values()])
+        bench = Input(topic, preload(settings, topic, messages), mean_size(messages), Oracle())
+        contender = OurFraudWorker(valid_ids(settings, messages))
+        runs = run_backlog_repeats(settings, [contender], bench, repeats, out_dir, report, lambda _: names)
+    finally:
+        cleanup_topics(settings, list(names.values()))
+    return bench, runs
+
+
+def fraud_latency_run(
+    settings: Settings, repeat: int, keyspace: str, session: Any, rate: float, seconds: float, out_dir: Path
+) -> RunResult:
+    """Transactions at ``rate``/s: CreateTime of each to the CreateTime of its score record (written
+    to Cassandra first, then published)."""
+    run_id = new_run_id()
+    names = fraud_topics(run_id)
+    topic = names["STREAMS_TOPICS__TRANSACTIONS"]
+    messages = transactions(settings, int(rate * (LEAD_IN_S + seconds)))
+    contender = OurFraudWorker(valid_ids(settings, messages))
+    run = RunContext(settings, keyspace, topic, run_id, out_dir, topic_env=names)
+    result = RunResult("ours (fraud)", repeat)
+    jobs: list[JobProcess] = []
+    try:
+        ensure_topics(settings.kafka, [raw_topic(name, settings) for name in names.values()])
+        jobs = contender.start(run)
+        wait_serving(jobs, contender.name)
+        time.sleep(3)  # partitions assigned
+        started = time.time()
+        measured_from_ms = (started + LEAD_IN_S) * 1000  # leaves out the producer's own bootstrap
+        sent = preload(settings, topic, messages, rate=rate)
+        offered = sent / (time.time() - started)
+        result.measurement, texts = watch_backlog(jobs, contender.name, topic, sent)
+        stop_jobs(jobs)
+        result.latency_ms = {
+            **percentiles(contender.latencies(run), measured_from_ms),
+            "offered_per_s": offered,
+        }
+        result.check = contender.check(run, session, Oracle(), texts)
+    except Exception as exc:  # reported with the other runs' figures
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        stop_jobs(jobs)
+        contender.cleanup(run, session, Oracle())
+        cleanup_topics(settings, list(names.values()))
+    return result
+
+
+def bench_fraud_latency(
+    settings: Settings, rate: float, seconds: float, repeats: int, out_dir: Path, report: Report
+) -> list[RunResult]:
+    runs = []
+    with bench_keyspace(settings) as (keyspace, session):
+        for repeat in range(1, repeats + 1):
+            report(
+                f"repeat {repeat}/{repeats}: ours (fraud) at {rate:,.0f} transactions/s for {seconds:.0f}s"
+            )
+            runs.append(fraud_latency_run(settings, repeat, keyspace, session, rate, seconds, out_dir))
+            report(f"  {describe(runs[-1])}")
+    return runs

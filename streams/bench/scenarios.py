@@ -1,0 +1,86 @@
+"""Choosing the contenders of a scenario and running it (the body of `streams bench`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from streams.bench.contenders import CTR_CONTENDERS, Contender
+from streams.bench.ctr import bench_backlog, bench_latency, replay_contenders
+from streams.bench.fraud import bench_fraud, bench_fraud_latency
+from streams.bench.report import BenchReport, started_now
+from streams.bench.runner import Input, Report, RunResult
+from streams.errors import ConfigError
+from streams.settings import Settings
+
+SCENARIOS = ("ctr", "replay", "latency", "fraud", "fraud-latency")
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    scenario: str = "ctr"
+    events: int = 200_000
+    repeats: int = 3
+    contenders: tuple[str, ...] = tuple(CTR_CONTENDERS)
+    rate: float = 500.0
+    seconds: float = 20.0
+    workers: tuple[int, ...] = (1, 2)
+    out_dir: Path = Path(".streams/bench")
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise ConfigError(f"unknown scenario {self.scenario!r}: choose one of {', '.join(SCENARIOS)}")
+        unknown = [name for name in self.contenders if name not in CTR_CONTENDERS]
+        if unknown or not self.contenders:
+            choices = ", ".join(CTR_CONTENDERS)
+            raise ConfigError(f"unknown contender {unknown[0] if unknown else ''!r}: choose from {choices}")
+        if not self.workers or min(self.workers) < 1:
+            raise ConfigError("--workers needs positive process counts, e.g. 1,2")
+
+
+def ctr_contenders(names: Sequence[str]) -> tuple[list[Contender], dict[str, str]]:
+    """The named contenders that can run here, and why the others cannot."""
+    chosen, skipped = [], {}
+    for name in names:
+        contender = CTR_CONTENDERS[name]()
+        reason = contender.unavailable()
+        if reason:
+            skipped[name] = reason
+        else:
+            chosen.append(contender)
+    return chosen, skipped
+
+
+def run_bench(settings: Settings, options: BenchOptions, command: str, report: Report) -> BenchReport:
+    """Run the scenario and return every run with the input it used (outputs are written by the caller)."""
+    started, clock = started_now(), time.monotonic()
+    o = options
+    bench: Input | None = None
+    runs: list[RunResult] = []
+    skipped: dict[str, str] = {}
+    contenders: list[Contender] = []
+    if o.scenario in ("ctr", "latency"):
+        contenders, skipped = ctr_contenders(o.contenders)
+    if o.scenario == "replay":
+        contenders = replay_contenders(o.workers)
+    for name, reason in skipped.items():
+        report(f"skipping {name}: {reason}")
+    if o.scenario in ("ctr", "replay"):
+        bench, runs = bench_backlog(settings, contenders, o.events, o.repeats, o.out_dir, report)
+    elif o.scenario == "fraud":
+        bench, runs = bench_fraud(settings, o.events, o.repeats, o.out_dir, report)
+    if o.scenario == "latency":
+        runs = bench_latency(settings, contenders, o.rate, o.seconds, o.repeats, o.out_dir, report)
+    if o.scenario in ("latency", "fraud-latency"):
+        runs += bench_fraud_latency(settings, o.rate, o.seconds, o.repeats, o.out_dir, report)
+    names = {c.name: c.description for c in contenders}
+    if o.scenario == "fraud":
+        names["ours"] = "this project's worker (`streams worker`, fraud pipeline, 1 process)"
+    if o.scenario in ("latency", "fraud-latency"):
+        names["ours (fraud)"] = "this project's worker, fraud pipeline: transaction to its score record"
+    options_json = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(o).items()}
+    return BenchReport(
+        o.scenario, command, started, time.monotonic() - clock, names, runs, bench, skipped, options_json
+    )

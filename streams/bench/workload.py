@@ -1,0 +1,75 @@
+"""The bench input: a clean, YSB-like clickstream and the oracle every contender is checked against.
+
+Our generator's events are about 150 bytes; the Yahoo Streaming Benchmark's are about 250 (user,
+page and ad ids, ad type, event type, time, IP address). Each event gets the YSB fields it lacks
+(``page_id``, ``ad_type``, ``ip_address``), which every contender must decode and ignore. The
+profile is clean (no late, duplicate or malformed events; out-of-order ones stay within the grace
+period), so every contender must count every event exactly once.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import orjson
+
+from streams.ctr.generator import ClickstreamGenerator, ClickstreamProfile
+
+WINDOW_MS = 60_000  # the 1 min tumbling window every contender computes
+AD_TYPES = ("banner", "modal", "sponsored-search", "mail", "mobile")
+
+
+def clean_profile() -> ClickstreamProfile:
+    return ClickstreamProfile(late_share=0.0, duplicate_share=0.0, malformed_share=0.0)
+
+
+def ysb_like(messages: Iterable[tuple[bytes, bytes]], seed: int) -> Iterator[tuple[bytes, bytes]]:
+    """Add the YSB fields our events lack (deterministic per seed)."""
+    rng = random.Random(seed)
+    for key, value in messages:
+        event = orjson.loads(value)
+        event["page_id"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        event["ad_type"] = rng.choice(AD_TYPES)
+        event["ip_address"] = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        yield key, orjson.dumps(event)
+
+
+def bench_messages(events: int, *, start_ms: int, rate: float, seed: int = 42) -> list[tuple[bytes, bytes]]:
+    """About ``events`` impressions (plus their clicks) at ``rate`` impressions/s of event time."""
+    generator = ClickstreamGenerator(clean_profile(), seed=seed, start_ms=start_ms, rate=rate)
+    return list(ysb_like(generator.messages(events), seed))
+
+
+@dataclass
+class Oracle:
+    """(ad_id, window_start) -> [impressions, clicks] of the 1 min tumbling windows."""
+
+    windows: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    by_type: Counter[str] = field(default_factory=Counter)
+
+    @classmethod
+    def of(cls, messages: Iterable[tuple[bytes, bytes]]) -> Oracle:
+        oracle = cls()
+        for _, value in messages:
+            event = orjson.loads(value)
+            start = event["ts"] - event["ts"] % WINDOW_MS
+            counts = oracle.windows.setdefault((event["ad_id"], start), [0, 0])
+            counts[event["type"] == "click"] += 1
+            oracle.by_type[event["type"]] += 1
+        return oracle
+
+    @property
+    def ads(self) -> list[str]:
+        return sorted({ad for ad, _ in self.windows})
+
+    @property
+    def window_starts(self) -> list[int]:
+        return sorted({start for _, start in self.windows})
+
+
+def mean_size(messages: list[tuple[bytes, bytes]]) -> float:
+    return sum(len(value) for _, value in messages) / len(messages) if messages else 0.0
