@@ -8,7 +8,10 @@ Scenarios (`streams.bench.scenarios`):
 - ``latency``: each CTR contender fed live at a fixed rate (produce-to-result p50/p99/p99.9), plus
   our fraud path (transaction to score).
 - ``fraud`` / ``fraud-latency``: our worker's fraud scoring over a backlog / at a fixed rate.
+- ``soak`` / ``state`` (`streams.bench.soak`): our worker's RSS at a steady rate for minutes, and as
+  its state grows to 100,000 ads and 1,000,000 customers; CTR and fraud as two phases.
 
-Definitions of every figure: `streams.bench.measure` and docs/benchmarks.md. This module stays
-empty so that the comparison jobs (`streams.bench.jobs`) import nothing of the harness.
+Definitions of every figure: `streams.bench.measure`, `streams.bench.memory` and
+docs/benchmarks.md. This module stays empty so that the comparison jobs (`streams.bench.jobs`)
+import nothing of the harness.
 """

@@ -1,4 +1,5 @@
-"""The fraud scenarios (our worker only): scoring a backlog of transactions, and produce-to-score latency.
+"""The fraud scenarios (our worker only): scoring a backlog of transactions, and produce-to-score latency;
+and the transaction streams of the memory scenarios (`streams.bench.soak`).
 
 Correct means every valid transaction of the input (one that passes ``schemas/transaction``) got a
 score record on the version's ``fraud-scores`` topic, and nothing else did.
@@ -7,9 +8,12 @@ score record on the version's ``fraud-scores`` topic, and nothing else did.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from streams.bench.check import Check, compare_ids
 from streams.bench.contenders import OurWorker, RunContext
@@ -29,21 +33,58 @@ from streams.bench.runner import (
 )
 from streams.bench.workload import Oracle, mean_size
 from streams.events import Rejected, decode, load_validator
+from streams.fraud.generator import TransactionGenerator, TransactionProfile
+from streams.fraud.synthetic import load_ip_prefixes
 from streams.io.kafka import ensure_topics
 from streams.settings import Settings
 from streams.topics import raw_topic
 from streams.versions import result_topic
 
 
-def transactions(settings: Settings, count: int) -> list[tuple[bytes, bytes]]:
-    from streams.fraud.generator import TransactionGenerator, TransactionProfile
-    from streams.fraud.synthetic import load_ip_prefixes
-
-    generator = TransactionGenerator(
-        TransactionProfile(mean_gap_ms=14 * 86_400_000 / count), seed=42, start_ms=1_767_225_600_000,
+def transaction_generator(settings: Settings, profile: TransactionProfile) -> TransactionGenerator:
+    return TransactionGenerator(
+        profile, seed=42, start_ms=1_767_225_600_000,
         ip_prefixes=load_ip_prefixes(settings.fraud.ip_countries_file),
     )  # fmt: skip
-    return generator.scenario(count).transactions
+
+
+def transactions(settings: Settings, count: int) -> list[tuple[bytes, bytes]]:
+    profile = TransactionProfile(mean_gap_ms=14 * 86_400_000 / count)
+    return transaction_generator(settings, profile).scenario(count).transactions
+
+
+def transaction_events(settings: Settings, chunk: int = 1000) -> Iterator[dict[str, Any]]:
+    """Generated transactions without malformed ones, decoded, endlessly (chunk by chunk, lazily)."""
+    generator = transaction_generator(settings, TransactionProfile(malformed_share=0.0))
+    while True:
+        for _, value in generator.scenario(chunk).transactions:
+            yield orjson.loads(value)
+
+
+def live_transactions(
+    settings: Settings, count: int, *, start_ms: int, rate: float
+) -> Iterator[tuple[bytes, bytes]]:
+    """``count`` transactions re-stamped at ``rate`` per second of event time from ``start_ms``
+    (the generator's own times follow a weekly rhythm, not the wall clock)."""
+    for i, event in enumerate(islice(transaction_events(settings), count)):
+        event["ts"] = start_ms + int(i * 1000 / rate)
+        yield event["customer_id"].encode(), orjson.dumps(event)
+
+
+def customer_sweep(
+    settings: Settings, customers: int, *, start_ms: int, span_ms: int
+) -> Iterator[tuple[bytes, bytes]]:
+    """One transaction for each of ``customers`` customers in turn, each with its own device and
+    card, in event-time order within ``span_ms``: the generator's transactions with their customer
+    (and its device and card) replaced by the next one. The generator itself draws from a weighted
+    population, which would take far more than a million transactions to touch a million customers."""
+    for i, event in enumerate(islice(transaction_events(settings), customers)):
+        event["customer_id"] = f"cust-{i:07d}"
+        event["ts"] = start_ms + i * span_ms // customers
+        for field, prefix in (("device_id", "dev"), ("card_id", "card")):
+            if event.get(field):
+                event[field] = f"{prefix}-{i:07d}-0"
+        yield event["customer_id"].encode(), orjson.dumps(event)
 
 
 def valid_ids(settings: Settings, messages: Sequence[tuple[bytes, bytes]]) -> set[str]:

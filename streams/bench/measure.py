@@ -80,11 +80,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
-def peak_rss_mib(pid: int) -> float:
+def _status_mib(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB
     return 0.0
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's resident set high-water mark (VmHWM)."""
+    return _status_mib(pid, "VmHWM")
+
+
+def rss_mib(pid: int) -> float:
+    """The process's resident set now (VmRSS)."""
+    return _status_mib(pid, "VmRSS")
 
 
 def start_job(command: Sequence[str], env: dict[str, str], port: int, log: Path) -> JobProcess:
@@ -120,7 +130,7 @@ def done_events(texts: Sequence[str], topic: str) -> float:
     return sum(total(text, CONSUMED, topic=topic) for text in texts)
 
 
-def _check_alive(jobs: Sequence[JobProcess], name: str) -> None:
+def check_alive(jobs: Sequence[JobProcess], name: str) -> None:
     for job in jobs:
         if job.proc.poll() is not None:
             raise RuntimeServiceError(f"{name} exited with code {job.proc.returncode} (log: {job.log})")
@@ -147,7 +157,7 @@ def watch_backlog(
     t0 = cpu0 = None
     n0 = 0.0
     while True:
-        _check_alive(jobs, name)
+        check_alive(jobs, name)
         texts = scrape(jobs)
         now = time.monotonic()
         done = done_events(texts, topic)
@@ -179,7 +189,7 @@ def wait_serving(jobs: Sequence[JobProcess], name: str, timeout_s: float = 180) 
     """Until every process of the contender serves /metrics."""
     deadline = time.monotonic() + timeout_s
     while not all(scrape(jobs)):
-        _check_alive(jobs, name)
+        check_alive(jobs, name)
         if time.monotonic() > deadline:
             raise RuntimeServiceError(f"{name} did not serve /metrics within {timeout_s:.0f}s")
         time.sleep(POLL_S)

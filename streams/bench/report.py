@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 
 from streams.bench.measure import Measurement
+from streams.bench.memory import MEMORY_SCENARIOS
+from streams.bench.memory_report import memory_figure, memory_notes, memory_table
 from streams.bench.runner import Input, RunResult
 
 LATENCY_KEYS = ("p50", "p99", "p999")
@@ -135,6 +137,8 @@ def _fmt(value: float | None, pattern: str = "{:,.0f}") -> str:
 
 def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     """Column headers and one row per contender (shared by the terminal and Markdown tables)."""
+    if report.scenario in MEMORY_SCENARIOS:
+        return memory_table(report.scenario, report.runs)
     summaries = report.summaries()
     if any(s.latency_ms for s in summaries) or report.scenario in ("latency", "fraud-latency"):
         header = ["contender", "offered events/s", "p50 ms", "p99 ms", "p99.9 ms", "correct"]
@@ -169,9 +173,17 @@ def markdown(report: BenchReport) -> str:
             f"Input: {report.input.messages:,} messages of ~{report.input.mean_bytes:.0f} bytes{span}"
         )
     repeats = max((r.repeat for r in report.runs), default=0)
+    memory = report.scenario in MEMORY_SCENARIOS
     align = "|".join(["---"] + ["---:"] * (len(header) - 1))
-    lines += ["", f"Medians over {repeats} repeat(s).", "", "| " + " | ".join(header) + " |", f"|{align}|"]
+    what = (
+        f"One row per phase and repeat ({repeats} repeat(s))."
+        if memory
+        else f"Medians over {repeats} repeat(s)."
+    )
+    lines += ["", what, "", "| " + " | ".join(header) + " |", f"|{align}|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if memory:
+        lines += ["", *memory_notes(report.scenario, report.runs)]
     failures = [f"- {r.contender} (repeat {r.repeat}): {r.error or (r.check.summary if r.check else '')}"
                 for r in report.runs if not r.ok]  # fmt: skip
     if failures:
@@ -188,7 +200,9 @@ def plot(report: BenchReport, path: Path) -> None:
 
     summaries = [s for s in report.summaries() if s.correct]
     names = [s.contender for s in summaries]
-    if any(s.latency_ms for s in summaries):
+    if report.scenario in MEMORY_SCENARIOS:
+        fig = memory_figure(report.scenario, report.runs)
+    elif any(s.latency_ms for s in summaries):
         fig, ax = plt.subplots(figsize=(8, 4.5))
         width = 0.8 / len(LATENCY_KEYS)
         for i, key in enumerate(LATENCY_KEYS):
@@ -219,7 +233,9 @@ def plot(report: BenchReport, path: Path) -> None:
             for y, value in enumerate(values):
                 text, x = (f"{value:,.0f}", value) if value > 0 else ("n/a (run too short)", ax.get_xlim()[0])
                 ax.annotate(text, (x, y), xytext=(4, 0), textcoords="offset points", va="center")
-    offered = f", {report.options['rate']:,.0f} events/s offered" if "latency" in report.scenario else ""
+    offered = ""
+    if "latency" in report.scenario or report.scenario == "soak":
+        offered = f", {report.options['rate']:,.0f} events/s offered"
     fig.suptitle(f"streams bench --scenario {report.scenario} ({report.started:%Y-%m-%d}{offered})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

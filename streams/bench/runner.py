@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,6 +20,7 @@ from typing import Any
 from streams.bench.check import Check, create_job_tables
 from streams.bench.contenders import Contender, RunContext
 from streams.bench.measure import JobProcess, Measurement, stop_jobs, watch_backlog
+from streams.bench.memory import SoakFigures, StateFigures
 from streams.bench.workload import Oracle
 from streams.errors import RuntimeServiceError
 from streams.io.cassandra import apply_schema, connect
@@ -34,13 +35,14 @@ Report = Callable[[str], None]
 
 @dataclass
 class RunResult:
-    """One contender, one repeat: figures, the oracle check, latencies, or what went wrong."""
+    """One contender, one repeat: figures, the oracle check, latencies, memory, or what went wrong."""
 
     contender: str
     repeat: int
     measurement: Measurement | None = None
     check: Check | None = None
     latency_ms: dict[str, float] | None = None  # p50, p99, p999, events
+    memory: SoakFigures | StateFigures | None = None
     error: str | None = None
 
     @property
@@ -55,8 +57,10 @@ class RunResult:
             "peak_rss_mib": m.peak_rss_mib, "startup_s": m.startup_s,
         }  # fmt: skip
         check = None if self.check is None else {"correct": self.check.correct, "summary": self.check.summary}
+        memory = None if self.memory is None else self.memory.to_json()
         return {"contender": self.contender, "repeat": self.repeat, "ok": self.ok, **figures,
-                "latency_ms": self.latency_ms, "check": check, "error": self.error}  # fmt: skip
+                "latency_ms": self.latency_ms, "memory": memory, "check": check,
+                "error": self.error}  # fmt: skip
 
 
 @dataclass
@@ -89,7 +93,7 @@ def bench_keyspace(settings: Settings) -> Iterator[tuple[str, Any]]:
 
 
 def preload(
-    settings: Settings, topic: str, messages: Sequence[tuple[bytes, bytes]], rate: float | None = None
+    settings: Settings, topic: str, messages: Iterable[tuple[bytes, bytes]], rate: float | None = None
 ) -> int:
     """Create ``topic`` and produce ``messages`` to it (paced to ``rate`` if given); returns how many."""
     ensure_topics(settings.kafka, [raw_topic(topic, settings)])
@@ -180,6 +184,8 @@ def describe(result: RunResult) -> str:
         parts.append(
             f"{m.events_per_s:,.0f} events/s, {m.cpu_s_per_million:,.0f} CPU s/1M, {m.peak_rss_mib:.0f} MiB"
         )
+    if result.memory is not None:
+        parts.append(result.memory.summary() + ";")
     if result.latency_ms:
         lat = result.latency_ms
         parts.append(f"p50 {lat['p50']:,.0f} ms, p99 {lat['p99']:,.0f} ms, p99.9 {lat['p999']:,.0f} ms")

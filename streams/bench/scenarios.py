@@ -6,16 +6,22 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from streams.bench.contenders import CTR_CONTENDERS, Contender
 from streams.bench.ctr import bench_backlog, bench_latency, replay_contenders
 from streams.bench.fraud import bench_fraud, bench_fraud_latency
+from streams.bench.memory import MEMORY_SCENARIOS
 from streams.bench.report import BenchReport, started_now
 from streams.bench.runner import Input, Report, RunResult
+from streams.bench.soak import PIPELINES, bench_soak, bench_state, phase_name
 from streams.errors import ConfigError
 from streams.settings import Settings
 
-SCENARIOS = ("ctr", "replay", "latency", "fraud", "fraud-latency")
+SCENARIOS = ("ctr", "replay", "latency", "fraud", "fraud-latency", *MEMORY_SCENARIOS)
+# (rate, seconds, repeats) when not given: a soak runs once for 10 minutes, well below our rate.
+OTHER_DEFAULTS = (500.0, 20.0, 3)
+DEFAULTS = {"soak": (1000.0, 600.0, 1), "state": (*OTHER_DEFAULTS[:2], 1)}
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,7 @@ class BenchOptions:
     rate: float = 500.0
     seconds: float = 20.0
     workers: tuple[int, ...] = (1, 2)
+    keys: int = 1_000_000
     out_dir: Path = Path(".streams/bench")
 
     def __post_init__(self) -> None:
@@ -38,6 +45,23 @@ class BenchOptions:
             raise ConfigError(f"unknown contender {unknown[0] if unknown else ''!r}: choose from {choices}")
         if not self.workers or min(self.workers) < 1:
             raise ConfigError("--workers needs positive process counts, e.g. 1,2")
+        if self.keys < 1000:
+            raise ConfigError("--keys needs at least 1000 (the CTR phase sweeps a tenth as many ads)")
+
+    @classmethod
+    def for_scenario(
+        cls, scenario: str, *, rate: float | None = None, seconds: float | None = None,
+        repeats: int | None = None, **options: Any,
+    ) -> BenchOptions:  # fmt: skip
+        """Options with the scenario's own defaults for what was not given."""
+        default_rate, default_seconds, default_repeats = DEFAULTS.get(scenario, OTHER_DEFAULTS)
+        return cls(
+            scenario=scenario,
+            rate=default_rate if rate is None else rate,
+            seconds=default_seconds if seconds is None else seconds,
+            repeats=default_repeats if repeats is None else repeats,
+            **options,
+        )
 
 
 def ctr_contenders(names: Sequence[str]) -> tuple[list[Contender], dict[str, str]]:
@@ -75,7 +99,14 @@ def run_bench(settings: Settings, options: BenchOptions, command: str, report: R
         runs = bench_latency(settings, contenders, o.rate, o.seconds, o.repeats, o.out_dir, report)
     if o.scenario in ("latency", "fraud-latency"):
         runs += bench_fraud_latency(settings, o.rate, o.seconds, o.repeats, o.out_dir, report)
+    if o.scenario == "soak":
+        runs = bench_soak(settings, o.rate, o.seconds, o.repeats, o.out_dir, report)
+    if o.scenario == "state":
+        runs = bench_state(settings, o.keys, o.repeats, o.out_dir, report)
     names = {c.name: c.description for c in contenders}
+    if o.scenario in MEMORY_SCENARIOS:
+        names = {phase_name(p): f"this project's worker (`streams worker`, {p} pipeline only, 1 process)"
+                 for p in PIPELINES}  # fmt: skip
     if o.scenario == "fraud":
         names["ours"] = "this project's worker (`streams worker`, fraud pipeline, 1 process)"
     if o.scenario in ("latency", "fraud-latency"):

@@ -13,7 +13,7 @@ import random
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 
@@ -38,10 +38,31 @@ def ysb_like(messages: Iterable[tuple[bytes, bytes]], seed: int) -> Iterator[tup
         yield key, orjson.dumps(event)
 
 
-def bench_messages(events: int, *, start_ms: int, rate: float, seed: int = 42) -> list[tuple[bytes, bytes]]:
-    """About ``events`` impressions (plus their clicks) at ``rate`` impressions/s of event time."""
+def ad_event_stream(
+    events: int, *, start_ms: int, rate: float, seed: int = 42
+) -> Iterator[tuple[bytes, bytes]]:
+    """About ``events`` impressions (plus their clicks) at ``rate`` impressions/s of event time, lazily."""
     generator = ClickstreamGenerator(clean_profile(), seed=seed, start_ms=start_ms, rate=rate)
-    return list(ysb_like(generator.messages(events), seed))
+    return ysb_like(generator.messages(events), seed)
+
+
+def bench_messages(events: int, *, start_ms: int, rate: float, seed: int = 42) -> list[tuple[bytes, bytes]]:
+    return list(ad_event_stream(events, start_ms=start_ms, rate=rate, seed=seed))
+
+
+def ad_sweep(ads: int, *, start_ms: int, span_ms: int, seed: int = 42) -> Iterator[tuple[bytes, bytes]]:
+    """One impression for each of ``ads`` ads in turn (20 ads per campaign), in event-time order
+    within ``span_ms``: the generator's events, each given the next of the generator's ads."""
+    profile = replace(clean_profile(), ads=ads, campaigns=max(ads // 20, 1), out_of_order_share=0.0)
+    generator = ClickstreamGenerator(profile, seed=seed, start_ms=start_ms, rate=ads * 1000 / span_ms)
+    ads_in_turn = iter(generator.ads)
+    for _, value in ysb_like(generator.messages(ads), seed):
+        event = orjson.loads(value)
+        if event["type"] != "impression":
+            continue
+        ad = next(ads_in_turn)
+        event["ad_id"], event["campaign_id"] = ad.ad_id, ad.campaign_id
+        yield ad.ad_id.encode(), orjson.dumps(event)
 
 
 @dataclass

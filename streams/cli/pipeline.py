@@ -130,20 +130,35 @@ def check_report(report: ProduceReport) -> None:
 def bench(
     scenario: Annotated[
         str,
-        typer.Option(help="ctr | replay (backlog catch-up) | latency (fixed rate) | fraud | fraud-latency."),
+        typer.Option(
+            help="ctr | replay (backlog catch-up) | latency (fixed rate) | fraud | fraud-latency | "
+            "soak (worker RSS at a steady rate) | state (worker RSS as keys grow)."
+        ),
     ] = "ctr",
     events: Annotated[
         int, typer.Option(min=1000, help="Impressions (transactions) in the pre-loaded backlog.")
     ] = 200_000,
-    repeats: Annotated[int, typer.Option(min=1, help="Runs of every contender; medians are reported.")] = 3,
+    repeats: Annotated[
+        int | None, typer.Option(min=1, help="Runs of every contender (default 3; soak, state: 1).")
+    ] = None,
     contenders: Annotated[
         str, typer.Option(help="ctr, latency: comma-separated, of ours, naive-faust, quix, raw.")
     ] = "ours,naive-faust,quix,raw",
     rate: Annotated[
-        float, typer.Option(min=1, help="latency: offered events (transactions) per second.")
-    ] = 500,
-    seconds: Annotated[float, typer.Option(min=1, help="latency: how long to offer them.")] = 20,
+        float | None,
+        typer.Option(min=1, help="latency, soak: offered events (transactions) per second (500; soak 1000)."),
+    ] = None,
+    seconds: Annotated[
+        float | None,
+        typer.Option(min=1, help="latency: how long to offer them (20); soak: after a 30 s warm-up (600)."),
+    ] = None,
     workers: Annotated[str, typer.Option(help="replay: worker process counts to compare, e.g. 1,2.")] = "1,2",
+    keys: Annotated[
+        int,
+        typer.Option(
+            min=1000, help="state: customers, one transaction each; the CTR phase sweeps a tenth as many ads."
+        ),
+    ] = 1_000_000,
     out: Annotated[Path, typer.Option(help="Where results (JSON, Markdown, PNG) and logs go.")] = Path(
         ".streams/bench"
     ),
@@ -153,9 +168,11 @@ def bench(
     ] = None,
     no_docs: Annotated[bool, typer.Option("--no-docs", help="Leave the benchmarks page alone.")] = False,
 ) -> None:
-    """Compare our worker with a naive Faust job, Quix Streams and a raw consumer on this machine."""
+    """Compare our worker with a naive Faust job, Quix Streams and a raw consumer on this machine;
+    measure our worker's memory at a steady rate (soak) and as its state grows (state)."""
     from rich.table import Table
 
+    from streams.bench.memory import MEMORY_SCENARIOS
     from streams.bench.report import table_rows, update_docs, write_outputs
     from streams.bench.scenarios import BenchOptions, run_bench
     from streams.settings import project_dir
@@ -164,20 +181,22 @@ def bench(
         process_counts = tuple(int(n) for n in workers.split(","))
     except ValueError:
         raise ConfigError(f"--workers takes process counts like 1,2, not {workers!r}") from None
-    options = BenchOptions(
-        scenario=scenario,
-        events=events,
-        repeats=repeats,
-        contenders=tuple(name.strip() for name in contenders.split(",") if name.strip()),
+    options = BenchOptions.for_scenario(
+        scenario,
         rate=rate,
         seconds=seconds,
+        repeats=repeats,
+        events=events,
+        contenders=tuple(name.strip() for name in contenders.split(",") if name.strip()),
         workers=process_counts,
+        keys=keys,
         out_dir=out,
     )
     command = shlex.join(["streams", *sys.argv[1:]])
     result = run_bench(load_settings(), options, command, lambda line: err.print(line, highlight=False))
     header, rows = table_rows(result)
-    table = Table(title=f"streams bench --scenario {scenario} (medians of {repeats})")
+    what = "one row per phase" if scenario in MEMORY_SCENARIOS else f"medians of {options.repeats}"
+    table = Table(title=f"streams bench --scenario {scenario} ({what})")
     for i, column in enumerate(header):
         table.add_column(column, no_wrap=i == 0, justify="left" if i == 0 else "right")
     for row in rows:
