@@ -191,6 +191,9 @@ def versions(caught_up_lag: CaughtUpLag = 1000, as_json: AsJson = False) -> None
                 names = lifecycle.names(settings, record)
                 lag = measure_lag(settings, names)
                 if lifecycle.caught_up(session, settings, record, lag, caught_up_lag):
+                    # Just marked live: show the record as it is now (caught-up time included).
+                    keyspace = settings.cassandra.keyspace
+                    record = store.read_version(session, keyspace, record.version) or record
                     row["state"] = lifecycle.LIVE
                 row |= {"workers": group_members(settings.kafka, names.group_id), "lag": lag.total}
             ctr, fraud = record.params.get("ctr", {}), record.params.get("fraud", {})
