@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 import orjson
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 
 def job_arguments(description: str) -> argparse.ArgumentParser:
@@ -27,6 +28,14 @@ def job_arguments(description: str) -> argparse.ArgumentParser:
         help="at exit, write [Kafka CreateTime ms, produce-to-result ms] per event here (JSON)",
     )
     return parser
+
+
+def serve_progress(port: int, meaning: str) -> tuple[CollectorRegistry, Counter]:
+    """The progress counter the harness scrapes, served on ``port`` (the registry takes more)."""
+    registry = CollectorRegistry()
+    consumed = Counter("streams_events_consumed_total", meaning, ["topic"], registry=registry)
+    start_http_server(port, "127.0.0.1", registry=registry)
+    return registry, consumed
 
 
 Latencies = list[tuple[float, float]]  # (Kafka CreateTime of the event in ms, its latency in ms)

@@ -25,9 +25,8 @@ from typing import Any, cast
 
 import faust
 from faust.types import EventT
-from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from streams.bench.jobs import Latencies, dump_latencies, insert_cql, job_arguments
+from streams.bench.jobs import Latencies, dump_latencies, insert_cql, job_arguments, serve_progress
 from streams.io.cassandra import connect
 from streams.settings import load_settings
 
@@ -74,11 +73,7 @@ async def execute(session: Any, statement: Any, values: tuple[Any, ...]) -> None
 def main(argv: list[str] | None = None) -> None:
     args = job_arguments(__doc__ or "").parse_args(argv)
     settings = load_settings()
-    registry = CollectorRegistry()
-    consumed = Counter(
-        "streams_events_consumed_total", "events counted and written", ["topic"], registry=registry
-    )
-    start_http_server(args.metrics_port, "127.0.0.1", registry=registry)
+    _, consumed = serve_progress(args.metrics_port, "events counted and written")
     cluster, session = connect(settings.cassandra)
     insert = session.prepare(insert_cql(args.keyspace, args.table))
     latencies: Latencies = []

@@ -22,12 +22,11 @@ from datetime import timedelta
 from typing import Any
 
 from cassandra.concurrent import execute_concurrent_with_args
-from prometheus_client import CollectorRegistry, Counter, start_http_server
 from quixstreams import Application
 from quixstreams.dataframe.windows.aggregations import Last, Sum
 from quixstreams.sinks import BatchingSink, SinkBatch
 
-from streams.bench.jobs import Latencies, dump_latencies, insert_cql, job_arguments
+from streams.bench.jobs import Latencies, dump_latencies, insert_cql, job_arguments, serve_progress
 from streams.io.cassandra import connect
 from streams.settings import load_settings
 
@@ -57,11 +56,7 @@ class CassandraCtrSink(BatchingSink):
 def main(argv: list[str] | None = None) -> None:
     args = job_arguments(__doc__ or "").parse_args(argv)
     settings = load_settings()
-    registry = CollectorRegistry()
-    consumed = Counter(
-        "streams_events_consumed_total", "events counted and written", ["topic"], registry=registry
-    )
-    start_http_server(args.metrics_port, "127.0.0.1", registry=registry)
+    _, consumed = serve_progress(args.metrics_port, "events counted and written")
     cluster, session = connect(settings.cassandra)
     latencies: Latencies | None = [] if args.latency_out else None
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import Counter
 
-from streams.bench.jobs import Latencies, dump_latencies, job_arguments
+from streams.bench.jobs import Latencies, dump_latencies, job_arguments, serve_progress
 from streams.io.kafka import client_config
 from streams.settings import load_settings
 
@@ -25,10 +25,8 @@ from streams.settings import load_settings
 def main(argv: list[str] | None = None) -> None:
     args = job_arguments(__doc__ or "").parse_args(argv)
     settings = load_settings()
-    registry = CollectorRegistry()
-    consumed = Counter("streams_events_consumed_total", "events decoded", ["topic"], registry=registry)
+    registry, consumed = serve_progress(args.metrics_port, "events decoded")
     decoded = Counter("bench_events_decoded_total", "decoded events by type", ["type"], registry=registry)
-    start_http_server(args.metrics_port, "127.0.0.1", registry=registry)
     consumer = Consumer(
         {**client_config(settings.kafka), "group.id": args.group, "auto.offset.reset": "earliest"}
     )
