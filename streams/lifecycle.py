@@ -128,12 +128,16 @@ def begin_replay(session: Any, settings: Settings, from_ms: int | None) -> tuple
     record = ensure_registered(session, settings, replay_from=replay_from)
     version_names = names(settings, record)
     if from_ms is not None:
-        if kafka_io.group_members(settings.kafka, version_names.group_id):
+        if any(kafka_io.group_members(settings.kafka, g) for g in version_names.groups):
             raise ConfigError(f"workers of {version} are already running; stop them before --from")
-        offsets = {
-            t: kafka_io.offsets_for_time(settings.kafka, t, from_ms) for t in version_names.source_topics
-        }
-        kafka_io.commit_group_offsets(settings.kafka, version_names.group_id, offsets)
+        for group in version_names.groups:
+            offsets = {
+                t: kafka_io.offsets_for_time(settings.kafka, t, from_ms)
+                for t in version_names.source_topics
+                if version_names.group_of(t) == group
+            }
+            if offsets:
+                kafka_io.commit_group_offsets(settings.kafka, group, offsets)
     return record, True
 
 
@@ -197,10 +201,11 @@ def retire(
     stopped = sum(worker.stop() for worker in local_workers(settings, version))
     version_names = names(settings, record)
     deadline = time.monotonic() + leave_timeout_s
-    while (members := kafka_io.group_members(settings.kafka, version_names.group_id)) > 0:
+    groups = version_names.groups
+    while (members := max(kafka_io.group_members(settings.kafka, g) for g in groups)) > 0:
         if time.monotonic() > deadline:
             raise RuntimeServiceError(
-                f"{members} workers of {version} still run elsewhere (group {version_names.group_id}); "
+                f"{members} workers of {version} still run elsewhere (groups {', '.join(groups)}); "
                 "stop them, then retire again"
             )
         time.sleep(1.0)
@@ -211,7 +216,8 @@ def retire(
     if topics:
         kafka_io.delete_topics(settings.kafka, topics)
     report(f"topics deleted: {', '.join(topics) or 'none'}")
-    kafka_io.delete_group(settings.kafka, version_names.group_id)
+    for group in groups:
+        kafka_io.delete_group(settings.kafka, group)
     shutil.rmtree(settings.runtime.home / "faust" / version_names.group_id, ignore_errors=True)
     rows = store.delete_version_rows(session, keyspace, version)
     report("partitions deleted: " + ", ".join(f"{table} {n}" for table, n in rows.items()))

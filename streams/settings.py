@@ -150,6 +150,10 @@ class WorkerSettings(_Group):
     # batches mean fewer upserts per event (each dirty window is written once per batch).
     batch_size: int = Field(10_000, ge=1)
     batch_timeout_s: float = Field(1.0, gt=0)
+    # The CTR job upserts each window that changed once per flush interval (then commits): a short
+    # one while caught up (results visible soon), a long one while working through a backlog.
+    flush_interval_s: float = Field(0.5, gt=0)
+    catchup_flush_interval_s: float = Field(5.0, gt=0)
 
 
 class RuntimeSettings(_Group):

@@ -74,10 +74,21 @@ def first_difference(pinned: Mapping[str, Any], current: Mapping[str, Any], pref
 class VersionNames:
     """Where a version lives in Kafka."""
 
-    group_id: str  # Faust's app id = the consumer group
+    group_id: str  # Faust's app id = the consumer group of the Faust agents (smoke, fraud)
     internal_prefix: str  # Faust's internal topics (leader election, changelogs) start with it
     result_topics: tuple[str, ...]
     source_topics: tuple[str, ...]
+    # The CTR job reads in bulk with a consumer of its own (see `agents/ctr.py`), in its own group.
+    ctr_group_id: str = ""
+    ctr_topics: tuple[str, ...] = ()
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return (self.group_id, self.ctr_group_id) if self.ctr_group_id else (self.group_id,)
+
+    def group_of(self, topic: str) -> str:
+        """The consumer group whose committed offsets say how far the version has read ``topic``."""
+        return self.ctr_group_id if topic in self.ctr_topics else self.group_id
 
 
 def result_topic(base: str, version: str) -> str:
@@ -91,11 +102,22 @@ def source_topics(settings: Settings, pipelines: tuple[str, ...]) -> tuple[str, 
     return tuple(topic for p in pipelines for topic in per_pipeline.get(p, ()))
 
 
+def ctr_group(app_id: str, version: str) -> str:
+    return f"{app_id}-{version}-ctr"
+
+
 def names_of(settings: Settings, version: str, pipelines: tuple[str, ...]) -> VersionNames:
     group = f"{settings.worker.app_id}-{version}"
     t = settings.topics
     results = (result_topic(t.ctr_results, version), result_topic(t.fraud_scores, version))
-    return VersionNames(group, f"{group}-", results, source_topics(settings, pipelines))
+    return VersionNames(
+        group,
+        f"{group}-",
+        results,
+        source_topics(settings, pipelines),
+        ctr_group(settings.worker.app_id, version),
+        source_topics(settings, ("ctr",)),
+    )
 
 
 @dataclass(frozen=True)
@@ -117,7 +139,7 @@ def measure_lag(settings: Settings, names: VersionNames) -> Lag:
     done: dict[str, int] = {}
     for topic in names.source_topics:
         marks = watermarks(settings.kafka, topic)
-        committed = committed_offsets(settings.kafka, names.group_id, topic, marks)
+        committed = committed_offsets(settings.kafka, names.group_of(topic), topic, marks)
         # A partition without a committed offset starts at the beginning of what the log keeps.
         position = {p: committed.get(p, low) for p, (low, _) in marks.items()}
         behind[topic] = sum(high - position[p] for p, (_, high) in marks.items())

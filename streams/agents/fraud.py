@@ -80,7 +80,9 @@ def register_fraud(app: faust.App, ctx: AgentContext, fraud_metrics: FraudMetric
             [(tx, partition) for tx, _, _ in txs.events], [(lb, partition) for lb, _, _ in labels.events]
         )
 
-    rebuilder = StateRebuilder(app, settings.kafka, [t.transactions, t.labels], processor.states, fold)
+    rebuilder = StateRebuilder.for_faust(
+        app, settings.kafka, [t.transactions, t.labels], processor.states, fold
+    )
 
     @app.agent(source, name="fraud")
     async def fraud_agent(stream: Any) -> None:  # a faust.Stream; StreamT lacks take_events

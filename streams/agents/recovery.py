@@ -34,26 +34,43 @@ class StateRebuilder:
 
     def __init__(
         self,
-        app: faust.App,
         kafka: KafkaSettings,
+        group_id: str,
         topics: Sequence[str],
         states: MutableMapping[int, Any],
         fold: Callable[[History, int], None],
     ) -> None:
         self.kafka = kafka
-        self.group_id = app.conf.id  # Faust's consumer group
+        self.group_id = group_id  # whose committed offsets say where processing resumes
         self.topics = list(topics)
         self.states = states
         self.fold = fold
         self.ready: set[int] = set()
-        app.on_partitions_revoked.connect(cast(Any, self._on_revoked))  # mode's handler type is stricter
 
-    async def _on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
-        revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())
-        gone = {tp.partition for tp in revoked if tp.topic in self.topics}
-        for partition in gone:
+    @classmethod
+    def for_faust(
+        cls,
+        app: faust.App,
+        kafka: KafkaSettings,
+        topics: Sequence[str],
+        states: MutableMapping[int, Any],
+        fold: Callable[[History, int], None],
+    ) -> StateRebuilder:
+        """For a Faust agent: Faust's consumer group, and revoked partitions are forgotten."""
+        rebuilder = cls(kafka, app.conf.id, topics, states, fold)
+
+        async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+            revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())
+            rebuilder.forget({tp.partition for tp in revoked if tp.topic in rebuilder.topics})
+
+        app.on_partitions_revoked.connect(cast(Any, on_revoked))  # mode's handler type is stricter
+        return rebuilder
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop the state of partitions this worker no longer owns."""
+        for partition in partitions:
             self.states.pop(partition, None)
-        self.ready.difference_update(gone)
+            self.ready.discard(partition)
 
     async def ensure(self, first_offsets: Mapping[tuple[str, int], int]) -> None:
         """Rebuild every partition of this batch that has no state yet. ``first_offsets`` maps

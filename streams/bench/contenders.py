@@ -38,7 +38,7 @@ from streams.io.kafka import (
 from streams.io.version_store import delete_version_rows
 from streams.scrape import samples
 from streams.settings import Settings
-from streams.versions import result_topic
+from streams.versions import ctr_group, result_topic
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +109,18 @@ class OurWorker(Contender):
     def group(self, run: RunContext) -> str:
         return f"{self.version(run)}-{self.version(run)}"  # app id - version, as `names_of` names it
 
+    def source_group(self, run: RunContext) -> str:
+        """The group that reads the bench topic: the CTR job's own, or Faust's (fraud)."""
+        version = self.version(run)
+        return ctr_group(version, version) if self.pipeline == "ctr" else self.group(run)
+
     def finished(self, run: RunContext) -> bool:
-        """With several processes a rebalance re-delivers what was not committed yet, so the summed
-        counters overshoot: the run is done when the group's committed offsets reach the end."""
-        if self.workers == 1:
-            return True
+        """Done means durable: the group commits offsets only after the results they cover are
+        written (and with several processes a rebalance re-delivers what was not committed yet, so
+        the summed counters overshoot), so the run ends when the committed offsets reach the end."""
         kafka = run.settings.kafka
         ends = high_watermarks(kafka, run.topic)
-        return committed_offsets(kafka, self.group(run), run.topic, ends) == ends
+        return committed_offsets(kafka, self.source_group(run), run.topic, ends) == ends
 
     def env(self, run: RunContext) -> dict[str, str]:
         version = self.version(run)
@@ -154,7 +158,8 @@ class OurWorker(Contender):
             settings.kafka, [result_topic(t.ctr_results, version), result_topic(fraud_scores, version)]
         )
         delete_topics_containing(settings, f"{group}-")
-        delete_group_if_empty(settings, group)
+        for each in {group, self.source_group(run)}:
+            delete_group_if_empty(settings, each)
         delete_version_rows(session, run.keyspace, version)
         shutil.rmtree(settings.runtime.home / "faust" / group, ignore_errors=True)
 

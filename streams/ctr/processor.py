@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,16 @@ from streams.ctr.smoothing import (
     posterior,
     prior_arrays_from_mean,
 )
-from streams.ctr.state import AdEvent, CtrConfig, Outcome, PartitionState, WindowUpdate, apply, drain
+from streams.ctr.state import (
+    AdEvent,
+    CtrConfig,
+    Folded,
+    Outcome,
+    PartitionState,
+    WindowUpdate,
+    apply_batch,
+    drain,
+)
 from streams.ctr.windows import WindowSpec
 
 DAY_MS = 86_400_000
@@ -79,10 +89,20 @@ class CtrProcessor:
         self.states: dict[int, PartitionState] = {}
 
     def apply(self, event: AdEvent, partition: int) -> Outcome:
+        return self.apply_batch([event], partition).outcomes[0]
+
+    def apply_batch(self, events: Sequence[AdEvent], partition: int) -> Folded:
+        """Fold one partition's events, in its order; one outcome per event."""
         state = self.states.get(partition)
         if state is None:
             state = self.states[partition] = PartitionState(partition)
-        return apply(state, event, self.config)
+        return apply_batch(state, events, self.config)
+
+    def settle(self, partition: int) -> None:
+        """Forget what changed in one partition without making rows (a rebuild: written before)."""
+        if partition in self.states:
+            for _ in drain(self.states[partition], self.config):
+                pass
 
     def drain(self) -> CtrRows:
         """Rows for every window that changed or closed since the last drain, smoothed in bulk."""

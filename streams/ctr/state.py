@@ -6,37 +6,50 @@ older than the watermark minus the grace period, and a window is *final* once th
 passed its end plus the grace period. Because ad events are keyed by ``ad_id``, every ad and
 ad x segment cell lives in exactly one partition; campaign counts are kept per partition and
 summed by readers, so no cross-partition ordering can change a result.
+
+The work is per batch, not per event: the per-event loop only decides duplicate / late /
+counted and moves the watermark; the counted events are then tallied per window *pane* (the
+window step) in C (`Counter`), and each pane's tally is added once to every window that covers
+it. `drain` visits only the windows changed since the last drain, plus, when the watermark has
+passed the earliest close time, the windows that closed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any, Literal, NamedTuple
+
+import msgspec
 
 from streams.ctr.windows import WindowSpec
 
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
-@dataclass(frozen=True)
-class AdEvent:
-    event_id: str
-    type: str  # impression | click
-    ts: int
-    ad_id: str
-    campaign_id: str
-    segment: str
 
-    @classmethod
-    def from_json(cls, event: Mapping[str, Any]) -> AdEvent:
-        return cls(
-            event["event_id"],
-            event["type"],
-            event["ts"],
-            event["ad_id"],
-            event["campaign_id"],
-            event["segment"],
-        )
+class AdEvent(msgspec.Struct, frozen=True):
+    """What the CTR job reads of an ad event (`schemas/ad_event.schema.json`)."""
+
+    event_id: _Id
+    type: Literal["impression", "click"]
+    ts: Annotated[int, msgspec.Meta(ge=946_684_800_000, le=4_102_444_800_000)]
+    ad_id: _Id
+    campaign_id: _Id
+    segment: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class AdEventMessage(AdEvent, frozen=True, kw_only=True):
+    """An ad event as its JSON message must be: every constraint of the schema, so whatever
+    msgspec accepts the schema accepts too (a test holds the two together)."""
+
+    user_id: _Id
+    impression_id: _Id | None = None
+
+    def __post_init__(self) -> None:
+        if self.type == "click" and self.impression_id is None:
+            raise ValueError("a click needs its impression_id")
 
 
 @dataclass(frozen=True)
@@ -64,16 +77,11 @@ class Counts:
     impressions: int = 0
     clicks: int = 0
 
-    def add(self, event_type: str) -> None:
-        if event_type == "click":
-            self.clicks += 1
-        else:
-            self.impressions += 1
-
 
 AdKey = tuple[str, str, int]  # (window, ad_id, start)
 CampaignKey = tuple[str, str, int]  # (window, campaign_id, start)
 CellKey = tuple[str, str, str, int]  # (window, segment, ad_id, start)
+KINDS = ("ad", "campaign", "cell")  # the order `drain` yields them in
 
 
 @dataclass
@@ -81,41 +89,102 @@ class PartitionState:
     partition: int
     watermark: int | None = None
     seen: dict[str, int] = field(default_factory=dict)  # event_id -> ts, for dedupe
+    seen_floor: int | None = None  # no entry of `seen` is older than this
     ads: dict[AdKey, Counts] = field(default_factory=dict)
     campaigns: dict[CampaignKey, Counts] = field(default_factory=dict)
     cells: dict[CellKey, Counts] = field(default_factory=dict)
     campaign_of: dict[str, str] = field(default_factory=dict)  # ad_id -> campaign_id
-    dirty: set[tuple[str, tuple[Any, ...]]] = field(default_factory=set)
+    # Changed since the last drain, per kind, in first-change order (dicts as ordered sets).
+    dirty: dict[str, dict[Any, None]] = field(default_factory=lambda: {kind: {} for kind in KINDS})
+    next_close: int | None = None  # the earliest end + grace of an open window
+
+    def tables(self) -> dict[str, dict[Any, Counts]]:
+        return {"ad": self.ads, "campaign": self.campaigns, "cell": self.cells}
+
+
+class Folded(NamedTuple):
+    outcomes: list[Outcome]  # one per event
+    late_watermarks: dict[int, int]  # index of a late event -> the watermark it was late for
 
 
 def apply(state: PartitionState, event: AdEvent, config: CtrConfig) -> Outcome:
-    """Fold one event into the state, in the partition's order."""
-    seen_at = state.seen.get(event.event_id)
-    # Ids older than the horizon count as forgotten whether or not `drain` has trimmed them yet,
-    # so the outcome never depends on where batches happened to end.
-    if seen_at is not None and (
-        state.watermark is None or seen_at >= state.watermark - config.dedupe_horizon_ms
-    ):
-        return Outcome.DUPLICATE
-    if state.watermark is not None and event.ts < state.watermark - config.grace_ms:
-        return Outcome.LATE
-    state.seen[event.event_id] = event.ts
-    if state.watermark is None or event.ts > state.watermark:
-        state.watermark = event.ts
-    state.campaign_of[event.ad_id] = event.campaign_id
-    for spec in config.windows:
-        for start in spec.starts(event.ts):
-            ad_key = (spec.name, event.ad_id, start)
-            campaign_key = (spec.name, event.campaign_id, start)
-            state.ads.setdefault(ad_key, Counts()).add(event.type)
-            state.campaigns.setdefault(campaign_key, Counts()).add(event.type)
-            state.dirty.add(("ad", ad_key))
-            state.dirty.add(("campaign", campaign_key))
-            if spec.name == config.cell_window:
-                cell_key = (spec.name, event.segment, event.ad_id, start)
-                state.cells.setdefault(cell_key, Counts()).add(event.type)
-                state.dirty.add(("cell", cell_key))
-    return Outcome.COUNTED
+    """Fold one event into the state (see `apply_batch`)."""
+    return apply_batch(state, [event], config).outcomes[0]
+
+
+def apply_batch(state: PartitionState, events: Sequence[AdEvent], config: CtrConfig) -> Folded:
+    """Fold a partition's events into the state, in the partition's order."""
+    outcomes: list[Outcome] = []
+    late: dict[int, int] = {}
+    counted: list[AdEvent] = []
+    seen, campaign_of = state.seen, state.campaign_of
+    watermark = state.watermark
+    horizon_ms, grace_ms = config.dedupe_horizon_ms, config.grace_ms
+    for event in events:
+        seen_at = seen.get(event.event_id)
+        # Ids older than the horizon count as forgotten whether or not `drain` has trimmed them
+        # yet, so the outcome never depends on where batches happened to end.
+        if seen_at is not None and (watermark is None or seen_at >= watermark - horizon_ms):
+            outcomes.append(Outcome.DUPLICATE)
+            continue
+        ts = event.ts
+        if watermark is not None and ts < watermark - grace_ms:
+            late[len(outcomes)] = watermark
+            outcomes.append(Outcome.LATE)
+            continue
+        seen[event.event_id] = ts
+        if watermark is None or ts > watermark:
+            watermark = ts
+        campaign_of[event.ad_id] = event.campaign_id
+        counted.append(event)
+        outcomes.append(Outcome.COUNTED)
+    state.watermark = watermark
+    if counted:
+        oldest = min(event.ts for event in counted)
+        state.seen_floor = oldest if state.seen_floor is None else min(state.seen_floor, oldest)
+        for spec in config.windows:
+            _count(state, spec, counted, spec.name == config.cell_window, config.grace_ms)
+    return Folded(outcomes, late)
+
+
+def _count(
+    state: PartitionState, spec: WindowSpec, events: list[AdEvent], with_cells: bool, grace_ms: int
+) -> None:
+    """Tally the events per (segment, ad, campaign, pane, is click), then add each tally to the
+    windows covering its pane: a pane of one step lies in exactly size/step windows."""
+    step, name = spec.step_ms, spec.name
+    tallies = Counter(
+        (e.segment, e.ad_id, e.campaign_id, e.ts - e.ts % step, e.type == "click") for e in events
+    )
+    ads: Counter[tuple[str, int, bool]] = Counter()
+    campaigns: Counter[tuple[str, int, bool]] = Counter()
+    cells: Counter[tuple[str, str, int, bool]] = Counter()
+    for (segment, ad_id, campaign_id, pane, click), n in tallies.items():
+        ads[ad_id, pane, click] += n
+        campaigns[campaign_id, pane, click] += n
+        if with_cells:
+            cells[segment, ad_id, pane, click] += n
+    offsets = range(0, spec.size_ms, step)
+    close_after = spec.size_ms + grace_ms
+    tables = state.tables()
+    for kind, tally in (("ad", ads), ("campaign", campaigns), ("cell", cells)):
+        table, dirty = tables[kind], state.dirty[kind]
+        for (*ids, pane, click), n in tally.items():
+            for offset in offsets:
+                key = (name, *ids, pane - offset)
+                counts = table.get(key)
+                if counts is None:
+                    counts = table[key] = Counts()
+                    closes = pane - offset + close_after
+                    if state.next_close is None or closes < state.next_close:
+                        state.next_close = closes
+                    dirty[key] = None
+                else:
+                    dirty[key] = None  # an existing key keeps its place
+                if click:
+                    counts.clicks += n
+                else:
+                    counts.impressions += n
 
 
 @dataclass(frozen=True)
@@ -134,22 +203,48 @@ def drain(state: PartitionState, config: CtrConfig) -> Iterator[WindowUpdate]:
 
     Cells come after the ads of the same partition so a reader of both sees the ad first.
     """
-    specs = {spec.name: spec for spec in config.windows}
     watermark = state.watermark if state.watermark is not None else 0
-    tables: dict[str, dict[Any, Counts]] = {"ad": state.ads, "campaign": state.campaigns, "cell": state.cells}
-    closed: list[tuple[str, Any]] = []
-    for kind, table in tables.items():
-        for key, counts in table.items():
-            spec = specs[key[0]]
-            final = spec.closed(key[-1], watermark, config.grace_ms)
-            if final:
-                closed.append((kind, key))
-            if final or (kind, key) in state.dirty:
-                ad_counts = state.ads.get((key[0], key[2], key[3])) if kind == "cell" else None
-                yield WindowUpdate(kind, key, Counts(counts.impressions, counts.clicks), final, ad_counts)
-    for kind, key in closed:
-        del tables[kind][key]
-    state.dirty.clear()
-    horizon = watermark - config.dedupe_horizon_ms
-    if state.seen and min(state.seen.values()) < horizon:
+    tables = state.tables()
+    closed = _closed(state, config, watermark) if _closing(state, watermark) else None
+    for kind in KINDS:
+        table, final = tables[kind], closed[kind] if closed else {}
+        for key in {**state.dirty[kind], **final}:
+            counts = table[key]
+            ad_counts = state.ads.get((key[0], key[2], key[3])) if kind == "cell" else None
+            yield WindowUpdate(kind, key, Counts(counts.impressions, counts.clicks), key in final, ad_counts)
+    if closed:
+        for kind in KINDS:
+            for key in closed[kind]:
+                del tables[kind][key]
+    for dirty in state.dirty.values():
+        dirty.clear()
+    _forget_old_ids(state, watermark - config.dedupe_horizon_ms, config.grace_ms)
+
+
+def _closing(state: PartitionState, watermark: int) -> bool:
+    return state.next_close is not None and state.next_close <= watermark
+
+
+def _closed(state: PartitionState, config: CtrConfig, watermark: int) -> dict[str, dict[Any, None]]:
+    """The windows the watermark has closed, per kind; `next_close` moves to the earliest open one."""
+    specs = {spec.name: spec for spec in config.windows}
+    closed: dict[str, dict[Any, None]] = {}
+    next_close: int | None = None
+    for kind, table in state.tables().items():
+        closed[kind] = {}
+        for key in table:
+            closes = specs[key[0]].end(key[-1]) + config.grace_ms
+            if closes <= watermark:
+                closed[kind][key] = None
+            elif next_close is None or closes < next_close:
+                next_close = closes
+    state.next_close = next_close
+    return closed
+
+
+def _forget_old_ids(state: PartitionState, horizon: int, slack_ms: int) -> None:
+    """Trim the dedupe ids older than the horizon, once they are ``slack_ms`` past it (a trim
+    walks every id, so it is not done on every drain)."""
+    if state.seen_floor is not None and state.seen_floor < horizon - slack_ms:
         state.seen = {eid: ts for eid, ts in state.seen.items() if ts >= horizon}
+        state.seen_floor = min(state.seen.values(), default=None)

@@ -1,4 +1,4 @@
-"""Kafka admin and producer helpers (confluent-kafka). The only module that imports it."""
+"""Kafka admin, producer and reading helpers (confluent-kafka: only here and in `kafka_consumer.py`)."""
 
 from __future__ import annotations
 

@@ -17,13 +17,16 @@ from streams.io.kafka import high_watermarks as kafka_high_watermarks
 from streams.netcheck import port_open
 from streams.produce import produce
 from streams.settings import Settings
+from streams.versions import names_of
 from tests.integration.test_ctr_pipeline import PROFILE, START
 from tests.integration.test_smoke_pipeline import metric, scrape
 from tests.support import settings_env, wait_until
 
 
-def group_of(settings: Settings) -> str:
-    return f"{settings.worker.app_id}-{settings.worker.pipeline_version}"
+def group_of(settings: Settings, topic: str) -> str:
+    """The consumer group that reads ``topic``: the CTR job's own, or Faust's."""
+    w = settings.worker
+    return names_of(settings, w.pipeline_version, w.pipelines).group_of(topic)
 
 
 def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
@@ -62,8 +65,8 @@ def wait_consumed(settings: Settings, topic: str, at_least: float, what: str) ->
 
 
 def caught_up(settings: Settings, ends: dict[str, dict[int, int]]) -> bool:
-    group = group_of(settings)
-    return all(committed_offsets(settings.kafka, group, topic, e) == e for topic, e in ends.items())
+    kafka = settings.kafka
+    return all(committed_offsets(kafka, group_of(settings, t), t, e) == e for t, e in ends.items())
 
 
 def wait_caught_up(settings: Settings, ends: dict[str, dict[int, int]], timeout_s: float = 300) -> None:

@@ -33,7 +33,10 @@ __all__ = ["ctr_settings"]  # the fixture, re-used
 
 
 def test_kill_9_mid_stream_then_restart_gives_the_oracle(ctr_settings: Settings, tmp_path: Path) -> None:
-    settings = ctr_settings
+    # Small batches and short flush intervals: many commits, so the kill lands between two of them
+    # with folded-but-unwritten events in memory (the default 5 s would take the input in one go).
+    worker = ctr_settings.worker.model_copy(update={"batch_size": 1000, "catchup_flush_interval_s": 0.1})
+    settings = ctr_settings.model_copy(update={"worker": worker})
     topic = settings.topics.ad_events
     ends = {topic: produce_clickstream(settings, seed=23, impressions=24_000)}
     third = sum(ends[topic].values()) // 3

@@ -33,7 +33,8 @@ __all__ = ["ctr_settings"]
 
 def members_with_partitions(settings: Settings, topic: str) -> int:
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
-    group = admin.describe_consumer_groups([group_of(settings)])[group_of(settings)].result(timeout=10)
+    group_id = group_of(settings, topic)
+    group = admin.describe_consumer_groups([group_id])[group_id].result(timeout=10)
     return sum(1 for m in group.members if any(tp.topic == topic for tp in m.assignment.topic_partitions))
 
 

@@ -66,7 +66,7 @@ def test_kill_9_mid_stream_then_restart_equals_one_clean_pass(isolated: Settings
     assert produce(settings.kafka, t.transactions, scenario.transactions).failed == 0
     assert produce(settings.kafka, t.labels, scenario.labels).failed == 0
 
-    group = group_of(settings)
+    group = group_of(settings, t.transactions)
     ends = {topic: high_watermarks(settings, topic) for topic in (t.transactions, t.labels)}
     # Kill once some offsets are committed (so the restart resumes mid-log) but not all.
     kill_when(

@@ -61,9 +61,9 @@ def streams_cli(settings: Settings, *args: str, timeout_s: float = 300) -> subpr
 def committed_everything(settings: Settings, version: str, topics: tuple[str, ...]) -> bool:
     from streams.io.kafka import committed_offsets
 
-    group = names_of(settings, version, PIPELINES).group_id
+    names = names_of(settings, version, PIPELINES)
     return all(
-        committed_offsets(settings.kafka, group, topic, ends) == ends
+        committed_offsets(settings.kafka, names.group_of(topic), topic, ends) == ends
         for topic in topics
         if (ends := high_watermarks(settings.kafka, topic))
     )
@@ -250,7 +250,7 @@ def assert_no_trace(settings: Settings, version: str) -> None:
     assert not [t for t in topics if t in names.result_topics or t.startswith(names.internal_prefix)]
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
     groups = admin.list_consumer_groups().result(timeout=10).valid
-    assert names.group_id not in {g.group_id for g in groups}
+    assert not set(names.groups) & {g.group_id for g in groups}
     cluster, session = connect(settings.cassandra)
     try:
         record = read_version(session, settings.cassandra.keyspace, version)

@@ -94,3 +94,73 @@ def test_an_integral_float_time_is_an_integer_time() -> None:
     event = decode(raw, validator)
     assert isinstance(event, dict) and event["ts"] == 1_700_000_000_000 and type(event["ts"]) is int
     assert isinstance(decode(raw.replace(b".0,", b".5,"), validator), Rejected)
+
+
+_AD_FIELDS = {
+    "type": st.sampled_from(["impression", "click", "view", "", 1]),
+    "event_id": st.one_of(st.text(max_size=3), st.just("e" * 129), st.integers(-(2**63), 2**63 - 1)),
+    "ts": st.one_of(
+        st.integers(946_684_799_999, 946_684_800_001),
+        st.integers(4_102_444_799_999, 4_102_444_800_001),
+        st.just(1_700_000_000_000.0),
+        st.just(1_700_000_000_000.5),
+        st.booleans(),
+        st.just("1700000000000"),
+    ),
+    "ad_id": st.one_of(st.text(max_size=2), st.just("a" * 128), st.just("a" * 129), st.none()),
+    "campaign_id": st.text(max_size=2),
+    "user_id": st.one_of(st.text(max_size=2), st.just([])),
+    "segment": st.one_of(st.text(max_size=2), st.just("s" * 64), st.just("s" * 65)),
+    "impression_id": st.one_of(st.text(max_size=2), st.none()),
+    "extra": st.integers(-(2**63), 2**63 - 1),
+}
+
+
+_VALID_AD_EVENT = {
+    "type": "click",
+    "event_id": "e1",
+    "ts": 1_700_000_000_000,
+    "ad_id": "a1",
+    "campaign_id": "c1",
+    "user_id": "u1",
+    "segment": "news",
+    "impression_id": "i1",
+}
+
+
+@given(
+    st.fixed_dictionaries({}, optional=_AD_FIELDS),
+    st.sets(st.sampled_from(sorted(_VALID_AD_EVENT)), max_size=2),
+)
+def test_the_typed_ad_decoder_accepts_exactly_what_the_schema_accepts(
+    changes: dict[str, object], removed: set[str]
+) -> None:
+    """msgspec is the fast path; the JSON Schema is the contract. Every event gets the same verdict
+    (and an accepted one the same values) whichever path decides it."""
+    from streams.ctr.state import AdEventMessage
+    from streams.events import TypedDecoder
+
+    validator = load_validator(SCHEMAS / "ad_event.schema.json")
+    event = {k: v for k, v in {**_VALID_AD_EVENT, **changes}.items() if k not in removed}
+    raw = orjson.dumps(event)
+    by_schema = decode(raw, validator)
+    typed = TypedDecoder(AdEventMessage, validator).decode(raw)
+    if isinstance(by_schema, Rejected):
+        assert typed == by_schema
+    else:
+        assert isinstance(typed, AdEventMessage)
+        fields = ("event_id", "type", "ts", "ad_id", "campaign_id", "segment", "user_id")
+        assert {name: getattr(typed, name) for name in fields} == {name: by_schema[name] for name in fields}
+
+
+@given(
+    st.one_of(st.binary(max_size=40), st.builds(lambda b: b'{"type": "' + b + b'"}', st.binary(max_size=8)))
+)
+def test_the_typed_decoder_turns_any_bytes_into_an_event_or_the_schema_s_rejection(raw: bytes) -> None:
+    """Invalid UTF-8, truncated JSON, anything: never an exception, always the schema's verdict."""
+    from streams.ctr.state import AdEventMessage
+    from streams.events import TypedDecoder
+
+    validator = load_validator(SCHEMAS / "ad_event.schema.json")
+    typed = TypedDecoder(AdEventMessage, validator).decode(raw)
+    assert typed == decode(raw, validator) or isinstance(typed, AdEventMessage)
