@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import faust
 
+from streams.errors import RuntimeServiceError
 from streams.events import Coordinates
 from streams.io.kafka import committed_offsets, partition_history
 from streams.settings import KafkaSettings
@@ -77,8 +78,25 @@ class StateRebuilder:
         (topic, partition) to the first offset of the batch, where processing resumes."""
         partitions = {p for _, p in first_offsets} - self.ready
         for partition in sorted(partitions):
-            await asyncio.to_thread(self._rebuild, partition, first_offsets)
+            await self._rebuild_patiently(partition, first_offsets)
             self.ready.add(partition)
+
+    async def _rebuild_patiently(
+        self, partition: int, first_offsets: Mapping[tuple[str, int], int], give_up_s: float = 300.0
+    ) -> None:
+        """Kafka may be coming back from an outage (that is often why partitions moved): retry."""
+        deadline = time.monotonic() + give_up_s
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await asyncio.to_thread(self._rebuild, partition, first_offsets)
+                return
+            except RuntimeServiceError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("rebuilding partition %d failed (attempt %d): %s", partition, attempt, exc)
+                await asyncio.sleep(min(0.5 * attempt, 5.0))
 
     def _rebuild(self, partition: int, first_offsets: Mapping[tuple[str, int], int]) -> None:
         started = time.monotonic()

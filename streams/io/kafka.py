@@ -189,7 +189,10 @@ def partition_history(
          "enable.partition.eof": True, "fetch.max.bytes": 16 * 1024 * 1024}
     )  # fmt: skip
     try:
-        low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        try:
+            low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        except KafkaException as exc:
+            raise RuntimeServiceError(f"cannot read {topic}[{partition}]: {exc.args[0].str()}") from exc
         if end_offset <= low:
             return []
         consumer.assign([TopicPartition(topic, partition, low)])

@@ -32,6 +32,7 @@ from kubernetes_validate import utils as kv_utils
 
 from streams.settings import Settings, load_settings
 from streams.topics import project_topics
+from streams.versions import names_of
 
 ROOT = Path(__file__).resolve().parents[2]
 VALIDATE_DIR = ROOT / "deploy" / "validate"
@@ -397,7 +398,8 @@ def test_kafka_user_may_use_every_topic_and_group_of_the_version(
         assert {"Write", "Describe"} <= allowed("topic", topic), topic
     app = f"{settings.worker.app_id}-{version}"
     assert "All" in allowed("topic", f"{app}-__assignor-__leader"), "Faust's internal topics"
-    assert "Read" in allowed("group", app)
+    for group in names_of(settings, version, settings.worker.pipelines).groups:  # Faust's and the CTR job's
+        assert {"Read", "Describe"} <= allowed("group", group), group
 
 
 def test_workers_scale_with_partitions_and_are_probed_on_metrics(
