@@ -134,11 +134,13 @@ def fold_messages(
     folded = FoldedBatch(consumed=len(messages))
     by_partition: dict[int, tuple[list[AdEvent], list[Message]]] = {}
     for message in messages:
-        event = decoder.decode(message.value())
+        partition, value = message.partition(), message.value()
+        folded.next_offsets[partition] = (message.offset() or 0) + 1  # in order within a partition
+        event = decoder.decode(value)
         if isinstance(event, Rejected):
-            folded.letters.append(DeadLetter(message.value() or b"", coordinates_of(message), event))
+            folded.letters.append(DeadLetter(value or b"", coordinates_of(message), event))
             continue
-        events, sources = by_partition.setdefault(message.partition(), ([], []))
+        events, sources = by_partition.setdefault(partition, ([], []))
         events.append(event)
         sources.append(message)
     grace_ms = processor.config.grace_ms
@@ -151,8 +153,6 @@ def fold_messages(
         folded.late += len(late_watermarks)
         folded.duplicates += outcomes.count(Outcome.DUPLICATE)
         folded.counted.update(e.type for e, o in zip(events, outcomes, strict=True) if o is Outcome.COUNTED)
-    for message in messages:
-        folded.next_offsets[message.partition()] = (message.offset() or 0) + 1
     return folded
 
 

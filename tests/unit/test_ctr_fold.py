@@ -1,0 +1,71 @@
+"""The CTR job's fold step over Kafka messages: decoding, dead letters with coordinates, tallies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from streams.agents.ctr import SCHEMA_FILE, fold_messages, make_processor
+from streams.ctr.state import AdEventMessage
+from streams.events import TypedDecoder, load_validator
+from streams.settings import Settings
+
+T0 = 1_700_000_000_000
+
+
+@dataclass
+class FakeMessage:
+    """The part of confluent_kafka.Message the fold reads."""
+
+    _value: bytes | None
+    _partition: int
+    _offset: int
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def topic(self) -> str:
+        return "ad-events"
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, T0)
+
+    def key(self) -> bytes:
+        return b"a1"
+
+
+def event(event_id: str, ts: int, kind: str = "impression") -> bytes:
+    fields = {"type": kind, "event_id": event_id, "ts": ts, "ad_id": "a1", "campaign_id": "c1"}
+    extra = {"impression_id": "i"} if kind == "click" else {}
+    return orjson.dumps({**fields, **extra, "user_id": "u", "segment": "news"})
+
+
+def test_bad_late_and_duplicate_events_are_accounted_for_with_their_coordinates() -> None:
+    settings = Settings()
+    processor = make_processor(settings)
+    decoder = TypedDecoder(AdEventMessage, load_validator(settings.schemas_dir / SCHEMA_FILE))
+    messages = [
+        FakeMessage(event("e1", T0 + 600_000), 0, 10),
+        FakeMessage(event("e1", T0 + 600_000), 0, 11),  # duplicate
+        FakeMessage(event("e2", T0), 0, 12),  # 10 min behind the watermark: late
+        FakeMessage(b"{oops", 1, 7),  # malformed
+        FakeMessage(event("e3", T0 + 600_500, "click"), 1, 8),
+    ]
+    folded = fold_messages(processor, decoder, messages)
+    assert folded.consumed == 5 and folded.duplicates == 1 and folded.late == 1
+    assert dict(folded.counted) == {"impression": 1, "click": 1}
+    assert folded.next_offsets == {0: 13, 1: 9}
+    letters = {str(letter.coordinates): letter.rejection for letter in folded.letters}
+    assert set(letters) == {"ad-events[0]@12", "ad-events[1]@7"}
+    assert (
+        letters["ad-events[0]@12"].kind == "late_event"
+        and str(T0 + 600_000) in letters["ad-events[0]@12"].reason
+    )
+    assert letters["ad-events[1]@7"].kind == "malformed_json"
