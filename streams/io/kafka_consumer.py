@@ -59,6 +59,7 @@ class BatchConsumer:
                 # stalls consumption without buffering the topic in memory.
                 "queued.max.messages.kbytes": prefetch_kbytes,
                 "fetch.max.bytes": prefetch_kbytes * 1024,
+                "on_commit": self._committed,
             }
         )
         self._callbacks = (on_assign, on_revoke, on_lost)
@@ -118,8 +119,26 @@ class BatchConsumer:
                         self.topic, error.str())  # fmt: skip
             return False
 
-    async def commit(self, offsets: Mapping[int, int]) -> bool:
-        return await self._call(self.commit_now, dict(offsets))
+    async def commit(self, offsets: Mapping[int, int]) -> None:
+        """Commit without waiting for Kafka's answer (reported by `_committed`). A synchronous commit
+        here could wait for a rebalance that needs this very consumer to poll: a deadlock until
+        ``max.poll.interval.ms``. Commits go out in order; a lost one only means re-reading."""
+        if not offsets:
+            return
+        tps = [TopicPartition(self.topic, p, o) for p, o in offsets.items()]
+
+        def commit() -> None:
+            try:
+                self._consumer.commit(offsets=tps, asynchronous=True)
+            except KafkaException as exc:
+                log.warning("commit of %s refused: %s", self.topic, exc.args[0].str())
+
+        await self._call(commit)
+
+    def _committed(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if error is not None:
+            log.warning("commit of %s refused: %s (the next owner re-reads from the last commit)",
+                        self.topic, error.str())  # fmt: skip
 
     async def committed(self, partitions: Sequence[int]) -> dict[int, int]:
         tps = [TopicPartition(self.topic, p) for p in partitions]
