@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from streams.compose import Composition, compose
 from streams.errors import ConfigError, RuntimeServiceError
 from streams.io import kafka as kafka_io
 from streams.io import version_store as store
@@ -28,7 +29,6 @@ from streams.versions import (
     measure_lag,
     names_of,
     params_digest,
-    pinned_params,
 )
 
 REPLAYING, LIVE, RETIRED = "replaying", "live", "retired"
@@ -43,12 +43,17 @@ def resolve_version(session: Any, settings: Settings, explicit: str | None) -> s
 
 
 def ensure_registered(
-    session: Any, settings: Settings, replay_from: str = "beginning"
+    session: Any,
+    settings: Settings,
+    replay_from: str = "beginning",
+    *,
+    composition: Composition | None = None,
 ) -> store.VersionRecord:
     """Register the configured version (pinning its settings) or check that the settings still match
-    its pins; the very first version becomes the serving one."""
+    its pins; the very first version becomes the serving one. Settings that cannot work (`compose`)
+    register nothing."""
     keyspace, version = settings.cassandra.keyspace, settings.worker.pipeline_version
-    params = pinned_params(settings)
+    params = (composition or compose(settings)).pins
     pipelines = tuple(settings.worker.pipelines)
     record = store.read_version(session, keyspace, version)
     if record is None:
@@ -113,9 +118,13 @@ def start_workers(settings: Settings, version: str, count: int) -> list[ManagedP
     return processes
 
 
-def begin_replay(session: Any, settings: Settings, from_ms: int | None) -> tuple[store.VersionRecord, bool]:
+def begin_replay(
+    session: Any, settings: Settings, from_ms: int | None, *, composition: Composition | None = None
+) -> tuple[store.VersionRecord, bool]:
     """Register the configured version for a replay from the log's start or from ``from_ms``, and
-    place its consumer group there. Returns (record, created); an existing version is resumed."""
+    place its consumer group there. Returns (record, created); an existing version is resumed.
+    Settings that cannot work (`compose`) register nothing."""
+    composition = composition or compose(settings)
     keyspace, version = settings.cassandra.keyspace, settings.worker.pipeline_version
     existing = store.read_version(session, keyspace, version)
     if existing is not None:
@@ -123,21 +132,16 @@ def begin_replay(session: Any, settings: Settings, from_ms: int | None) -> tuple
             raise ConfigError(f"version {version} was retired; replay under a new version name")
         if from_ms is not None:
             raise ConfigError(f"version {version} exists already; --from applies to a new version only")
-        return ensure_registered(session, settings), False
+        return ensure_registered(session, settings, composition=composition), False
     replay_from = "beginning" if from_ms is None else str(from_ms)
-    record = ensure_registered(session, settings, replay_from=replay_from)
+    record = ensure_registered(session, settings, replay_from=replay_from, composition=composition)
     version_names = names(settings, record)
     if from_ms is not None:
         if any(kafka_io.group_members(settings.kafka, g) for g in version_names.groups):
             raise ConfigError(f"workers of {version} are already running; stop them before --from")
-        for group in version_names.groups:
-            offsets = {
-                t: kafka_io.offsets_for_time(settings.kafka, t, from_ms)
-                for t in version_names.source_topics
-                if version_names.group_of(t) == group
-            }
-            if offsets:
-                kafka_io.commit_group_offsets(settings.kafka, group, offsets)
+        offsets = {t: kafka_io.offsets_for_time(settings.kafka, t, from_ms) for t in version_names.source_topics}
+        if offsets:
+            kafka_io.commit_group_offsets(settings.kafka, version_names.group_id, offsets)
     return record, True
 
 
@@ -210,9 +214,7 @@ def retire(
             )
         time.sleep(1.0)
     report(f"workers stopped: {stopped}")
-    topics = [
-        t for t in version_names.result_topics if t in kafka_io.existing_topics(settings.kafka)
-    ] + kafka_io.topics_starting_with(settings.kafka, version_names.internal_prefix)
+    topics = [t for t in version_names.result_topics if t in kafka_io.existing_topics(settings.kafka)]
     if topics:
         kafka_io.delete_topics(settings.kafka, topics)
     report(f"topics deleted: {', '.join(topics) or 'none'}")

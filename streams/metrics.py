@@ -94,6 +94,24 @@ class PipelineMetrics:
             ["table"],
             registry=registry,
         )
+        self.records_refused = Counter(
+            "streams_records_refused_total",
+            "Result records Kafka refused for good (their rows are in Cassandra).",
+            ["topic"],
+            registry=registry,
+        )
+        self.dead_letter_fallbacks = Counter(
+            "streams_dead_letter_fallbacks_total",
+            "Dead letters the dead-letter topic refused for good, kept in the dead_letters table instead.",
+            ["topic"],
+            registry=registry,
+        )
+        self.dead_letter_failures = Counter(
+            "streams_dead_letter_failures_total",
+            "Dead letters neither the topic nor the table took (a letter with coordinates only was sent).",
+            ["topic"],
+            registry=registry,
+        )
         self.batch_events = Histogram(
             "streams_batch_events",
             "Events per consumed batch.",

@@ -154,6 +154,9 @@ class WorkerSettings(_Group):
     # one while caught up (results visible soon), a long one while working through a backlog.
     flush_interval_s: float = Field(0.5, gt=0)
     catchup_flush_interval_s: float = Field(5.0, gt=0)
+    # A dead letter (JSON, raw bytes in base64) is cut to fit this, below the dead-letter topic's
+    # max.message.bytes (Kafka's default 1 MB): the raw topic keeps the full original.
+    dead_letter_max_bytes: int = Field(900_000, ge=4096)
 
 
 class RuntimeSettings(_Group):

@@ -24,18 +24,25 @@ CTR_PINS = (
 FRAUD_PINS = ("disable_invoice_at", "review_at", "holdout_share", "review_budget", "label_horizon_days")
 
 
-def file_pin(path: Path) -> dict[str, str]:
+def content_pin(path: Path, data: bytes) -> dict[str, str]:
     """A lookup file pinned by name and content: editing it in place changes the version."""
+    return {"file": path.name, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def file_pin(path: Path) -> dict[str, str]:
+    """`content_pin` of the file as it is on disk now."""
     try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    return {"file": path.name, "sha256": digest}
+    return content_pin(path, data)
 
 
-def pinned_params(settings: Settings) -> dict[str, Any]:
-    """The settings a version's results depend on (operational knobs such as batch sizes, ports or
-    refresh intervals are left out: they change how fast, never what)."""
+def params_of(
+    settings: Settings, *, prior: dict[str, str], model: dict[str, str], ip_countries: dict[str, str]
+) -> dict[str, Any]:
+    """The settings a version's results depend on, with its files' pins (operational knobs such as
+    batch sizes, ports or refresh intervals are left out: they change how fast, never what)."""
     ctr, fraud, topics = settings.ctr, settings.fraud, settings.topics
     return {
         "partitions": settings.kafka.partitions,
@@ -44,13 +51,21 @@ def pinned_params(settings: Settings) -> dict[str, Any]:
             "transactions": topics.transactions,
             "labels": topics.labels,
         },
-        "ctr": {**{name: getattr(ctr, name) for name in CTR_PINS}, "prior": file_pin(ctr.prior_file)},
+        "ctr": {**{name: getattr(ctr, name) for name in CTR_PINS}, "prior": prior},
         "fraud": {
             **{name: getattr(fraud, name) for name in FRAUD_PINS},
-            "model": file_pin(fraud.model_file),
-            "ip_countries": file_pin(fraud.ip_countries_file),
+            "model": model,
+            "ip_countries": ip_countries,
         },
     }
+
+
+def pinned_params(settings: Settings) -> dict[str, Any]:
+    """The pins of the configured version (`params_of`), from the composition root: the settings
+    are checked and the pinned files read once, so what is hashed is what the pipelines parse."""
+    from streams.compose import compose  # compose builds on this module
+
+    return compose(settings).pins
 
 
 def params_digest(params: Mapping[str, Any]) -> str:
@@ -72,23 +87,20 @@ def first_difference(pinned: Mapping[str, Any], current: Mapping[str, Any], pref
 
 @dataclass(frozen=True)
 class VersionNames:
-    """Where a version lives in Kafka."""
+    """Where a version lives in Kafka: one consumer group (the engine's, every pipeline of the
+    version), its result topics and the raw topics it reads."""
 
-    group_id: str  # Faust's app id = the consumer group of the Faust agents (smoke, fraud)
-    internal_prefix: str  # Faust's internal topics (leader election, changelogs) start with it
+    group_id: str
     result_topics: tuple[str, ...]
     source_topics: tuple[str, ...]
-    # The CTR job reads in bulk with a consumer of its own (see `agents/ctr.py`), in its own group.
-    ctr_group_id: str = ""
-    ctr_topics: tuple[str, ...] = ()
 
     @property
     def groups(self) -> tuple[str, ...]:
-        return (self.group_id, self.ctr_group_id) if self.ctr_group_id else (self.group_id,)
+        return (self.group_id,)
 
     def group_of(self, topic: str) -> str:
         """The consumer group whose committed offsets say how far the version has read ``topic``."""
-        return self.ctr_group_id if topic in self.ctr_topics else self.group_id
+        return self.group_id
 
 
 def result_topic(base: str, version: str) -> str:
@@ -102,21 +114,15 @@ def source_topics(settings: Settings, pipelines: tuple[str, ...]) -> tuple[str, 
     return tuple(topic for p in pipelines for topic in per_pipeline.get(p, ()))
 
 
-def ctr_group(app_id: str, version: str) -> str:
-    return f"{app_id}-{version}-ctr"
+def group_name(app_id: str, version: str) -> str:
+    return f"{app_id}-{version}"
 
 
 def names_of(settings: Settings, version: str, pipelines: tuple[str, ...]) -> VersionNames:
-    group = f"{settings.worker.app_id}-{version}"
     t = settings.topics
     results = (result_topic(t.ctr_results, version), result_topic(t.fraud_scores, version))
     return VersionNames(
-        group,
-        f"{group}-",
-        results,
-        source_topics(settings, pipelines),
-        ctr_group(settings.worker.app_id, version),
-        source_topics(settings, ("ctr",)),
+        group_name(settings.worker.app_id, version), results, source_topics(settings, pipelines)
     )
 
 

@@ -1,97 +1,78 @@
-"""The Faust worker process: topics, tables, /metrics, then the agents until stopped.
+"""The worker process: the composition root of the engine. Topics and tables, /metrics, then one
+engine job over every pipeline of the version, hosted by faust-streaming until stopped.
 
-Offsets: ``take_events`` acks a batch only after the agent body has finished with it, i.e. after
-the sink has durably written its rows and Kafka has acknowledged the result and dead-letter
-records. Re-delivery after a crash re-writes the same rows under the same keys.
+Offsets are committed only at a checkpoint, after the rows are durable in Cassandra and the result
+and dead-letter records acknowledged by Kafka. Re-delivery after a crash re-writes the same rows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import ssl
 from pathlib import Path
 from typing import Any
 
-import faust
 from prometheus_client import CollectorRegistry, start_http_server
 
-from streams.agents.common import AgentContext, DeadLetterOutput
-from streams.agents.ctr import register_ctr
-from streams.agents.fraud import register_fraud
-from streams.agents.smoke import register_smoke
-from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE
+from streams.compose import Composition, compose
+from streams.ctr.pipeline import SCHEMA_FILE as AD_SCHEMA
+from streams.ctr.pipeline import CtrPipeline
+from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE, CtrProcessor
+from streams.engine.checkpoint import Checkpoint
+from streams.engine.consumer import BatchConsumer, read_log
+from streams.engine.job import Job, Pacing
+from streams.engine.observer import MetricsObserver
+from streams.engine.pipeline import Message, Pipeline
+from streams.engine.recovery import Recovery
 from streams.errors import ConfigError
+from streams.events import decode, load_validator
+from streams.fraud.pipeline import LABEL_SCHEMA, TRANSACTION_SCHEMA, FraudPipeline
+from streams.fraud.processor import FraudProcessor
+from streams.host import Timer, run_host
 from streams.io.cassandra import CassandraSink, apply_schema, connect
-from streams.io.kafka import RecordOutput, check_access, ensure_topics, make_producer
+from streams.io.kafka import RecordOutput, check_access, ensure_topics, is_transient, make_producer
 from streams.lifecycle import ensure_registered
 from streams.metrics import FraudMetrics, PipelineMetrics
-from streams.settings import KafkaSettings, Settings
+from streams.monitor import FraudMonitor
+from streams.settings import Settings
 from streams.sink import Sink
+from streams.smoke.pipeline import SmokePipeline
 from streams.topics import project_topics
+from streams.versions import group_name, result_topic
 
 log = logging.getLogger(__name__)
 
 
-def faust_broker(bootstrap: str) -> str:
-    return ";".join(f"kafka://{address.strip()}" for address in bootstrap.split(","))
+class SchemaDecoder:
+    """The schema path as a decoder (`TypedDecoder`'s interface)."""
+
+    def __init__(self, schema: Path) -> None:
+        self.validator = load_validator(schema)
+
+    def decode(self, raw: bytes | None) -> Any:
+        return decode(raw, self.validator)
 
 
-def faust_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
-    """The same security for Faust's aiokafka clients as for our confluent-kafka ones."""
-    context = ssl.create_default_context(cafile=kafka.ssl_ca_file) if kafka.ssl_ca_file else None
-    if kafka.security_protocol.startswith("SASL"):
-        assert kafka.sasl_password is not None  # checked by the settings
-        if kafka.security_protocol == "SASL_SSL" and context is None:
-            context = ssl.create_default_context()
-        return faust.SASLCredentials(
-            username=kafka.sasl_username,
-            password=kafka.sasl_password.get_secret_value(),
-            mechanism=kafka.sasl_mechanism,
-            ssl_context=context,
-        )
-    if kafka.security_protocol == "SSL":
-        return faust.SSLCredentials(context or ssl.create_default_context())
-    return None
-
-
-def create_app(
-    settings: Settings,
-    *,
-    sink: Sink,
-    metrics: PipelineMetrics,
-    fraud_metrics: FraudMetrics,
-    session: Any = None,
-) -> faust.App:
-    worker = settings.worker
-    datadir = settings.runtime.home / "faust" / f"{worker.app_id}-{worker.pipeline_version}"
-    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
-    app = faust.App(
-        f"{worker.app_id}-{worker.pipeline_version}",
-        broker=faust_broker(settings.kafka.bootstrap),
-        store="memory://",
-        web_enabled=False,
-        datadir=str(datadir),
-        topic_partitions=settings.kafka.partitions,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        broker_credentials=faust_credentials(settings.kafka),
-    )
-    producer = make_producer(settings.kafka)
-    outputs: dict[str, RecordOutput] = {}
-
-    def output(topic: str) -> RecordOutput:
-        return outputs.setdefault(topic, RecordOutput(producer, topic))
-
-    dead_letters = DeadLetterOutput(output(settings.topics.dead_letters), worker.pipeline_version, metrics)
-    ctx = AgentContext(settings, sink, metrics, dead_letters, output, session)
-    if "smoke" in worker.pipelines:
-        register_smoke(app, ctx)
-    if "ctr" in worker.pipelines:
-        register_ctr(app, ctx)
-    if "fraud" in worker.pipelines:
-        register_fraud(app, ctx, fraud_metrics)
-    return app
+def build_pipelines(composition: Composition) -> list[Pipeline]:
+    """Every pipeline this worker runs, from the checked parameters (pure: no I/O but schemas)."""
+    settings, version = composition.settings, composition.version
+    t, schemas = settings.topics, settings.schemas_dir
+    pipelines: list[Pipeline] = []
+    if "smoke" in settings.worker.pipelines:
+        pipelines.append(SmokePipeline(load_validator(schemas / "smoke_event.schema.json"), t.smoke, version))
+    if "ctr" in settings.worker.pipelines:
+        c = composition.ctr
+        processor = CtrProcessor(c.config, c.priors, version, ci_level=c.ci_level, cell_policy=c.cell_policy)
+        results = result_topic(t.ctr_results, version)
+        pipelines.append(CtrPipeline(processor, load_validator(schemas / AD_SCHEMA), t.ad_events, results))
+    if "fraud" in settings.worker.pipelines:
+        f = composition.fraud
+        fraud = FraudProcessor(f.model, f.policy, f.ip_prefixes, version, label_horizon_ms=f.label_horizon_ms)
+        decoders = (SchemaDecoder(schemas / TRANSACTION_SCHEMA), SchemaDecoder(schemas / LABEL_SCHEMA))
+        topics = (t.transactions, t.labels)
+        pipelines.append(FraudPipeline(fraud, decoders, topics, result_topic(t.fraud_scores, version)))
+    return pipelines
 
 
 def announce_to_prometheus(settings: Settings) -> Path | None:
@@ -107,44 +88,81 @@ def announce_to_prometheus(settings: Settings) -> Path | None:
     return target
 
 
-def run_worker(settings: Settings) -> None:
-    """Prepare topics and tables, serve /metrics, then run the Faust worker until stopped."""
-    check_access(settings.kafka)
-    ensure_topics(settings.kafka, project_topics(settings))
-    cluster, session = connect(settings.cassandra)
-    logging.getLogger("cassandra").setLevel(logging.NOTSET)  # connected: the log shows the driver's retries
-    c = settings.cassandra
-    apply_schema(session, settings.deploy_dir / "cassandra" / "schema", c.keyspace, c.replication_factor)
-    try:
-        ensure_registered(session, settings)
-    except Exception:
-        cluster.shutdown()
-        raise
-    registry = CollectorRegistry()
-    metrics = PipelineMetrics(registry, settings.worker.pipeline_version)
-    fraud_metrics = FraudMetrics(registry)
+def serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
     w = settings.worker
     try:
         start_http_server(w.metrics_port, w.metrics_host, registry=registry)
     except OSError as exc:
-        cluster.shutdown()
         raise ConfigError(
             f"cannot serve /metrics on {w.metrics_host}:{w.metrics_port}: {exc.strerror} "
             "(set STREAMS_WORKER__METRICS_PORT)"
         ) from exc
-    target = announce_to_prometheus(settings)
-    ttl = {table: settings.ctr.ttl_s for table in (AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE)}
-    sink = CassandraSink(
-        session,
-        c.keyspace,
-        concurrency=c.write_concurrency,
-        ttl_s=ttl,
-        on_retry=lambda exc: metrics.sink_retries.labels(type(exc).__name__).inc(),
-    )
-    app = create_app(settings, sink=sink, metrics=metrics, fraud_metrics=fraud_metrics, session=session)
-    log.info("worker %s: metrics at http://%s:%d/metrics", app.conf.id, w.metrics_host, w.metrics_port)
+
+
+def build_job(
+    composition: Composition, sink: Sink, metrics: PipelineMetrics, fraud_metrics: FraudMetrics
+) -> tuple[Job, list[Pipeline]]:
+    settings = composition.settings
+    w, t = settings.worker, settings.topics
+    pipelines = build_pipelines(composition)
+    timed = (t.transactions,) if any(p.name == "fraud" for p in pipelines) else ()
+    observer = MetricsObserver(metrics, fraud_metrics, latency_topics=timed)
+    producer = make_producer(settings.kafka, **{"message.max.bytes": w.dead_letter_max_bytes + 65_536})
+    outputs: dict[str, RecordOutput] = {}
+
+    def output(topic: str) -> RecordOutput:
+        return outputs.setdefault(topic, RecordOutput(producer, topic))
+
+    checkpoint = Checkpoint(
+        sink, output, t.dead_letters, composition.version, observer,
+        dead_letter_max_bytes=w.dead_letter_max_bytes, is_transient=is_transient,
+    )  # fmt: skip
+
+    async def read(topic: str, partition: int, start: int | None, end: int) -> list[Message]:
+        return await asyncio.to_thread(read_log, settings.kafka, topic, partition, start, end)
+
+    pacing = Pacing(w.batch_size, w.flush_interval_s, w.catchup_flush_interval_s)
+    return Job(pipelines, checkpoint, Recovery(read), observer, pacing, timed), pipelines
+
+
+def run_worker(settings: Settings, composition: Composition | None = None) -> None:
+    """Prepare topics and tables, serve /metrics, then run the engine until stopped."""
+    composition = composition or compose(settings)
+    check_access(settings.kafka)
+    ensure_topics(settings.kafka, project_topics(settings))
+    cluster, session = connect(settings.cassandra)
+    logging.getLogger("cassandra").setLevel(logging.NOTSET)  # connected: the log shows the driver's retries
+    c, w = settings.cassandra, settings.worker
+    apply_schema(session, settings.deploy_dir / "cassandra" / "schema", c.keyspace, c.replication_factor)
+    target = None
     try:
-        faust.Worker(app, loglevel="info").execute_from_commandline()
+        ensure_registered(session, settings, composition=composition)
+        registry = CollectorRegistry()
+        metrics, fraud_metrics = PipelineMetrics(registry, w.pipeline_version), FraudMetrics(registry)
+        serve_metrics(settings, registry)
+        target = announce_to_prometheus(settings)
+        ttl = {table: composition.ctr.ttl_s for table in (AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE)}
+        sink = CassandraSink(
+            session, c.keyspace, concurrency=c.write_concurrency, ttl_s=ttl,
+            on_retry=lambda exc: metrics.sink_retries.labels(type(exc).__name__).inc(),
+        )  # fmt: skip
+        job, pipelines = build_job(composition, sink, metrics, fraud_metrics)
+        group = group_name(w.app_id, w.pipeline_version)
+        consumer = BatchConsumer(
+            settings.kafka, group, job.topics,
+            on_assign=job.on_assign, on_revoke=job.on_revoke, on_lost=job.on_lost,
+        )  # fmt: skip
+        timers: list[Timer] = []
+        for pipeline in pipelines:
+            if isinstance(pipeline, FraudPipeline):
+                monitor = FraudMonitor(
+                    pipeline.processor, composition.fraud, session, c.keyspace,
+                    w.pipeline_version, settings.kafka.partitions, sink, fraud_metrics,
+                )  # fmt: skip
+                timers.append((composition.fraud.metrics_interval_s, monitor.refresh))
+        log.info("worker %s: metrics at http://%s:%d/metrics", group, w.metrics_host, w.metrics_port)
+        datadir = settings.runtime.home / "faust" / group
+        run_host(group, datadir, job, consumer, timers)
     finally:
         if target is not None:
             target.unlink(missing_ok=True)

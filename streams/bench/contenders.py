@@ -38,7 +38,7 @@ from streams.io.kafka import (
 from streams.io.version_store import delete_version_rows
 from streams.scrape import samples
 from streams.settings import Settings
-from streams.versions import ctr_group, result_topic
+from streams.versions import result_topic
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,8 @@ class OurWorker(Contender):
         return f"{self.version(run)}-{self.version(run)}"  # app id - version, as `names_of` names it
 
     def source_group(self, run: RunContext) -> str:
-        """The group that reads the bench topic: the CTR job's own, or Faust's (fraud)."""
-        version = self.version(run)
-        return ctr_group(version, version) if self.pipeline == "ctr" else self.group(run)
+        """The group that reads the bench topic: the version's one group."""
+        return self.group(run)
 
     def finished(self, run: RunContext) -> bool:
         """Done means durable: the group commits offsets only after the results they cover are

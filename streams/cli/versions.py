@@ -57,12 +57,14 @@ def replay(
     """Start a pipeline version over the log (own consumer group, state and results) while the
     serving version keeps running; settings come from the environment, as for `streams worker`."""
     from streams import lifecycle
+    from streams.compose import compose
     from streams.io.kafka import ensure_topics
     from streams.topics import project_topics
 
     if from_beginning and start:
         raise ConfigError("give --from-beginning or --from, not both")
     settings = _settings_for(version)
+    composition = compose(settings)  # settings that cannot work create and register nothing
     from_ms = parse_time_ms(start) if start else None
     ensure_topics(settings.kafka, project_topics(settings))
     with session_of(settings) as session:
@@ -70,7 +72,7 @@ def replay(
 
         c = settings.cassandra
         apply_schema(session, settings.deploy_dir / "cassandra" / "schema", c.keyspace, c.replication_factor)
-        record, created = lifecycle.begin_replay(session, settings, from_ms)
+        record, created = lifecycle.begin_replay(session, settings, from_ms, composition=composition)
         processes = lifecycle.start_workers(settings, version, workers)
         origin = "the beginning" if from_ms is None else start
         verb = "started" if created else "resumed"

@@ -139,7 +139,12 @@ class PriorSet:
 
     @classmethod
     def load(cls, path: Path) -> PriorSet:
-        data = json.loads(path.read_text())
+        return cls.from_bytes(path.read_bytes())
+
+    @classmethod
+    def from_bytes(cls, content: bytes) -> PriorSet:
+        """A prior file's content (as `to_json` writes it); KeyError, TypeError or ValueError if not."""
+        data = json.loads(content)
 
         def prior(d: Mapping[str, object]) -> BetaPrior:
             return BetaPrior(float(d["alpha"]), float(d["beta"]), str(d["level"]), data["version"])  # type: ignore[arg-type]

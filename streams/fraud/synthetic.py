@@ -15,7 +15,15 @@ from streams.fraud.training import TrainingData
 
 
 def load_ip_prefixes(path: Path) -> dict[str, str]:
-    return dict(json.loads(path.read_text())["prefixes"])
+    return ip_prefixes_from_bytes(path.read_bytes())
+
+
+def ip_prefixes_from_bytes(content: bytes) -> dict[str, str]:
+    """The pinned prefix table's content: first IPv4 octet -> country (KeyError/ValueError if not)."""
+    prefixes = json.loads(content)["prefixes"]
+    if not isinstance(prefixes, dict) or not all(isinstance(v, str) for v in prefixes.values()):
+        raise ValueError("'prefixes' must map each first octet to a country code")
+    return dict(prefixes)
 
 
 def synthetic_training_data(

@@ -209,10 +209,21 @@ class CassandraSink:
         return self._partition_keys[table]
 
     async def write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Upsert rows; returns once every row is durably acknowledged by Cassandra."""
+        """Upsert rows; returns once every row is durably acknowledged by Cassandra. Rows with
+        different columns (e.g. score cells and label cells of one table) are separate statements."""
         if not rows:
             return
-        columns = tuple(rows[0])
+        by_columns: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+        for row in rows:
+            by_columns.setdefault(tuple(row), []).append(row)
+        requests: list[Statement] = []
+        for columns, same in by_columns.items():
+            requests += self._requests(table, columns, same)
+        await asyncio.gather(*(self._execute(request) for request in requests))
+
+    def _requests(
+        self, table: str, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]
+    ) -> list[Statement]:
         statement = self._statement(table, columns)
         key_columns = self._partition_key(table)
         partitions: dict[tuple[Any, ...], list[list[Any]]] = {}
@@ -228,7 +239,7 @@ class CassandraSink:
                 for row_values in values[i : i + self.BATCH_ROWS]:
                     batch.add(statement, row_values)
                 requests.append(batch)
-        await asyncio.gather(*(self._execute(request) for request in requests))
+        return requests
 
     async def _execute(self, statement: Statement) -> None:
         async with self._slots:

@@ -149,34 +149,60 @@ def make_producer(kafka: KafkaSettings, **overrides: str | int | float | bool) -
     return Producer(config)
 
 
+# Delivery errors worth retrying: the broker or the network will come back. Anything else (a
+# record too large, an authorisation failure, an invalid record) fails the same way every time.
+_TRANSIENT_CODES = frozenset(
+    {
+        KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN, KafkaError._QUEUE_FULL, KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.NETWORK_EXCEPTION,
+    }
+)  # fmt: skip
+
+
+def is_transient(error: KafkaError) -> bool:
+    return error.code() in _TRANSIENT_CODES or (error.retriable() and not error.fatal())
+
+
 class RecordOutput:
-    """JSON records to a topic through one shared idempotent producer; `send` returns once Kafka
-    has acknowledged every record (librdkafka batches them; flushing runs off the event loop)."""
+    """JSON records to a topic through one shared idempotent producer; `publish` returns once Kafka
+    has answered for every record (librdkafka batches them; flushing runs off the event loop)."""
 
     def __init__(self, producer: Producer, topic: str) -> None:
         self.producer = producer
         self.topic = topic
 
-    async def send(self, records: Sequence[tuple[bytes, Mapping[str, Any]]]) -> None:
-        if not records:
-            return
-        failures: list[KafkaError] = []
+    async def publish(self, records: Sequence[tuple[bytes, Mapping[str, Any]]]) -> dict[int, KafkaError]:
+        """Send every record; returns the ones Kafka refused (index -> error), transient or not.
+        A record refused before it leaves (e.g. larger than ``message.max.bytes``) is among them."""
+        failures: dict[int, KafkaError] = {}
+        for index, (key, value) in enumerate(records):
 
-        def delivered(error: KafkaError | None, _message: Message) -> None:
-            if error is not None:
-                failures.append(error)
+            def delivered(error: KafkaError | None, _message: Message, index: int = index) -> None:
+                if error is not None:
+                    failures[index] = error
 
-        for key, value in records:
             while True:
                 try:
                     self.producer.produce(self.topic, orjson.dumps(value), key, on_delivery=delivered)
                     break
                 except BufferError:  # local queue full: let it drain
                     await asyncio.to_thread(self.producer.poll, 0.1)
-        remaining = await asyncio.to_thread(self.producer.flush, 60)
-        if failures or remaining:
-            reason = failures[0].str() if failures else f"{remaining} records not acknowledged in time"
-            raise SinkError(f"cannot publish to {self.topic}: {reason}")
+                except KafkaException as exc:
+                    failures[index] = exc.args[0]
+                    break
+        while await asyncio.to_thread(self.producer.flush, 5.0):
+            pass  # every record is answered within message.timeout.ms
+        return failures
+
+    async def send(self, records: Sequence[tuple[bytes, Mapping[str, Any]]]) -> None:
+        """Send and require every record to be acknowledged."""
+        failures = await self.publish(records)
+        if failures:
+            first = next(iter(failures.values()))
+            raise SinkError(f"cannot publish {len(failures)} records to {self.topic}: {first.str()}")
 
 
 def partition_history(
@@ -293,11 +319,6 @@ def delete_group(kafka: KafkaSettings, group_id: str) -> None:
             raise RuntimeServiceError(
                 f"cannot delete consumer group {group_id}: {exc.args[0].str()}"
             ) from exc
-
-
-def topics_starting_with(kafka: KafkaSettings, prefix: str) -> list[str]:
-    admin = AdminClient(client_config(kafka))
-    return sorted(name for name in admin.list_topics(timeout=10).topics if name.startswith(prefix))
 
 
 def existing_topics(kafka: KafkaSettings) -> set[str]:

@@ -398,7 +398,7 @@ def test_kafka_user_may_use_every_topic_and_group_of_the_version(
         assert {"Write", "Describe"} <= allowed("topic", topic), topic
     app = f"{settings.worker.app_id}-{version}"
     assert "All" in allowed("topic", f"{app}-__assignor-__leader"), "Faust's internal topics"
-    for group in names_of(settings, version, settings.worker.pipelines).groups:  # Faust's and the CTR job's
+    for group in names_of(settings, version, settings.worker.pipelines).groups:  # the engine's one group
         assert {"Read", "Describe"} <= allowed("group", group), group
 
 

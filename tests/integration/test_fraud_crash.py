@@ -8,7 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.agents.fraud import make_processor
+from streams.compose import compose
+from streams.fraud.processor import FraudProcessor
 from streams.fraud.generator import TransactionGenerator, TransactionProfile
 from streams.fraud.synthetic import load_ip_prefixes
 from streams.io.cassandra import connect
@@ -32,7 +33,10 @@ pytestmark = pytest.mark.integration
 
 def uninterrupted(settings: Settings) -> dict[str, tuple[float, str, bool, list[float], bool | None]]:
     """Each partition folded in one pass: transactions in order, then its labels."""
-    processor = make_processor(settings)
+    f = compose(settings).fraud
+    processor = FraudProcessor(
+        f.model, f.policy, f.ip_prefixes, settings.worker.pipeline_version, label_horizon_ms=f.label_horizon_ms
+    )
     transactions = read_partitions(settings, settings.topics.transactions)
     labels = read_partitions(settings, settings.topics.labels)
     result: dict[str, tuple[float, str, bool, list[float], bool | None]] = {}

@@ -247,7 +247,7 @@ def assert_no_trace(settings: Settings, version: str) -> None:
     assert set(version_rows(settings, version).values()) == {0}
     names = names_of(settings, version, PIPELINES)
     topics = existing_topics(settings.kafka)
-    assert not [t for t in topics if t in names.result_topics or t.startswith(names.internal_prefix)]
+    assert not [t for t in topics if t in names.result_topics or t.startswith(f"{names.group_id}-")]
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
     groups = admin.list_consumer_groups().result(timeout=10).valid
     assert not set(names.groups) & {g.group_id for g in groups}

@@ -1,4 +1,4 @@
-"""The CTR job's fold step over Kafka messages: decoding, dead letters with coordinates, tallies."""
+"""The CTR pipeline's fold over Kafka messages: decoding, dead letters with coordinates, tallies."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import orjson
 
-from streams.agents.ctr import SCHEMA_FILE, fold_messages, make_processor
-from streams.ctr.state import AdEventMessage
-from streams.events import TypedDecoder, load_validator
+from streams.compose import compose
+from streams.ctr.pipeline import SCHEMA_FILE, CtrPipeline
+from streams.ctr.processor import CtrProcessor
+from streams.events import load_validator
 from streams.settings import Settings
 
 T0 = 1_700_000_000_000
@@ -49,8 +50,9 @@ def event(event_id: str, ts: int, kind: str = "impression") -> bytes:
 
 def test_bad_late_and_duplicate_events_are_accounted_for_with_their_coordinates() -> None:
     settings = Settings()
-    processor = make_processor(settings)
-    decoder = TypedDecoder(AdEventMessage, load_validator(settings.schemas_dir / SCHEMA_FILE))
+    c = compose(settings).ctr
+    processor = CtrProcessor(c.config, c.priors, "v1", ci_level=c.ci_level, cell_policy=c.cell_policy)
+    pipeline = CtrPipeline(processor, load_validator(settings.schemas_dir / SCHEMA_FILE), "ad-events", "r")
     messages = [
         FakeMessage(event("e1", T0 + 600_000), 0, 10),
         FakeMessage(event("e1", T0 + 600_000), 0, 11),  # duplicate
@@ -58,10 +60,15 @@ def test_bad_late_and_duplicate_events_are_accounted_for_with_their_coordinates(
         FakeMessage(b"{oops", 1, 7),  # malformed
         FakeMessage(event("e3", T0 + 600_500, "click"), 1, 8),
     ]
-    folded = fold_messages(processor, decoder, messages)
-    assert folded.consumed == 5 and folded.duplicates == 1 and folded.late == 1
-    assert dict(folded.counted) == {"impression": 1, "click": 1}
-    assert folded.next_offsets == {0: 13, 1: 9}
+    folded = pipeline.fold(0, {"ad-events": messages[:3]})
+    folded.add(pipeline.fold(1, {"ad-events": messages[3:]}))
+    assert folded.tallies == {
+        "processed:ad-events": 2,
+        "duplicate:ad-events": 1,
+        "late:ad-events": 1,
+        "ctr_event:impression": 1,
+        "ctr_event:click": 1,
+    }
     letters = {str(letter.coordinates): letter.rejection for letter in folded.letters}
     assert set(letters) == {"ad-events[0]@12", "ad-events[1]@7"}
     assert (

@@ -1,17 +1,13 @@
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
-from collections.abc import Callable, Coroutine
-from types import SimpleNamespace
-from typing import Any
 
-from faust.types import TP
 from prometheus_client import CollectorRegistry, generate_latest
 
-from streams.agents.common import ConsumerLag
+from streams.engine.checkpoint import Pending
+from streams.engine.observer import MetricsObserver
 from streams.fraud.decision import ALLOW, DISABLE_INVOICE, REVIEW
 from streams.io.cassandra import _TRANSIENT
 from streams.metrics import (
@@ -74,39 +70,41 @@ def test_known_label_values_are_exported_at_zero_and_match_the_code() -> None:
         assert all(registry.get_sample_value(name, {label: value}) == 0 for value in values), name
 
 
-class Signal:
-    """Stands in for Faust's `on_partitions_revoked` signal."""
-
-    handler: Callable[..., Coroutine[Any, Any, None]]
-
-    def connect(self, handler: Callable[..., Coroutine[Any, Any, None]]) -> None:
-        self.handler = handler
-
-
-def event(topic: str, partition: int, offset: int) -> SimpleNamespace:
-    return SimpleNamespace(message=SimpleNamespace(tp=TP(topic, partition), offset=offset))
-
-
-def test_consumer_lag_is_the_high_watermark_past_each_partitions_newest_offset() -> None:
+def test_the_observer_sets_lag_and_watermarks_per_partition_and_drops_a_revoked_ones_series() -> None:
     registry = CollectorRegistry()
-    highwaters: dict[TP, int | None] = {TP("t", 0): 120, TP("t", 1): None, TP("t", 3): 8}
+    observer = MetricsObserver(PipelineMetrics(registry, "v1"))
 
-    def highwater(tp: TP) -> int | None:
-        assert tp in highwaters, "Partition is not assigned"  # as aiokafka does
-        return highwaters[tp]
+    def sample(name: str, partition: int) -> float | None:
+        return registry.get_sample_value(name, {"topic": "t", "partition": str(partition)})
 
-    app = SimpleNamespace(consumer=SimpleNamespace(highwater=highwater), on_partitions_revoked=Signal())
-    lag = ConsumerLag(app, PipelineMetrics(registry, "v1"))  # type: ignore[arg-type]
+    observer.positions({("t", 0): 21, ("t", 3): 0}, {("t", 0): 1_700_000_000_500})
+    assert sample("streams_consumer_lag_records", 0) == 21
+    assert sample("streams_consumer_lag_records", 3) == 0
+    assert sample("streams_consumer_lag_records", 1) is None  # never reported
+    assert sample("streams_event_time_watermark_seconds", 0) == 1_700_000_000.5
+    observer.partitions_gone([("t", 0), ("t", 2)])
+    assert sample("streams_consumer_lag_records", 0) is None  # the new owner reports it
+    assert sample("streams_event_time_watermark_seconds", 0) is None
+    assert sample("streams_consumer_lag_records", 3) == 0
 
-    def lag_of(partition: int) -> float | None:
-        return registry.get_sample_value(
-            "streams_consumer_lag_records", {"topic": "t", "partition": str(partition)}
-        )
 
-    lag.observe([event("t", 0, 97), event("t", 0, 99), event("t", 1, 5), event("t", 2, 7), event("t", 3, 7)])
-    assert lag_of(0) == 120 - 99 - 1
-    assert lag_of(1) is None  # no fetch response yet
-    assert lag_of(2) is None  # revoked since the batch was fetched
-    assert lag_of(3) == 0  # caught up
-    asyncio.run(app.on_partitions_revoked.handler(app, {TP("t", 0), TP("t", 2)}))
-    assert lag_of(0) is None and lag_of(3) == 0  # the new owner reports a revoked partition
+def test_the_observer_counts_a_checkpoint_only_once_it_is_done() -> None:
+    registry = CollectorRegistry()
+    observer = MetricsObserver(PipelineMetrics(registry, "v1"), FraudMetrics(registry), ["tx"])
+    pending = Pending()
+    pending.consumed.update({"tx": 5, "ad": 3})
+    pending.folded.tallies.update({"processed:tx": 4, "duplicate:tx": 1, "fraud_decision:review": 2,
+                                   "fraud_holdout": 1, "labels_joined": 3, "ctr_event:click": 2})  # fmt: skip
+    pending.folded.observations["fraud_score"] = [0.1, 0.95]
+    pending.drained.tallies["windows_final:ctr_ad_windows"] = 7
+    observer.checkpointed(pending)
+    value = registry.get_sample_value
+    assert value("streams_events_consumed_total", {"topic": "tx"}) == 5
+    assert value("streams_events_processed_total", {"topic": "tx"}) == 4
+    assert value("streams_events_duplicate_total", {"topic": "tx"}) == 1
+    assert value("streams_fraud_decisions_total", {"decision": "review"}) == 2
+    assert value("streams_fraud_holdout_total") == 1
+    assert value("streams_fraud_labels_joined_total") == 3
+    assert value("streams_ctr_events_counted_total", {"type": "click"}) == 2
+    assert value("streams_ctr_windows_final_total", {"table": "ctr_ad_windows"}) == 7
+    assert value("streams_fraud_score_count") == 2 and value("streams_fraud_score_sum") == 1.05

@@ -47,9 +47,8 @@ def test_a_lookup_file_is_pinned_by_content(tmp_path: Path) -> None:
 
 def test_every_kafka_name_of_a_version_carries_it() -> None:
     names = names_of(Settings(), "v2", ("ctr", "fraud"))
-    assert names.group_id == "streams-v2" and names.internal_prefix == "streams-v2-"
-    assert names.groups == ("streams-v2", "streams-v2-ctr")
-    assert names.group_of("ad-events") == "streams-v2-ctr" and names.group_of("transactions") == "streams-v2"
+    assert names.group_id == "streams-v2" and names.groups == ("streams-v2",)  # one group per version
+    assert names.group_of("ad-events") == names.group_of("transactions") == "streams-v2"
     assert names.result_topics == (result_topic("ctr-results", "v2"), result_topic("fraud-scores", "v2"))
     assert names.source_topics == ("ad-events", "transactions", "labels")
 

@@ -1,0 +1,118 @@
+"""The CTR pipeline the engine drives: dedupe, event-time windows and smoothing per batch."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import ClassVar
+
+from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE, CtrProcessor, CtrRows
+from streams.ctr.state import AdEvent, AdEventMessage, Outcome
+from streams.engine.pipeline import Batch, Drained, Folded, Message, Record, coordinates_of
+from streams.events import DeadLetter, Rejected, TypedDecoder, Validator
+
+SCHEMA_FILE = "ad_event.schema.json"
+TABLES: dict[str, tuple[str, ...]] = {
+    AD_TABLE: ("pipeline_version", "ad_id", "window", "bucket", "window_start"),
+    CAMPAIGN_TABLE: (
+        "pipeline_version",
+        "campaign_id",
+        "window",
+        "bucket",
+        "window_start",
+        "source_partition",
+    ),
+    CELL_TABLE: ("pipeline_version", "segment", "window", "bucket", "window_start", "ad_id"),
+}
+
+
+def result_records(rows: CtrRows) -> list[Record]:
+    """Every upserted row, tagged with its kind and keyed by its natural key (the topic is compacted)."""
+
+    def key(*parts: object) -> bytes:
+        return "|".join(str(p) for p in parts).encode()
+
+    records: list[Record] = []
+    for r in rows.ads:
+        records.append((key("ad", r["pipeline_version"], r["ad_id"], r["window"], r["window_start"]),
+                        {"kind": "ad", **r}))  # fmt: skip
+    for r in rows.campaigns:
+        k = key("campaign", r["pipeline_version"], r["campaign_id"], r["window"], r["window_start"],
+                r["source_partition"])  # fmt: skip
+        records.append((k, {"kind": "campaign_partial", **r}))
+    for r in rows.cells:
+        k = key("cell", r["pipeline_version"], r["segment"], r["ad_id"], r["window"], r["window_start"])
+        records.append((k, {"kind": "segment_cell", **r}))
+    return records
+
+
+def late_letter(message: Message, ts: int, watermark: int, grace_ms: int) -> DeadLetter:
+    reason = (
+        f"late: event time {ts} is older than the partition watermark {watermark} minus grace {grace_ms} ms"
+    )
+    return DeadLetter(message.value() or b"", coordinates_of(message), Rejected("late_event", reason))
+
+
+class CtrPipeline:
+    stateful = True
+    name = "ctr"
+    tables: ClassVar[dict[str, tuple[str, ...]]] = TABLES
+
+    def __init__(self, processor: CtrProcessor, validator: Validator, topic: str, results_topic: str) -> None:
+        self.processor = processor
+        self.decoder = TypedDecoder(AdEventMessage, validator)
+        self.topic, self.results_topic = topic, results_topic
+        self.topics = (topic,)
+
+    def fold(self, partition: int, batch: Batch, *, replay: bool = False) -> Folded:
+        """Decode, then fold the partition's events in its order; a message's coordinates are only
+        built for the few that become dead letters."""
+        messages = batch.get(self.topic, ())
+        folded = Folded()
+        events: list[AdEvent] = []
+        sources: list[Message] = []
+        decode = self.decoder.decode
+        for message in messages:
+            event = decode(message.value())
+            if isinstance(event, Rejected):
+                folded.letters.append(DeadLetter(message.value() or b"", coordinates_of(message), event))
+            else:
+                events.append(event)
+                sources.append(message)
+        outcomes, late_watermarks = self.processor.apply_batch(events, partition)
+        if replay:
+            self.processor.settle(partition)
+            return Folded()
+        grace_ms = self.processor.config.grace_ms
+        for i, watermark in late_watermarks.items():
+            folded.letters.append(late_letter(sources[i], events[i].ts, watermark, grace_ms))
+        counted: Counter[str] = Counter(
+            e.type for e, o in zip(events, outcomes, strict=True) if o is Outcome.COUNTED
+        )
+        tallies = folded.tallies
+        tallies[f"processed:{self.topic}"] += sum(counted.values())
+        tallies[f"duplicate:{self.topic}"] += outcomes.count(Outcome.DUPLICATE)
+        tallies[f"late:{self.topic}"] += len(late_watermarks)
+        for event_type, count in counted.items():
+            tallies[f"ctr_event:{event_type}"] += count
+        return folded
+
+    def drain(self) -> Drained:
+        rows = self.processor.drain()
+        drained = Drained(
+            rows={AD_TABLE: rows.ads, CAMPAIGN_TABLE: rows.campaigns, CELL_TABLE: rows.cells},
+            records={self.results_topic: result_records(rows)} if len(rows) else {},
+        )
+        for table, table_rows in drained.rows.items():
+            finals = sum(1 for r in table_rows if r["final"])
+            if finals:
+                drained.tallies[f"windows_final:{table}"] += finals
+        return drained
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self.processor.states.pop(partition, None)
+
+    def watermark(self, partition: int) -> int | None:
+        state = self.processor.states.get(partition)
+        return state.watermark if state is not None else None

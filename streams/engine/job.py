@@ -1,0 +1,229 @@
+"""The engine's job: one bulk consumer for every pipeline of the worker, folded as it comes, and a
+checkpoint every flush interval (short while caught up, long in a backlog).
+
+A partition about to be revoked is checkpointed and committed first; one lost without notice is
+forgotten, and its next owner re-reads what was not committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from streams.engine.checkpoint import Checkpoint, Pending, TopicPartition
+from streams.engine.pipeline import Batch, Message, Pipeline
+from streams.engine.recovery import Recovery, fold_isolating
+
+log = logging.getLogger(__name__)
+
+
+class Consumer(Protocol):
+    """What the job needs of `consumer.BatchConsumer` (and of the harness's fake)."""
+
+    async def start(self) -> None: ...
+    async def consume(self, max_messages: int, timeout_s: float) -> list[Any]: ...
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None: ...
+    def commit_now(self, offsets: Mapping[TopicPartition, int]) -> bool: ...
+    async def committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]: ...
+    def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]: ...
+    async def close(self) -> None: ...
+
+
+class JobObserver(Protocol):
+    def batch_consumed(self, count: int) -> None: ...
+    def positions(
+        self, lag: Mapping[TopicPartition, int], watermarks: Mapping[TopicPartition, int]
+    ) -> None: ...
+    def partitions_gone(self, tps: Sequence[TopicPartition]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Pacing:
+    batch_size: int = 10_000
+    flush_interval_s: float = 0.5
+    catchup_flush_interval_s: float = 5.0
+
+
+class Job:
+    """Drives ``pipelines`` over ``consumer`` (built by the caller with `on_assign`, `on_revoke`
+    and `on_lost` of this job as its rebalance callbacks)."""
+
+    def __init__(
+        self,
+        pipelines: Sequence[Pipeline],
+        checkpoint: Checkpoint,
+        recovery: Recovery,
+        observer: JobObserver,
+        pacing: Pacing,
+        timed_topics: Sequence[str] = (),
+    ) -> None:
+        self.pipelines = list(pipelines)
+        self.pipeline_of = {topic: p for p in self.pipelines for topic in p.topics}
+        self.checkpoint, self.recovery, self.observer, self.pacing = checkpoint, recovery, observer, pacing
+        self.timed_topics = set(timed_topics)  # whose Kafka timestamps the observer times
+        self.consumer: Consumer | None = None
+        self.pending = Pending()
+        self.durable: dict[TopicPartition, int] = {}  # committed, or where folding resumed
+        self.suspended: set[TopicPartition] = set()  # revoked, checkpointed: kept if given back
+        self.stopping = False
+        self.stopped = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self.pipeline_of)
+
+    async def run(self, consumer: Consumer) -> None:
+        self.consumer, self._loop = consumer, asyncio.get_running_loop()
+        pacing = self.pacing
+        await consumer.start()
+        last_flush, caught_up = 0.0, True
+        try:
+            while not self.stopping:
+                interval = pacing.flush_interval_s if caught_up else pacing.catchup_flush_interval_s
+                due = last_flush + interval
+                messages = await consumer.consume(
+                    pacing.batch_size, min(max(due - time.monotonic(), 0.01), 0.5)
+                )
+                caught_up = len(messages) < pacing.batch_size
+                if messages:
+                    await self.take(messages)
+                letters = len(self.pending.folded.letters)
+                if self.pending.offsets and (time.monotonic() >= due or letters >= pacing.batch_size):
+                    await self.flush(consumer.commit)
+                    last_flush = time.monotonic()
+        finally:
+            await consumer.close()  # checkpoints and commits through `on_revoke`
+            self.stopped.set()
+
+    async def stop(self, timeout_s: float = 60.0) -> None:
+        self.stopping = True
+        if self._loop is not None:
+            await asyncio.wait_for(self.stopped.wait(), timeout_s)
+
+    async def take(self, messages: Sequence[Message]) -> None:
+        """Fold a consumed batch, partition by partition, each pipeline's topics together."""
+        pending = self.pending
+        groups: dict[tuple[str, int], dict[str, list[Message]]] = {}
+        for message in messages:
+            topic, partition = message.topic() or "", message.partition() or 0
+            pipeline = self.pipeline_of[topic]
+            groups.setdefault((pipeline.name, partition), {}).setdefault(topic, []).append(message)
+            pending.offsets[(topic, partition)] = (message.offset() or 0) + 1  # in order per partition
+            pending.consumed[topic] += 1
+            if topic in self.timed_topics:
+                kind, ms = message.timestamp()
+                if kind:
+                    pending.timestamps.setdefault(topic, []).append(ms)
+        named = {p.name: p for p in self.pipelines}
+        for (name, partition), by_topic in groups.items():
+            pipeline = named[name]
+            firsts = {t: by_topic[t][0].offset() or 0 for t in by_topic}
+            await self._ensure(pipeline, partition, firsts)
+            batch = {t: by_topic[t] for t in pipeline.topics if t in by_topic}
+
+            async def reset(
+                pipeline: Pipeline = pipeline, partition: int = partition, firsts: dict[str, int] = firsts
+            ) -> None:
+                await self._reset(pipeline, partition, firsts)
+
+            pending.folded.add(await fold_isolating(pipeline, partition, batch, replay=False, reset=reset))
+        self.observer.batch_consumed(len(messages))
+        self._report_positions({tp for tp in pending.offsets})
+
+    async def _ensure(self, pipeline: Pipeline, partition: int, firsts: Mapping[str, int]) -> None:
+        if (pipeline.name, partition) in self.recovery.ready:
+            return
+        ends = dict(firsts)
+        missing = [(t, partition) for t in pipeline.topics if t not in ends]
+        if missing:
+            assert self.consumer is not None
+            committed = await self.consumer.committed(missing)
+            ends |= {t: committed.get((t, partition), 0) for t, _ in missing}
+        for topic, end in ends.items():
+            self.durable.setdefault((topic, partition), end)
+        await self.recovery.ensure(pipeline, partition, ends)
+
+    async def _reset(self, pipeline: Pipeline, partition: int, firsts: Mapping[str, int]) -> None:
+        """The partition's state just before this batch, rebuilt from the log: what is committed
+        is replayed (its rows are durable), the rest is folded again (its rows are pending)."""
+        spans_durable, spans_pending = {}, {}
+        for topic in pipeline.topics:
+            durable = self.durable.get((topic, partition), 0)
+            first = firsts.get(topic, self.pending.offsets.get((topic, partition), durable))
+            spans_durable[topic], spans_pending[topic] = (None, durable), (durable, first)
+        history = await self.recovery.read(pipeline.topics, partition, spans_durable)
+        tail = await self.recovery.read(pipeline.topics, partition, spans_pending)
+        await self.recovery.fold_history(pipeline, partition, history)
+
+        async def no_reset() -> None:  # the tail folded before: it cannot fail now
+            raise AssertionError("a fold that succeeded before failed on the same state")
+
+        await fold_isolating(pipeline, partition, tail, replay=False, reset=no_reset)
+
+    async def flush(self, commit: Any) -> None:
+        """Drain every pipeline and checkpoint everything folded so far."""
+        done, self.pending = self.pending, Pending()
+        for pipeline in self.pipelines:
+            done.drained.add(pipeline.drain())
+        await self.checkpoint.commit(done, commit)
+        self.durable |= done.offsets
+
+    def _report_positions(self, tps: set[TopicPartition]) -> None:
+        assert self.consumer is not None
+        positions = {tp: self.pending.offsets[tp] for tp in tps}
+        watermarks = {}
+        for topic, partition in tps:
+            mark = self.pipeline_of[topic].watermark(partition)
+            if mark is not None:
+                watermarks[(topic, partition)] = mark
+        self.observer.positions(self.consumer.lag(positions), watermarks)
+
+    # Rebalance callbacks: on the consumer's thread, inside `consume` (the event loop is free).
+
+    def on_revoke(self, tps: list[TopicPartition]) -> None:
+        if self._loop is None or self.consumer is None:
+            return
+        committed: dict[TopicPartition, int] = {}
+
+        async def keep(offsets: dict[TopicPartition, int]) -> None:
+            committed.update(offsets)
+
+        try:
+            asyncio.run_coroutine_threadsafe(self.flush(keep), self._loop).result(timeout=120)
+        except Exception as exc:  # the sink is down: the next owner re-reads what is not committed
+            log.warning("could not checkpoint before partitions %s were revoked: %s", tps, exc)
+            self.on_lost(tps)
+            return
+        self.consumer.commit_now(committed)
+        self.suspended |= set(tps)
+        self.observer.partitions_gone(tps)
+
+    def on_assign(self, tps: list[TopicPartition]) -> None:
+        self._forget(self.suspended - set(tps))
+        self.suspended.clear()
+
+    def on_lost(self, tps: list[TopicPartition]) -> None:
+        self._forget(tps)
+        for tp in tps:
+            self.pending.offsets.pop(tp, None)
+        self.observer.partitions_gone(list(tps))
+
+    def _forget(self, tps: set[TopicPartition] | list[TopicPartition]) -> None:
+        for topic, partition in tps:
+            pipeline = self.pipeline_of.get(topic)
+            if pipeline is not None:
+                self.recovery.forget(pipeline, [partition])
+            self.durable.pop((topic, partition), None)
+
+
+def batch_of(messages: Sequence[Message]) -> Batch:
+    """Messages grouped by topic, in order (for tests and tools)."""
+    grouped: dict[str, list[Message]] = {}
+    for message in messages:
+        grouped.setdefault(message.topic() or "", []).append(message)
+    return grouped

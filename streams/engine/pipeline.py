@@ -1,0 +1,104 @@
+"""What the engine asks of a pipeline, and what a pipeline hands back at a checkpoint."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from streams.events import Coordinates, DeadLetter
+
+
+class Message(Protocol):
+    """The part of a consumed Kafka message a pipeline reads (``confluent_kafka.Message``)."""
+
+    def value(self) -> bytes | None: ...
+    def key(self) -> bytes | None: ...
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+def coordinates_of(message: Message) -> Coordinates:
+    kind, timestamp = message.timestamp()
+    return Coordinates(
+        topic=message.topic() or "",
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        timestamp_ms=timestamp if kind else None,
+        key=message.key(),
+    )
+
+
+Batch = Mapping[str, Sequence[Message]]  # topic -> one partition's messages, in offset order
+Record = tuple[bytes, Mapping[str, Any]]  # key, JSON value
+
+
+@dataclass
+class Drained:
+    """Everything a pipeline changed since its last drain: rows to upsert per table, records to
+    publish per topic, and drain-time tallies (e.g. ``"windows_final:ctr_ad_windows"``)."""
+
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    records: dict[str, list[Record]] = field(default_factory=dict)
+    tallies: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: Drained) -> None:
+        for table, rows in other.rows.items():
+            self.rows.setdefault(table, []).extend(rows)
+        for topic, records in other.records.items():
+            self.records.setdefault(topic, []).extend(records)
+        self.tallies.update(other.tallies)
+
+
+@dataclass
+class Folded:
+    """What folding one partition's batch did: dead letters, tallies for the metrics observer
+    (``name -> count``, e.g. ``"duplicate:ad-events"``) and observations (``name -> values``)."""
+
+    letters: list[DeadLetter] = field(default_factory=list)
+    tallies: Counter[str] = field(default_factory=Counter)
+    observations: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, other: Folded) -> None:
+        self.letters += other.letters
+        self.tallies.update(other.tallies)
+        for name, values in other.observations.items():
+            self.observations.setdefault(name, []).extend(values)
+
+
+class Pipeline(Protocol):
+    """A small pure object the engine drives. State is per source partition number; the
+    pipeline's topics are co-partitioned (partition i of each is folded together)."""
+
+    name: str
+    stateful: bool  # False: nothing to rebuild when a partition is taken over
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """The co-partitioned source topics, in the order a partition's batch is folded."""
+        ...
+
+    @property
+    def tables(self) -> Mapping[str, tuple[str, ...]]:
+        """Result table -> its primary-key columns (for the in-memory sink)."""
+        ...
+
+    def fold(self, partition: int, batch: Batch, *, replay: bool = False) -> Folded:
+        """Fold one partition's messages into the state: the messages it cannot use and the
+        tallies. ``replay``: a rebuild from the log, whose rows were written before (discarded)."""
+        ...
+
+    def drain(self) -> Drained:
+        """Rows, records and tallies of everything folded since the last drain."""
+        ...
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop the state of partitions this worker no longer owns."""
+        ...
+
+    def watermark(self, partition: int) -> int | None:
+        """The partition's event-time watermark (ms), if any."""
+        ...

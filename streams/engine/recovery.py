@@ -1,0 +1,116 @@
+"""Rebuilding a partition's state from the log, and folding that survives a bug in a pipeline.
+
+State (windows, dedupe, features, decisions) is a pure function of each partition's log, so a
+worker that takes a partition over folds the partition's history up to where it resumes before
+it handles the first new message (outputs discarded: they were written before).
+
+A pipeline whose ``fold`` raises on a message must not stop the stream: the batch is folded again
+one message at a time on a state rebuilt from the log, the message that raises becomes a dead
+letter (``processing_error``, with the traceback summary) and is skipped. Code is deterministic,
+so the same message raises on every replay and the skip is the same every time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from streams.engine.pipeline import Batch, Folded, Message, Pipeline, coordinates_of
+from streams.errors import RuntimeServiceError
+from streams.events import DeadLetter, processing_error
+
+log = logging.getLogger(__name__)
+
+# (topic, partition, start or None for the first kept, end excluded) -> messages in order
+LogReader = Callable[[str, int, int | None, int], Awaitable[list[Message]]]
+
+
+async def fold_isolating(
+    pipeline: Pipeline, partition: int, batch: Batch, *, replay: bool, reset: Callable[[], Awaitable[None]]
+) -> Folded:
+    """``pipeline.fold`` of a batch; if it raises, ``reset()`` the partition to its state before the
+    batch and fold the messages one by one, dead-lettering each one that raises."""
+    try:
+        return pipeline.fold(partition, batch, replay=replay)
+    except Exception as exc:
+        log.warning("%s: folding a batch of partition %d failed (%r): isolating the message",
+                    pipeline.name, partition, exc)  # fmt: skip
+    folded = Folded()
+    kept: list[tuple[str, Message]] = []
+    await reset()
+    for topic, messages in batch.items():
+        for message in messages:
+            try:
+                folded.add(pipeline.fold(partition, {topic: [message]}, replay=replay))
+                kept.append((topic, message))
+            except Exception as exc:
+                at = coordinates_of(message)
+                log.error("%s: processing %s failed: %r (dead-lettered, skipped)", pipeline.name, at, exc)
+                folded.letters.append(DeadLetter(message.value() or b"", at, processing_error(exc)))
+                await reset()  # the failed fold may have changed the state half-way
+                for kept_topic, kept_message in kept:  # the same again: tallies already counted
+                    pipeline.fold(partition, {kept_topic: [kept_message]}, replay=replay)
+    return folded
+
+
+class Recovery:
+    """Which (pipeline, partition) states are ready, and rebuilding one from the log."""
+
+    def __init__(self, read_log: LogReader) -> None:
+        self.read_log = read_log
+        self.ready: set[tuple[str, int]] = set()
+
+    def forget(self, pipeline: Pipeline, partitions: Sequence[int]) -> None:
+        pipeline.forget(partitions)
+        self.ready -= {(pipeline.name, p) for p in partitions}
+
+    async def ensure(self, pipeline: Pipeline, partition: int, ends: Mapping[str, int]) -> None:
+        """Rebuild the partition's state up to ``ends`` (topic -> first offset not folded) unless
+        it is ready."""
+        if (pipeline.name, partition) not in self.ready:
+            if pipeline.stateful:
+                await self.rebuild(pipeline, partition, ends)
+            self.ready.add((pipeline.name, partition))
+
+    async def rebuild(
+        self, pipeline: Pipeline, partition: int, ends: Mapping[str, int], give_up_s: float = 300.0
+    ) -> None:
+        """Kafka may be coming back from an outage (that is often why partitions moved): retry."""
+        deadline, attempt = time.monotonic() + give_up_s, 0
+        while True:
+            attempt += 1
+            try:
+                await self._rebuild(pipeline, partition, ends)
+                return
+            except RuntimeServiceError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("rebuilding %s partition %d failed (attempt %d): %s",
+                            pipeline.name, partition, attempt, exc)  # fmt: skip
+                await asyncio.sleep(min(0.5 * attempt, 5.0))
+
+    async def fold_history(self, pipeline: Pipeline, partition: int, history: Batch) -> None:
+        """A fresh state for the partition from ``history`` (outputs discarded)."""
+
+        async def reset() -> None:
+            pipeline.forget([partition])
+
+        await reset()
+        await fold_isolating(pipeline, partition, history, replay=True, reset=reset)
+
+    async def read(
+        self, topics: Sequence[str], partition: int, spans: Mapping[str, tuple[int | None, int]]
+    ) -> Batch:
+        """The log of ``partition`` in every topic, each from ``spans[topic][0]`` to ``[1]``."""
+        return {t: await self.read_log(t, partition, *spans[t]) for t in topics}
+
+    async def _rebuild(self, pipeline: Pipeline, partition: int, ends: Mapping[str, int]) -> None:
+        started = time.monotonic()
+        history = await self.read(pipeline.topics, partition, {t: (None, ends[t]) for t in pipeline.topics})
+        await self.fold_history(pipeline, partition, history)
+        count = sum(len(m) for m in history.values())
+        if count:
+            log.info("%s: rebuilt partition %d from %d messages in %.1fs", pipeline.name, partition,
+                     count, time.monotonic() - started)  # fmt: skip
