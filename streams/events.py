@@ -24,8 +24,8 @@ REJECTION_KINDS = ("malformed_json", "schema_violation", "late_event", "processi
 REASON_MAX_CHARS = 2_000
 # Below Kafka's default message.max.bytes (1 MB), leaving room for the key, headers and framing.
 DEFAULT_DEAD_LETTER_MAX_BYTES = 900_000
-# Any limit from here up holds every letter's metadata (reason, key prefix, coordinates).
-DEAD_LETTER_MIN_BYTES = 32_768
+# Any limit from here up holds every letter (under a tight limit the key and reason give way first).
+DEAD_LETTER_MIN_BYTES = 1_024
 DEAD_LETTER_KEY_MAX_BYTES = 4_096  # of the message key kept in a letter: the raw topic keeps it all
 DEAD_LETTER_ROW_RAW_MAX_BYTES = 1_000_000  # of the value kept in a `dead_letters` row
 DEAD_LETTER_TABLE = "dead_letters"
@@ -56,11 +56,13 @@ class Rejected:
     reason: str
 
 
-def capped_reason(reason: str) -> str:
-    """``reason`` in at most REASON_MAX_CHARS characters, always encodable as UTF-8 (a lone
+def capped_reason(reason: str, max_chars: int = REASON_MAX_CHARS) -> str:
+    """``reason`` in at most ``max_chars`` characters, always encodable as UTF-8 (a lone
     surrogate in an exception message would make the JSON encoder raise)."""
     text = reason.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text if len(text) <= REASON_MAX_CHARS else text[: REASON_MAX_CHARS - 1] + "…"
+    if len(text) <= max_chars:
+        return text
+    return text[: max_chars - 1] + "…" if max_chars > 0 else ""
 
 
 def processing_error(exc: BaseException) -> Rejected:
@@ -91,20 +93,17 @@ class DeadLetter:
     coordinates: Coordinates
     rejection: Rejected
 
-    def _key(self) -> tuple[bytes | None, bool]:
+    def _key(self, max_bytes: int = DEAD_LETTER_KEY_MAX_BYTES) -> tuple[bytes | None, bool]:
         key = self.coordinates.key
-        if key is None or len(key) <= DEAD_LETTER_KEY_MAX_BYTES:
+        if key is None or len(key) <= max_bytes:
             return key, False
-        return key[:DEAD_LETTER_KEY_MAX_BYTES], True
+        return key[:max_bytes], True
 
-    def to_record(
-        self, pipeline_version: str, max_bytes: int = DEFAULT_DEAD_LETTER_MAX_BYTES
-    ) -> dict[str, Any]:
-        """The dead-letter topic's record (`schemas/dead_letter.schema.json`): its JSON
-        (``orjson.dumps``) is at most ``max_bytes``, the raw value cut to the prefix that fits."""
+    def _metadata(self, pipeline_version: str, key_max_bytes: int, reason_max_chars: int) -> dict[str, Any]:
+        """The record but its raw value."""
         c = self.coordinates
-        key, key_truncated = self._key()
-        record: dict[str, Any] = {
+        key, key_truncated = self._key(key_max_bytes)
+        return {
             "topic": c.topic,
             "partition": c.partition,
             "offset": c.offset,
@@ -112,15 +111,30 @@ class DeadLetter:
             "key_base64": _b64(key) if key is not None else None,
             "key_truncated": key_truncated,
             "reason_kind": self.rejection.kind,
-            "reason": capped_reason(self.rejection.reason),
+            "reason": capped_reason(self.rejection.reason, reason_max_chars),
             "raw_base64": "",
             "raw_size": len(self.raw),
             "raw_sha256": hashlib.sha256(self.raw).hexdigest(),
             "raw_truncated": False,  # "false" is longer than "true": the room is measured with it
             "pipeline_version": pipeline_version,
         }
-        room = max_bytes - len(orjson.dumps(record))
-        if room < 0:
+
+    def to_record(
+        self, pipeline_version: str, max_bytes: int = DEFAULT_DEAD_LETTER_MAX_BYTES
+    ) -> dict[str, Any]:
+        """The dead-letter topic's record (`schemas/dead_letter.schema.json`): its JSON
+        (``orjson.dumps``) is at most ``max_bytes``, the raw value cut to the prefix that fits.
+        Under a limit too tight for the key and reason (far below the default), they are cut too."""
+        for key_max_bytes, reason_max_chars in (
+            (DEAD_LETTER_KEY_MAX_BYTES, REASON_MAX_CHARS),
+            (0, 100),
+            (0, 0),
+        ):
+            record = self._metadata(pipeline_version, key_max_bytes, reason_max_chars)
+            room = max_bytes - len(orjson.dumps(record))
+            if room >= 0:
+                break
+        else:
             raise ValueError(f"a dead letter needs more than {max_bytes} bytes (at least {max_bytes - room})")
         raw = self.raw[: room // 4 * 3]  # base64: 4 ASCII characters per 3 bytes, none escaped in JSON
         record["raw_base64"] = _b64(raw)

@@ -139,7 +139,9 @@ def begin_replay(
     if from_ms is not None:
         if any(kafka_io.group_members(settings.kafka, g) for g in version_names.groups):
             raise ConfigError(f"workers of {version} are already running; stop them before --from")
-        offsets = {t: kafka_io.offsets_for_time(settings.kafka, t, from_ms) for t in version_names.source_topics}
+        offsets = {
+            t: kafka_io.offsets_for_time(settings.kafka, t, from_ms) for t in version_names.source_topics
+        }
         if offsets:
             kafka_io.commit_group_offsets(settings.kafka, version_names.group_id, offsets)
     return record, True

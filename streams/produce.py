@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from streams.io.kafka import make_producer
 from streams.settings import KafkaSettings
@@ -72,3 +72,38 @@ def produce(
     seconds = time.monotonic() - started
     first_error = failures[0].str() if failures else None
     return ProduceReport(sent - len(failures), len(failures), seconds, rate, first_error)
+
+
+def produce_each(
+    kafka: KafkaSettings,
+    topic: str,
+    messages: Sequence[tuple[bytes | None, bytes | None]],
+    *,
+    overrides: Mapping[str, str | int | float | bool] | None = None,
+    timeout_s: float = 120,
+) -> list[str | None]:
+    """Send (key, value) pairs, either of which may be None, and return each one's outcome in
+    order: None once acknowledged, else Kafka's error (a message too large for the producer or the
+    broker is an outcome here, not an exception). ``overrides`` go to the producer's config."""
+    producer = make_producer(kafka, **(overrides or {}))
+    outcomes: list[str | None] = [f"not acknowledged within {timeout_s:.0f}s"] * len(messages)
+
+    def delivered_to(index: int) -> Callable[[KafkaError | None, Message], None]:
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            outcomes[index] = error.str() if error is not None else None
+
+        return delivered
+
+    for index, (key, value) in enumerate(messages):
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=delivered_to(index))
+                break
+            except BufferError:  # local queue full: let the brokers drain it
+                producer.poll(0.05)
+            except KafkaException as exc:  # refused before sending, e.g. over message.max.bytes
+                outcomes[index] = exc.args[0].str()
+                break
+        producer.poll(0)
+    producer.flush(timeout_s)
+    return outcomes

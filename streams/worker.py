@@ -106,7 +106,8 @@ def build_job(
     w, t = settings.worker, settings.topics
     pipelines = build_pipelines(composition)
     timed = (t.transactions,) if any(p.name == "fraud" for p in pipelines) else ()
-    observer = MetricsObserver(metrics, fraud_metrics, latency_topics=timed)
+    sources = [topic for p in pipelines for topic in p.topics]
+    observer = MetricsObserver(metrics, fraud_metrics, latency_topics=timed, source_topics=sources)
     producer = make_producer(settings.kafka, **{"message.max.bytes": w.dead_letter_max_bytes + 65_536})
     outputs: dict[str, RecordOutput] = {}
 
@@ -122,7 +123,10 @@ def build_job(
         return await asyncio.to_thread(read_log, settings.kafka, topic, partition, start, end)
 
     pacing = Pacing(w.batch_size, w.flush_interval_s, w.catchup_flush_interval_s)
-    return Job(pipelines, checkpoint, Recovery(read), observer, pacing, timed), pipelines
+    # Scores are awaited by a checkout: fraud is checkpointed within milliseconds while caught up.
+    fraud = Pacing(w.batch_size, composition.fraud.batch_timeout_s, w.catchup_flush_interval_s)
+    job = Job(pipelines, checkpoint, Recovery(read), observer, pacing, timed, paced={"fraud": fraud})
+    return job, pipelines
 
 
 def run_worker(settings: Settings, composition: Composition | None = None) -> None:

@@ -23,10 +23,13 @@ produce_app = typer.Typer(help="Produce generated events to Kafka.", no_args_is_
 
 
 def worker() -> None:
-    """Run a Faust worker (stops cleanly on SIGTERM / Ctrl-C)."""
+    """Run a worker: the engine over every pipeline of the version (stops cleanly on SIGTERM / Ctrl-C).
+    Settings are checked before anything is started or registered."""
+    from streams.compose import compose
     from streams.worker import run_worker
 
-    run_worker(load_settings())
+    settings = load_settings()
+    run_worker(settings, compose(settings))
 
 
 def progress_bar() -> Progress:

@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from streams.engine.pipeline import Drained, Folded, Record
-from streams.events import DeadLetter
+from streams.events import DEAD_LETTER_MIN_BYTES, DEAD_LETTER_TABLE, DeadLetter
 from streams.sink import Sink
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_TABLE = "dead_letters"
 TopicPartition = tuple[str, int]
 
 
@@ -57,9 +56,13 @@ class Pending:
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read
     timestamps: dict[str, list[int]] = field(default_factory=dict)  # topic -> Kafka times (ms)
 
-    @property
-    def empty(self) -> bool:
-        return not self.offsets and not self.drained.rows and not self.folded.letters
+    def add(self, other: Pending) -> None:
+        self.folded.add(other.folded)
+        self.drained.add(other.drained)
+        self.consumed.update(other.consumed)
+        self.offsets.update(other.offsets)
+        for topic, times in other.timestamps.items():
+            self.timestamps.setdefault(topic, []).extend(times)
 
 
 class Checkpoint:
@@ -131,8 +134,7 @@ class Checkpoint:
             log.error(
                 "dead letter %s refused by Kafka (%s) and Cassandra (%s)", letter.coordinates, reason, exc
             )
-        minimal = DeadLetter(b"", letter.coordinates, letter.rejection)
-        record = minimal.to_record(self.version, self.max_bytes)
+        record = letter.to_record(self.version, DEAD_LETTER_MIN_BYTES)  # size and sha256 of the original
         record["raw_unavailable"] = f"refused by Kafka ({reason[:200]}) and by the fallback table"
         refused = await self._publish(self.dead_letter_topic, [(str(letter.coordinates).encode(), record)])
         if refused:

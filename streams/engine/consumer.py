@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streams.errors import RuntimeServiceError
-from streams.io.kafka import client_config
+from streams.io.kafka import client_config, committed_patiently
 from streams.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class BatchConsumer:
 
     def committed_now(self, tps: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The group's committed offsets (on the consumer's thread or while it is idle)."""
-        found = self._consumer.committed([TopicPartition(t, p) for t, p in tps], 10)
+        found = committed_patiently(self._consumer, [TopicPartition(t, p) for t, p in tps])
         return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
 
     async def committed(self, tps: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from streams.engine.checkpoint import Checkpoint, Pending, TopicPartition
-from streams.engine.pipeline import Batch, Message, Pipeline
+from streams.engine.pipeline import Message, Pipeline
 from streams.engine.recovery import Recovery, fold_isolating
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,16 @@ class JobObserver(Protocol):
 
 @dataclass(frozen=True)
 class Pacing:
+    """How often a pipeline is checkpointed: every ``flush_interval_s`` while the worker is caught
+    up (latency), every ``catchup_flush_interval_s`` while it works through a backlog (each changed
+    row is written once per interval, not once per batch)."""
+
     batch_size: int = 10_000
     flush_interval_s: float = 0.5
     catchup_flush_interval_s: float = 5.0
+
+    def interval(self, caught_up: bool) -> float:
+        return self.flush_interval_s if caught_up else self.catchup_flush_interval_s
 
 
 class Job:
@@ -60,13 +67,17 @@ class Job:
         observer: JobObserver,
         pacing: Pacing,
         timed_topics: Sequence[str] = (),
+        paced: Mapping[str, Pacing] | None = None,
     ) -> None:
+        """``paced``: a pipeline's own pacing (by name), e.g. fraud scores within milliseconds
+        while CTR windows are written twice a second."""
         self.pipelines = list(pipelines)
         self.pipeline_of = {topic: p for p in self.pipelines for topic in p.topics}
         self.checkpoint, self.recovery, self.observer, self.pacing = checkpoint, recovery, observer, pacing
+        self.paced = {p.name: (paced or {}).get(p.name, pacing) for p in self.pipelines}
         self.timed_topics = set(timed_topics)  # whose Kafka timestamps the observer times
         self.consumer: Consumer | None = None
-        self.pending = Pending()
+        self.pending = {p.name: Pending() for p in self.pipelines}  # not durable yet, per pipeline
         self.durable: dict[TopicPartition, int] = {}  # committed, or where folding resumed
         self.suspended: set[TopicPartition] = set()  # revoked, checkpointed: kept if given back
         self.stopping = False
@@ -79,23 +90,23 @@ class Job:
 
     async def run(self, consumer: Consumer) -> None:
         self.consumer, self._loop = consumer, asyncio.get_running_loop()
-        pacing = self.pacing
+        batch_size = self.pacing.batch_size
         await consumer.start()
-        last_flush, caught_up = 0.0, True
+        last_flush, caught_up = dict.fromkeys(self.paced, 0.0), True
         try:
             while not self.stopping:
-                interval = pacing.flush_interval_s if caught_up else pacing.catchup_flush_interval_s
-                due = last_flush + interval
-                messages = await consumer.consume(
-                    pacing.batch_size, min(max(due - time.monotonic(), 0.01), 0.5)
-                )
-                caught_up = len(messages) < pacing.batch_size
+                due = {name: last_flush[name] + p.interval(caught_up) for name, p in self.paced.items()}
+                wait_s = min(max(min(due.values()) - time.monotonic(), 0.005), 0.5)
+                messages = await consumer.consume(batch_size, wait_s)
+                caught_up = len(messages) < batch_size
                 if messages:
                     await self.take(messages)
-                letters = len(self.pending.folded.letters)
-                if self.pending.offsets and (time.monotonic() >= due or letters >= pacing.batch_size):
-                    await self.flush(consumer.commit)
-                    last_flush = time.monotonic()
+                now = time.monotonic()
+                ready = [name for name, pending in self.pending.items() if pending.offsets and
+                         (now >= due[name] or len(pending.folded.letters) >= batch_size)]  # fmt: skip
+                if ready:
+                    await self.flush(consumer.commit, ready)
+                    last_flush |= dict.fromkeys(ready, time.monotonic())
         finally:
             await consumer.close()  # checkpoints and commits through `on_revoke`
             self.stopped.set()
@@ -107,11 +118,11 @@ class Job:
 
     async def take(self, messages: Sequence[Message]) -> None:
         """Fold a consumed batch, partition by partition, each pipeline's topics together."""
-        pending = self.pending
         groups: dict[tuple[str, int], dict[str, list[Message]]] = {}
         for message in messages:
             topic, partition = message.topic() or "", message.partition() or 0
             pipeline = self.pipeline_of[topic]
+            pending = self.pending[pipeline.name]
             groups.setdefault((pipeline.name, partition), {}).setdefault(topic, []).append(message)
             pending.offsets[(topic, partition)] = (message.offset() or 0) + 1  # in order per partition
             pending.consumed[topic] += 1
@@ -131,9 +142,10 @@ class Job:
             ) -> None:
                 await self._reset(pipeline, partition, firsts)
 
-            pending.folded.add(await fold_isolating(pipeline, partition, batch, replay=False, reset=reset))
+            folded = await fold_isolating(pipeline, partition, batch, replay=False, reset=reset)
+            self.pending[name].folded.add(folded)
         self.observer.batch_consumed(len(messages))
-        self._report_positions({tp for tp in pending.offsets})
+        self._report_positions({(m.topic() or "", m.partition() or 0) for m in messages})
 
     async def _ensure(self, pipeline: Pipeline, partition: int, firsts: Mapping[str, int]) -> None:
         if (pipeline.name, partition) in self.recovery.ready:
@@ -154,7 +166,8 @@ class Job:
         spans_durable, spans_pending = {}, {}
         for topic in pipeline.topics:
             durable = self.durable.get((topic, partition), 0)
-            first = firsts.get(topic, self.pending.offsets.get((topic, partition), durable))
+            pending_offsets = self.pending[pipeline.name].offsets
+            first = firsts.get(topic, pending_offsets.get((topic, partition), durable))
             spans_durable[topic], spans_pending[topic] = (None, durable), (durable, first)
         history = await self.recovery.read(pipeline.topics, partition, spans_durable)
         tail = await self.recovery.read(pipeline.topics, partition, spans_pending)
@@ -165,17 +178,20 @@ class Job:
 
         await fold_isolating(pipeline, partition, tail, replay=False, reset=no_reset)
 
-    async def flush(self, commit: Any) -> None:
-        """Drain every pipeline and checkpoint everything folded so far."""
-        done, self.pending = self.pending, Pending()
+    async def flush(self, commit: Any, names: Sequence[str] | None = None) -> None:
+        """Drain the pipelines named (all by default) and checkpoint what they folded, in one round."""
+        done = Pending()
         for pipeline in self.pipelines:
-            done.drained.add(pipeline.drain())
+            if names is None or pipeline.name in names:
+                pending, self.pending[pipeline.name] = self.pending[pipeline.name], Pending()
+                pending.drained = pipeline.drain()
+                done.add(pending)
         await self.checkpoint.commit(done, commit)
         self.durable |= done.offsets
 
     def _report_positions(self, tps: set[TopicPartition]) -> None:
         assert self.consumer is not None
-        positions = {tp: self.pending.offsets[tp] for tp in tps}
+        positions = {tp: self.pending[self.pipeline_of[tp[0]].name].offsets[tp] for tp in tps}
         watermarks = {}
         for topic, partition in tps:
             mark = self.pipeline_of[topic].watermark(partition)
@@ -209,8 +225,9 @@ class Job:
 
     def on_lost(self, tps: list[TopicPartition]) -> None:
         self._forget(tps)
-        for tp in tps:
-            self.pending.offsets.pop(tp, None)
+        for pending in self.pending.values():
+            for tp in tps:
+                pending.offsets.pop(tp, None)
         self.observer.partitions_gone(list(tps))
 
     def _forget(self, tps: set[TopicPartition] | list[TopicPartition]) -> None:
@@ -219,11 +236,3 @@ class Job:
             if pipeline is not None:
                 self.recovery.forget(pipeline, [partition])
             self.durable.pop((topic, partition), None)
-
-
-def batch_of(messages: Sequence[Message]) -> Batch:
-    """Messages grouped by topic, in order (for tests and tools)."""
-    grouped: dict[str, list[Message]] = {}
-    for message in messages:
-        grouped.setdefault(message.topic() or "", []).append(message)
-    return grouped

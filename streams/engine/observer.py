@@ -21,9 +21,13 @@ class MetricsObserver:
         metrics: PipelineMetrics,
         fraud: FraudMetrics | None = None,
         latency_topics: Sequence[str] = (),
+        source_topics: Sequence[str] = (),
     ) -> None:
         self.m, self.fraud = metrics, fraud
         self.latency_topics = tuple(latency_topics)  # their Kafka time to durable: fraud latency
+        for topic in source_topics:  # dashboards and alerts see 0, not "no data"
+            metrics.dead_letter_fallbacks.labels(topic)
+            metrics.dead_letter_failures.labels(topic)
         self._reported: set[TopicPartition] = set()
 
     # The job

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,7 +158,8 @@ _TRANSIENT_CODES = frozenset(
         KafkaError._ALL_BROKERS_DOWN, KafkaError._QUEUE_FULL, KafkaError.REQUEST_TIMED_OUT,
         KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
         KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.NETWORK_EXCEPTION,
+        KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.NETWORK_EXCEPTION, KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
     }
 )  # fmt: skip
 
@@ -246,10 +248,26 @@ def committed_offsets(
     """The group's committed offsets (partitions without one are left out)."""
     consumer = Consumer({**client_config(kafka), "group.id": group_id, "enable.auto.commit": False})
     try:
-        found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        found = committed_patiently(consumer, [TopicPartition(topic, p) for p in partitions])
         return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
     finally:
         consumer.close()
+
+
+def committed_patiently(
+    consumer: Consumer, tps: list[TopicPartition], give_up_s: float = 60.0
+) -> list[TopicPartition]:
+    """``consumer.committed``, retried while the group coordinator moves or loads (a broker that
+    just restarted answers NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS for a while)."""
+    deadline = time.monotonic() + give_up_s
+    while True:
+        try:
+            return list(consumer.committed(tps, timeout=10))
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if not is_transient(error) or time.monotonic() > deadline:
+                raise RuntimeServiceError(f"cannot read committed offsets: {error.str()}") from exc
+            time.sleep(0.5)
 
 
 def watermarks(kafka: KafkaSettings, topic: str) -> dict[int, tuple[int, int]]:

@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from streams.compose import compose
-from streams.fraud.processor import FraudProcessor
 from streams.fraud.generator import TransactionGenerator, TransactionProfile
+from streams.fraud.processor import FraudProcessor
 from streams.fraud.synthetic import load_ip_prefixes
 from streams.io.cassandra import connect
 from streams.io.kafka import committed_offsets
@@ -35,7 +35,11 @@ def uninterrupted(settings: Settings) -> dict[str, tuple[float, str, bool, list[
     """Each partition folded in one pass: transactions in order, then its labels."""
     f = compose(settings).fraud
     processor = FraudProcessor(
-        f.model, f.policy, f.ip_prefixes, settings.worker.pipeline_version, label_horizon_ms=f.label_horizon_ms
+        f.model,
+        f.policy,
+        f.ip_prefixes,
+        settings.worker.pipeline_version,
+        label_horizon_ms=f.label_horizon_ms,
     )
     transactions = read_partitions(settings, settings.topics.transactions)
     labels = read_partitions(settings, settings.topics.labels)

@@ -26,6 +26,8 @@ def streams(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         (("produce", "smoke", "--count", "0"), {}, "--count"),
         (("nonsense",), {}, "No such command"),
         (("dev", "status"), {"STREAMS_KAFKA__PARTITIONS": "-1"}, "invalid setting kafka.partitions"),
+        (("produce", "hostile", "--topic", "clicks"), {}, "'clicks' is not one of 'ad-events'"),
+        (("produce", "hostile", "--topic", "labels", "--run-id", "a b"), {}, "a run id is"),
     ],
 )
 def test_mistakes_are_one_line(args: tuple[str, ...], env: dict[str, str], message: str) -> None:

@@ -11,6 +11,7 @@ from streams.events import Coordinates, DeadLetter, Rejected, Validator, decode,
 from streams.pipelines import smoke
 from streams.pipelines.batch import decode_batch
 from streams.settings import load_settings
+from tests.unit.decoding import TYPED_STRUCTS, structs_used_in_source, verdict
 
 SCHEMAS = load_settings().schemas_dir
 
@@ -137,20 +138,8 @@ def test_the_typed_ad_decoder_accepts_exactly_what_the_schema_accepts(
 ) -> None:
     """msgspec is the fast path; the JSON Schema is the contract. Every event gets the same verdict
     (and an accepted one the same values) whichever path decides it."""
-    from streams.ctr.state import AdEventMessage
-    from streams.events import TypedDecoder
-
-    validator = load_validator(SCHEMAS / "ad_event.schema.json")
     event = {k: v for k, v in {**_VALID_AD_EVENT, **changes}.items() if k not in removed}
-    raw = orjson.dumps(event)
-    by_schema = decode(raw, validator)
-    typed = TypedDecoder(AdEventMessage, validator).decode(raw)
-    if isinstance(by_schema, Rejected):
-        assert typed == by_schema
-    else:
-        assert isinstance(typed, AdEventMessage)
-        fields = ("event_id", "type", "ts", "ad_id", "campaign_id", "segment", "user_id")
-        assert {name: getattr(typed, name) for name in fields} == {name: by_schema[name] for name in fields}
+    verdict(orjson.dumps(event), "ad_event.schema.json")
 
 
 @given(
@@ -158,9 +147,58 @@ def test_the_typed_ad_decoder_accepts_exactly_what_the_schema_accepts(
 )
 def test_the_typed_decoder_turns_any_bytes_into_an_event_or_the_schema_s_rejection(raw: bytes) -> None:
     """Invalid UTF-8, truncated JSON, anything: never an exception, always the schema's verdict."""
-    from streams.ctr.state import AdEventMessage
+    verdict(raw, "ad_event.schema.json")
+
+
+def test_a_null_impression_id_is_refused_by_both_paths() -> None:
+    event = {**_VALID_AD_EVENT, "type": "impression", "impression_id": None}
+    result = verdict(orjson.dumps(event), "ad_event.schema.json")
+    assert isinstance(result, Rejected) and "impression_id" in result.reason
+
+
+_DEEP = 100_000
+_VALID_AD_BYTES = orjson.dumps(_VALID_AD_EVENT)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a":' * _DEEP,
+        b'{"a":' * _DEEP + b"1" + b"}" * _DEEP,
+        b"[" * _DEEP + b"]" * _DEEP,
+        _VALID_AD_BYTES[:-1] + b',"x":' + b'{"a":' * _DEEP + b"1" + b"}" * _DEEP + b"}",
+        _VALID_AD_BYTES[:-1] + b',"x":' + b"[" * _DEEP + b"]" * _DEEP + b"}",
+        _VALID_AD_BYTES[:-1] + b',"impression_id":' + b"[" * _DEEP + b"]" * _DEEP + b"}",
+    ],
+    ids=["open-objects", "objects", "arrays", "objects-in-extra", "arrays-in-extra", "arrays-in-field"],
+)
+def test_deep_nesting_is_malformed_json_not_a_crash(raw: bytes) -> None:
+    """msgspec raises RecursionError on deep objects; orjson stops at 1024 levels."""
+    result = verdict(raw, "ad_event.schema.json")
+    assert isinstance(result, Rejected) and result.kind == "malformed_json", result
+
+
+def test_unknown_fields_take_the_schema_path_and_are_judged_by_it() -> None:
+    """msgspec would skip these values; the schema path's parser refuses them."""
+    for extra, kind in [
+        (b"1" * 5000, "malformed_json"),
+        (b'"\xff"', "malformed_json"),
+        (b'"ok"', None),
+    ]:
+        result = verdict(_VALID_AD_BYTES[:-1] + b',"x":' + extra + b"}", "ad_event.schema.json")
+        assert (result.kind if isinstance(result, Rejected) else None) == kind
+
+
+def test_a_struct_that_skips_unknown_fields_cannot_be_a_typed_decoder() -> None:
+    from streams.ctr.state import AdEvent
     from streams.events import TypedDecoder
 
-    validator = load_validator(SCHEMAS / "ad_event.schema.json")
-    typed = TypedDecoder(AdEventMessage, validator).decode(raw)
-    assert typed == decode(raw, validator) or isinstance(typed, AdEventMessage)
+    with pytest.raises(TypeError, match="forbid_unknown_fields"):
+        TypedDecoder(AdEvent, load_validator(SCHEMAS / "ad_event.schema.json"))
+
+
+def test_every_typed_decoder_is_held_to_its_schema() -> None:
+    """The property tests cover every struct a TypedDecoder is built with."""
+    covered = {struct.__name__ for struct in TYPED_STRUCTS.values()}
+    used = structs_used_in_source()
+    assert used and used <= covered, used - covered

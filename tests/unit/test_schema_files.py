@@ -1,12 +1,24 @@
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 from streams.errors import RuntimeServiceError
+from streams.events import (
+    DEAD_LETTER_PRIMARY_KEY,
+    REJECTION_KINDS,
+    Coordinates,
+    DeadLetter,
+    Rejected,
+    load_validator,
+)
 from streams.io.cassandra import schema_statements
 from streams.settings import load_settings
 
 SCHEMA_DIR = load_settings().deploy_dir / "cassandra" / "schema"
+SCHEMAS = load_settings().schemas_dir
 
 
 def test_cql_is_idempotent_and_keyspace_is_filled_in() -> None:
@@ -20,3 +32,23 @@ def test_cql_is_idempotent_and_keyspace_is_filled_in() -> None:
 def test_a_keyspace_name_that_is_not_an_identifier_is_refused() -> None:
     with pytest.raises(RuntimeServiceError):
         schema_statements(SCHEMA_DIR, "ks; DROP TABLE x", 1)
+
+
+def test_the_dead_letters_table_holds_every_column_of_a_fallback_row_under_its_coordinates() -> None:
+    statement = next(s for s in schema_statements(SCHEMA_DIR, "ks", 1) if "ks.dead_letters " in s)
+    assert "PRIMARY KEY ((pipeline_version, topic, partition), offset)" in statement
+    assert DEAD_LETTER_PRIMARY_KEY == ("pipeline_version", "topic", "partition", "offset")
+    columns = set(re.findall(r"^\s*(\w+) \w+,", statement, re.MULTILINE))
+    letter = DeadLetter(b"{", Coordinates("t", 0, 1, key=b"k"), Rejected("malformed_json", "x"))
+    assert set(letter.to_row("v1")) == columns
+
+
+def test_a_capped_dead_letter_record_follows_its_schema() -> None:
+    schema = json.loads((SCHEMAS / "dead_letter.schema.json").read_text())
+    at = Coordinates("ad-events", 0, 5, timestamp_ms=1, key=b"k" * 100_000)
+    letter = DeadLetter(b"x" * 2_000_000, at, Rejected("processing_error", "reason " * 1_000))
+    record = letter.to_record("v1")
+    load_validator(SCHEMAS / "dead_letter.schema.json")(record)
+    assert record["raw_truncated"] and record["key_truncated"]
+    assert set(schema["required"]) | {"timestamp_ms", "key_base64"} == set(record)
+    assert schema["properties"]["reason_kind"]["enum"] == list(REJECTION_KINDS)
