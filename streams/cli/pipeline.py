@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from streams.errors import ConfigError, RuntimeServiceError, StreamsError
-from streams.pipelines import smoke
 from streams.produce import ProduceReport, produce
 from streams.settings import Settings, load_settings
+from streams.smoke import logic as smoke
 
 console = Console()
 err = Console(stderr=True)

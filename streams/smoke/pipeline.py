@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from streams.engine.pipeline import Batch, Drained, Folded, coordinates_of
 from streams.events import DeadLetter, Rejected, Validator, decode
-from streams.pipelines.smoke import PRIMARY_KEY, TABLE, smoke_row
+from streams.smoke.logic import PRIMARY_KEY, TABLE, smoke_row
 
 
 class SmokePipeline:

@@ -19,10 +19,10 @@ from pydantic import SecretStr
 from streams.errors import StreamsError
 from streams.io.cassandra import apply_schema, connect, read_smoke_events
 from streams.io.kafka import ensure_topics, upsert_scram_user
-from streams.pipelines import smoke
 from streams.produce import produce
 from streams.runtime import manager
 from streams.settings import Settings
+from streams.smoke import logic as smoke
 from streams.topics import project_topics
 from tests.integration.test_smoke_pipeline import scrape
 from tests.support import free_port, isolated_settings, running_worker, settings_env, wait_until

@@ -19,9 +19,9 @@ import pytest
 
 from streams.fraud.generator import TransactionGenerator, TransactionProfile
 from streams.fraud.synthetic import load_ip_prefixes
-from streams.pipelines import smoke
 from streams.produce import produce
 from streams.settings import Settings, project_dir
+from streams.smoke import logic as smoke
 from tests.integration.faults import produce_clickstream
 from tests.integration.test_fraud_pipeline import DAY
 from tests.integration.test_fraud_pipeline import START as FRAUD_START

@@ -15,10 +15,10 @@ import pytest
 from confluent_kafka import Consumer
 
 from streams.io.cassandra import connect, read_smoke_events
-from streams.pipelines import smoke
 from streams.produce import produce
 from streams.scrape import fetch_metrics, total
 from streams.settings import Settings
+from streams.smoke import logic as smoke
 from tests.support import running_worker, wait_until
 
 pytestmark = pytest.mark.integration

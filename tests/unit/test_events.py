@@ -7,10 +7,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streams.engine.testing import LogMessage
 from streams.events import Coordinates, DeadLetter, Rejected, Validator, decode, load_validator
-from streams.pipelines import smoke
-from streams.pipelines.batch import decode_batch
 from streams.settings import load_settings
+from streams.smoke import logic as smoke
+from streams.smoke.pipeline import SmokePipeline
 from tests.unit.decoding import TYPED_STRUCTS, structs_used_in_source, verdict
 
 SCHEMAS = load_settings().schemas_dir
@@ -67,20 +68,23 @@ def test_dead_letter_record_keeps_bytes_and_coordinates_and_follows_its_schema()
     )
 )
 def test_a_batch_splits_into_exactly_the_valid_events_and_the_rest(items: list[tuple[str, object]]) -> None:
-    validator = load_validator(SCHEMAS / smoke.SCHEMA_FILE)
+    pipeline = SmokePipeline(load_validator(SCHEMAS / smoke.SCHEMA_FILE), "t", "v1")
     messages = []
     for offset, (kind, value) in enumerate(items):
         if kind == "good":
             raw = orjson.dumps({"event_id": f"e{value}", "run_id": "r", "ts": 1700000000000 + int(value)})  # type: ignore[call-overload]
         else:
             raw = value  # type: ignore[assignment]
-        messages.append((raw, Coordinates("t", 0, offset)))
-    batch = decode_batch(messages, validator)
-    assert len(batch.events) + len(batch.dead_letters) == len(messages)
+        messages.append(LogMessage("t", 0, offset, raw))
+    folded = pipeline.fold(0, {"t": messages})
+    rows = pipeline.drain().rows.get(smoke.TABLE, [])
+    assert len(rows) + len(folded.letters) == len(messages)
     good_offsets = {o for o, (kind, _) in enumerate(items) if kind == "good"}
     # junk of at most 30 bytes can never be a valid event (the shortest is longer)
-    assert good_offsets == {at.offset for _, at, _ in batch.events}
-    assert all(letter.raw == messages[letter.coordinates.offset][0] for letter in batch.dead_letters)
+    assert good_offsets == {row["source_offset"] for row in rows}
+    assert all(
+        letter.raw == (messages[letter.coordinates.offset].value() or b"") for letter in folded.letters
+    )
 
 
 def test_an_integral_float_time_is_an_integer_time() -> None:

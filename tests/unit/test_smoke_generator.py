@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 
 from streams.events import Coordinates
-from streams.pipelines import smoke
+from streams.smoke import logic as smoke
 
 
 def test_generator_is_deterministic_for_a_seed_and_adds_the_bad_messages() -> None:

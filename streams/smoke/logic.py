@@ -1,4 +1,4 @@
-"""The smoke pipeline: one Cassandra row per valid event. Proves Kafka -> worker -> Cassandra."""
+"""The smoke pipeline's pure logic: its row, and a generator of good and deliberately bad events."""
 
 from __future__ import annotations
 
