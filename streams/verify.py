@@ -11,43 +11,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.tables import CATALOGUE, Table
 
-@dataclass(frozen=True)
-class ResultTable:
-    """What identifies a result row and what must be equal."""
-
-    name: str
-    key: tuple[str, ...]
-    values: tuple[str, ...]
-    time_column: str
-
-
-RESULT_TABLES = (
-    ResultTable(
-        "ctr_ad_windows", ("ad_id", "window", "window_start"),
-        ("campaign_id", "window_end", "impressions", "clicks", "smoothed_ctr", "ci_low", "ci_high",
-         "prior_level", "final"),
-        "window_start",
-    ),
-    ResultTable(
-        "ctr_campaign_windows", ("campaign_id", "window", "window_start", "source_partition"),
-        ("window_end", "impressions", "clicks", "final"), "window_start",
-    ),
-    ResultTable(
-        "ctr_segment_cells", ("segment", "ad_id", "window", "window_start"),
-        ("campaign_id", "impressions", "clicks", "smoothed_ctr", "ci_low", "ci_high", "prior_level", "final"),
-        "window_start",
-    ),
-    ResultTable(
-        "fraud_scores", ("customer_id", "ts", "transaction_id"),
-        ("amount", "score", "decision", "holdout", "reasons", "model_version"), "ts",
-    ),
-    ResultTable(
-        "fraud_transactions", ("transaction_id",),
-        ("customer_id", "score", "decision", "features", "is_fraud", "label_source", "label_ts"), "ts",
-    ),
-    ResultTable("smoke_events", ("run_id", "event_id"), ("ts", "payload", "source_offset"), "ts"),
-)  # fmt: skip
+ResultTable = Table
+RESULT_TABLES = tuple(t for t in CATALOGUE if t.verified)
 
 
 @dataclass(frozen=True)
@@ -124,11 +91,12 @@ def read_results(
     """A version's rows of ``table`` whose time column falls in [from_ms, to_ms)."""
     from streams.io.version_store import scan_version_rows
 
-    columns = sorted({*table.key, *table.values, table.time_column})
+    time = table.time_column
+    assert time is not None  # RESULT_TABLES have one
+    columns = sorted({*table.key, *table.values, time})
     rows = (
         row
         for row in scan_version_rows(session, keyspace, table.name, version, columns)
-        if (from_ms is None or row[table.time_column] >= from_ms)
-        and (to_ms is None or row[table.time_column] < to_ms)
+        if (from_ms is None or row[time] >= from_ms) and (to_ms is None or row[time] < to_ms)
     )
     return keyed(table, rows)

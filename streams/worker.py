@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from streams.compose import Composition, compose
 from streams.ctr.pipeline import SCHEMA_FILE as AD_SCHEMA
 from streams.ctr.pipeline import CtrPipeline
-from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE, CtrProcessor
+from streams.ctr.processor import CtrProcessor
 from streams.engine.checkpoint import Checkpoint
 from streams.engine.consumer import BatchConsumer, read_log
 from streams.engine.job import Job, Pacing
@@ -38,6 +38,7 @@ from streams.monitor import FraudMonitor
 from streams.settings import Settings
 from streams.sink import Sink
 from streams.smoke.pipeline import SmokePipeline
+from streams.tables import ttl_tables
 from streams.topics import project_topics
 from streams.versions import group_name, result_topic
 
@@ -145,7 +146,7 @@ def run_worker(settings: Settings, composition: Composition | None = None) -> No
         metrics, fraud_metrics = PipelineMetrics(registry, w.pipeline_version), FraudMetrics(registry)
         serve_metrics(settings, registry)
         target = announce_to_prometheus(settings)
-        ttl = {table: composition.ctr.ttl_s for table in (AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE)}
+        ttl = dict.fromkeys(ttl_tables(), composition.ctr.ttl_s)
         sink = CassandraSink(
             session, c.keyspace, concurrency=c.write_concurrency, ttl_s=ttl,
             on_retry=lambda exc: metrics.sink_retries.labels(type(exc).__name__).inc(),

@@ -10,20 +10,10 @@ from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE, CtrProce
 from streams.ctr.state import AdEvent, AdEventMessage, Outcome
 from streams.engine.pipeline import Batch, Drained, Folded, Message, Record, coordinates_of
 from streams.events import DeadLetter, Rejected, TypedDecoder, Validator
+from streams.tables import of_pipeline
 
 SCHEMA_FILE = "ad_event.schema.json"
-TABLES: dict[str, tuple[str, ...]] = {
-    AD_TABLE: ("pipeline_version", "ad_id", "window", "bucket", "window_start"),
-    CAMPAIGN_TABLE: (
-        "pipeline_version",
-        "campaign_id",
-        "window",
-        "bucket",
-        "window_start",
-        "source_partition",
-    ),
-    CELL_TABLE: ("pipeline_version", "segment", "window", "bucket", "window_start", "ad_id"),
-}
+TABLES = of_pipeline("ctr")
 
 
 def result_records(rows: CtrRows) -> list[Record]:

@@ -1,8 +1,8 @@
 """Per-transaction fraud features from per-partition state. Pure and deterministic.
 
-State is keyed by customer (transactions and labels are keyed by ``customer_id``, so a
-customer's whole history lives in one partition). Device features (distinct cards per device)
-are *partition-local*: a device used by customers in other partitions is not seen here; an exact
+State is keyed by customer (transactions and labels are keyed by ``customer_id``, so a customer's
+whole history lives in one partition). Device features (distinct cards per device) are
+*partition-local*: a device used by customers in other partitions is not seen here; an exact
 view would need a re-keyed topic, whose interleaving would make replays non-deterministic.
 
 Features of a transaction use only what came before it in the partition: the customer's
@@ -11,20 +11,30 @@ history is updated after scoring, so a transaction never leaks into its own scor
 Missing optional fields are imputed with documented defaults and flagged:
 amount z-score 0 without history, basket_items 1, unknown device/card/ip/country -> no
 mismatch and not new, is_new_customer -> "no history in state".
+
+The customer's last 24 h are kept in arrival order, as a queue trimmed from its front to what is
+within 24 h of the customer's newest time. Next to each time is the running maximum of the times
+(``reach``): it never decreases, so the start of each window is found by bisection, and as long
+as the transaction is not older than the customer's newest one and no out-of-order entry
+straddles a window start, each window is a contiguous run of the queue whose amounts are summed
+in arrival order, exactly as a scan would (otherwise a scan of the 24 h run decides).
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from streams.fraud.messages import TransactionMessage, as_transaction
 
 MIN = 60_000
 HOUR = 3_600_000
 DAY = 86_400_000
 EW_ALPHA = 0.1  # weight of the newest amount in the customer's exponentially weighted history
+_EW_KEEP = 1 - EW_ALPHA
 PAYMENT_METHODS = ("invoice", "card", "paypal", "prepaid", "direct_debit")
 
 FEATURES: tuple[str, ...] = (
@@ -52,16 +62,28 @@ FEATURES: tuple[str, ...] = (
     "night",
     *(f"pm_{m}" for m in PAYMENT_METHODS),
 )
+_ONE_HOT = {m: tuple(1.0 if m == k else 0.0 for k in PAYMENT_METHODS) for m in PAYMENT_METHODS}
+_NO_METHOD = (0.0,) * len(PAYMENT_METHODS)
+_COMPACT_AFTER = 64  # trimmed entries kept at the front of a queue before it is compacted
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class CustomerHistory:
-    recent: deque[tuple[int, float]] = field(default_factory=deque)  # (ts, amount), last 24 h
+    times: list[int] = field(default_factory=list)  # arrival order; the last 24 h from `start` on
+    amounts: list[float] = field(default_factory=list)
+    reach: list[int] = field(default_factory=list)  # running maximum of `times`
+    late: list[int] = field(default_factory=list)  # indices of entries older than an earlier one
+    start: int = 0  # entries before it have left the 24 h history
     ew_mean: float = 0.0  # of log(amount)
     ew_var: float = 0.0
     n: int = 0
     devices: set[str] = field(default_factory=set)
     cards: set[str] = field(default_factory=set)
+
+    @property
+    def recent(self) -> list[tuple[int, float]]:
+        """(ts, amount) of the last 24 h, in arrival order."""
+        return list(zip(self.times[self.start :], self.amounts[self.start :], strict=True))
 
 
 @dataclass
@@ -78,79 +100,172 @@ def ip_country(ip: str | None, prefixes: Mapping[str, str]) -> str | None:
     return prefixes.get(ip.split(".", 1)[0])
 
 
-def compute(state: FeatureState, tx: Mapping[str, Any], prefixes: Mapping[str, str]) -> dict[str, float]:
-    """The feature vector of ``tx`` from what the partition saw before it (state is not changed)."""
-    ts, amount = tx["ts"], float(tx["amount"])
-    history = state.customers.get(tx["customer_id"])
-    recent = [(t, a) for t, a in history.recent if ts - DAY < t <= ts] if history else []
-    in_hour = [(t, a) for t, a in recent if t > ts - HOUR]
-    log_amount = math.log1p(amount)
-    has_history = history is not None and history.n > 0
-    z = 0.0
-    if has_history and history is not None:
-        z = (log_amount - history.ew_mean) / math.sqrt(history.ew_var + 0.05)
-    device, card = tx.get("device_id"), tx.get("card_id")
-    cards_on_device = state.device_cards.get(device, {}) if device else {}
-    distinct_cards = len(
-        {c for c, last in cards_on_device.items() if ts - HOUR < last <= ts} | ({card} if card else set())
-    )
-    billing, shipping = tx.get("billing_country"), tx.get("shipping_country")
-    from_ip = ip_country(tx.get("ip"), prefixes)
-    basket = tx.get("basket_items")
-    new_customer = tx.get("is_new_customer")
-    hour = (ts // HOUR) % 24
-    features = {
-        "log_amount": log_amount,
-        "count_1m": float(sum(1 for t, _ in recent if t > ts - MIN)),
-        "count_1h": float(len(in_hour)),
-        "count_24h": float(len(recent)),
-        "log_sum_1h": math.log1p(sum(a for _, a in in_hour)),
-        "log_sum_24h": math.log1p(sum(a for _, a in recent)),
-        "amount_z": z,
-        "no_history": 0.0 if has_history else 1.0,
-        "distinct_cards_device_1h": float(distinct_cards),
-        "device_missing": 0.0 if device else 1.0,
-        "new_device": 1.0 if device and has_history and history and device not in history.devices else 0.0,
-        "card_missing": 0.0 if card else 1.0,
-        "new_card": 1.0 if card and has_history and history and card not in history.cards else 0.0,
-        "is_new_customer": float(new_customer) if new_customer is not None else (0.0 if has_history else 1.0),
-        "is_new_customer_missing": 1.0 if new_customer is None else 0.0,
-        "billing_shipping_mismatch": 1.0 if billing and shipping and billing != shipping else 0.0,
-        "shipping_missing": 0.0 if shipping else 1.0,
-        "billing_ip_mismatch": 1.0 if billing and from_ip and billing != from_ip else 0.0,
-        "ip_missing": 0.0 if from_ip else 1.0,
-        "basket_items": float(basket) if basket is not None else 1.0,
-        "basket_items_missing": 1.0 if basket is None else 0.0,
-        "night": 1.0 if hour < 6 else 0.0,
-    }
-    for method in PAYMENT_METHODS:
-        features[f"pm_{method}"] = 1.0 if tx["payment_method"] == method else 0.0
-    return features
+def advance(state: FeatureState, tx: TransactionMessage, prefixes: Mapping[str, str]) -> list[float]:
+    """The feature vector of ``tx`` (in `FEATURES` order) from what the partition saw before it;
+    then ``tx`` is folded into the state."""
+    history = state.customers.get(tx.customer_id)
+    row = _row(state, history, tx, prefixes)
+    if history is None:
+        history = state.customers[tx.customer_id] = CustomerHistory()
+    _fold(state, history, tx, row[0])
+    return row
 
 
-def update(state: FeatureState, tx: Mapping[str, Any]) -> None:
+def compute(
+    state: FeatureState, tx: TransactionMessage | Mapping[str, Any], prefixes: Mapping[str, str]
+) -> dict[str, float]:
+    """The feature vector of ``tx`` by name (state is not changed)."""
+    return dict(zip(FEATURES, features_of(state, as_transaction(tx), prefixes), strict=True))
+
+
+def update(state: FeatureState, tx: TransactionMessage | Mapping[str, Any]) -> None:
     """Fold ``tx`` into the state, after it has been scored."""
-    ts, amount = tx["ts"], float(tx["amount"])
-    history = state.customers.setdefault(tx["customer_id"], CustomerHistory())
-    history.recent.append((ts, amount))
-    newest = max(t for t, _ in history.recent)
-    while history.recent and history.recent[0][0] <= newest - DAY:
-        history.recent.popleft()
-    log_amount = math.log1p(amount)
+    tx = as_transaction(tx)
+    history = state.customers.get(tx.customer_id)
+    if history is None:
+        history = state.customers[tx.customer_id] = CustomerHistory()
+    _fold(state, history, tx, math.log1p(tx.amount))
+
+
+def features_of(state: FeatureState, tx: TransactionMessage, prefixes: Mapping[str, str]) -> list[float]:
+    """The feature vector of ``tx``, in `FEATURES` order (state is not changed)."""
+    return _row(state, state.customers.get(tx.customer_id), tx, prefixes)
+
+
+def _row(
+    state: FeatureState, history: CustomerHistory | None, tx: TransactionMessage, prefixes: Mapping[str, str]
+) -> list[float]:
+    ts = tx.ts
+    log_amount = math.log1p(tx.amount)
+    device, card = tx.device_id, tx.card_id
+    if history is None:
+        has_history, z, new_device, new_card = False, 0.0, 0.0, 0.0
+        count_1m = count_1h = count_24h = 0
+        sum_1h = sum_24h = 0.0
+    else:
+        has_history = True
+        count_1m, count_1h, count_24h, sum_1h, sum_24h = _windows(history, ts)
+        z = (log_amount - history.ew_mean) / math.sqrt(history.ew_var + 0.05)
+        new_device = 1.0 if device and device not in history.devices else 0.0
+        new_card = 1.0 if card and card not in history.cards else 0.0
+    billing, shipping = tx.billing_country, tx.shipping_country
+    ip = tx.ip
+    from_ip = prefixes.get(ip.split(".", 1)[0]) if ip else None
+    basket, new_customer = tx.basket_items, tx.is_new_customer
+    return [
+        log_amount,
+        float(count_1m),
+        float(count_1h),
+        float(count_24h),
+        math.log1p(sum_1h),
+        math.log1p(sum_24h),
+        z,
+        0.0 if has_history else 1.0,
+        float(_distinct_cards(state, device, card, ts)),
+        0.0 if device else 1.0,
+        new_device,
+        0.0 if card else 1.0,
+        new_card,
+        float(new_customer) if new_customer is not None else (0.0 if has_history else 1.0),
+        1.0 if new_customer is None else 0.0,
+        1.0 if billing and shipping and billing != shipping else 0.0,
+        0.0 if shipping else 1.0,
+        1.0 if billing and from_ip and billing != from_ip else 0.0,
+        0.0 if from_ip else 1.0,
+        float(basket) if basket is not None else 1.0,
+        1.0 if basket is None else 0.0,
+        1.0 if (ts // HOUR) % 24 < 6 else 0.0,
+        *_ONE_HOT.get(tx.payment_method, _NO_METHOD),
+    ]
+
+
+def _distinct_cards(state: FeatureState, device: str | None, card: str | None, ts: int) -> int:
+    """Cards used on the device in the last hour, counting the transaction's own card."""
+    cards = state.device_cards.get(device) if device else None
+    others = 0
+    if cards:
+        after = ts - HOUR
+        for other, last in cards.items():
+            if after < last <= ts and other != card:
+                others += 1
+    return others + 1 if card else others
+
+
+def _windows(history: CustomerHistory, ts: int) -> tuple[int, int, int, float, float]:
+    """(count 1 min, count 1 h, count 24 h, sum 1 h, sum 24 h) of the earlier transactions within
+    ``ts - window < t <= ts``; sums add the amounts in arrival order."""
+    reach, end = history.reach, len(history.reach)
+    # Entries before a window's start have t <= reach <= the window's lower bound: outside.
+    day = bisect_right(reach, ts - DAY, history.start, end)
+    hour = bisect_right(reach, ts - HOUR, day, end)
+    minute = bisect_right(reach, ts - MIN, hour, end)
+    if ts >= reach[-1] and not (history.late and _straddled(history, ts, day, hour, minute)):
+        amounts = history.amounts
+        return end - minute, end - hour, end - day, sum(amounts[hour:end]), sum(amounts[day:end])
+    inside = [
+        (t, a)
+        for t, a in zip(history.times[day:end], history.amounts[day:end], strict=True)
+        if ts - DAY < t <= ts
+    ]
+    in_hour = [a for t, a in inside if t > ts - HOUR]
+    count_1m = sum(1 for t, _ in inside if t > ts - MIN)
+    return count_1m, len(in_hour), len(inside), sum(in_hour), sum(a for _, a in inside)
+
+
+def _straddled(history: CustomerHistory, ts: int, day: int, hour: int, minute: int) -> bool:
+    """Whether an out-of-order entry lies past a window's start but is outside that window."""
+    times = history.times
+    for index in reversed(history.late):
+        if index < day:
+            return False
+        t = times[index]
+        if t <= ts - DAY or (t <= ts - HOUR and index >= hour) or (t <= ts - MIN and index >= minute):
+            return True
+    return False
+
+
+def _fold(state: FeatureState, history: CustomerHistory, tx: TransactionMessage, log_amount: float) -> None:
+    ts = tx.ts
+    _remember(history, ts, tx.amount)
     if history.n == 0:
         history.ew_mean, history.ew_var = log_amount, 0.0
     else:
         delta = log_amount - history.ew_mean
         history.ew_mean += EW_ALPHA * delta
-        history.ew_var = (1 - EW_ALPHA) * (history.ew_var + EW_ALPHA * delta * delta)
+        history.ew_var = _EW_KEEP * (history.ew_var + EW_ALPHA * delta * delta)
     history.n += 1
-    if tx.get("device_id"):
-        history.devices.add(tx["device_id"])
-        cards = state.device_cards.setdefault(tx["device_id"], {})
-        if tx.get("card_id"):
-            cards[tx["card_id"]] = max(cards.get(tx["card_id"], ts), ts)
-            for card, last in list(cards.items()):
-                if last <= ts - DAY:
-                    del cards[card]
-    if tx.get("card_id"):
-        history.cards.add(tx["card_id"])
+    device, card = tx.device_id, tx.card_id
+    if device:
+        history.devices.add(device)
+        cards = state.device_cards.get(device)
+        if cards is None:
+            cards = state.device_cards[device] = {}
+        if card:
+            last = cards.get(card)
+            cards[card] = ts if last is None or ts > last else last
+            if len(cards) > 1:  # (the card just used is not stale)
+                for other, last in list(cards.items()):
+                    if last <= ts - DAY:
+                        del cards[other]
+    if card:
+        history.cards.add(card)
+
+
+def _remember(history: CustomerHistory, ts: int, amount: float) -> None:
+    """Append to the 24 h queue, then trim its front to within 24 h of the newest time."""
+    times, reach = history.times, history.reach
+    if reach and ts < reach[-1]:
+        history.late.append(len(times))
+        reach.append(reach[-1])
+    else:
+        reach.append(ts)
+    times.append(ts)
+    history.amounts.append(amount)
+    start, oldest = history.start, reach[-1] - DAY
+    while times[start] <= oldest:  # never passes the newest entry
+        start += 1
+    if start > _COMPACT_AFTER and 2 * start > len(times):
+        del times[:start], history.amounts[:start], reach[:start]
+        history.late = [index - start for index in history.late if index >= start]
+        start = 0
+    history.start = start

@@ -8,6 +8,7 @@ compares live traffic with.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,22 @@ class FraudModel:
         return 1.0 / (1.0 + np.exp(-(a * margin + b))), contributions
 
     def reasons(self, contributions: Matrix, k: int = 3) -> list[list[str]]:
-        """Reason codes: the features pushing each score up the most (positive contributions only)."""
-        order = np.argsort(-contributions, axis=1)[:, :k]
-        return [[self.features[j] for j in row if contributions[i, j] > 0] for i, row in enumerate(order)]
+        """Reason codes: the features pushing each score up the most (positive contributions only),
+        largest first. Each row's top ``k`` (positive ones, else 0) is coded as one integer in
+        base ``features + 1``; the names of a code are looked up once."""
+        top = np.argsort(-contributions, axis=1)[:, :k]
+        positive = np.take_along_axis(contributions, top, axis=1) > 0
+        base = len(self.features) + 1
+        digits = np.where(positive, top + 1, 0)
+        codes = digits @ (base ** np.arange(digits.shape[1] - 1, -1, -1, dtype=np.int64))
+        names = _REASON_NAMES.setdefault(self.features, {})
+        reasons = []
+        for code in codes.tolist():
+            found = names.get(code)
+            if found is None:
+                found = names[code] = _decode_reasons(self.features, code, digits.shape[1])
+            reasons.append(list(found))
+        return reasons
 
     def to_json(self) -> str:
         return json.dumps(
@@ -83,7 +97,57 @@ class FraudModel:
         )
 
 
+_REASON_NAMES: dict[tuple[str, ...], dict[int, tuple[str, ...]]] = {}
+
+
+def _decode_reasons(features: tuple[str, ...], code: int, k: int) -> tuple[str, ...]:
+    base = len(features) + 1
+    digits = [(code // base**place) % base for place in range(k - 1, -1, -1)]
+    return tuple(features[digit - 1] for digit in digits if digit)
+
+
 def as_matrix(rows: list[dict[str, float]]) -> Matrix:
     return np.array([[row[name] for name in FEATURES] for row in rows], dtype=float).reshape(
         -1, len(FEATURES)
     )
+
+
+class DriftEdges:
+    """The model's reference bin edges, per feature, ready to count live values into bins."""
+
+    def __init__(self, model: FraudModel) -> None:
+        self.model = model
+        self.features = [
+            (name, np.asarray(spec["edges"], dtype=float))
+            for name in FEATURES
+            if (spec := model.reference.get(name, {})).get("edges") is not None
+        ]
+        self.columns = [FEATURES.index(name) for name, _ in self.features]
+
+    def add(self, live_counts: dict[tuple[str, int], list[int]], x: Matrix, ts: Sequence[int]) -> None:
+        """Add the rows of ``x`` to the live histograms per (feature, season bucket): the bins are
+        split at the edges (as `histogram`), the buckets are `season_bucket`'s."""
+        buckets = season_buckets(np.asarray(ts, dtype=np.int64))
+        present = np.unique(buckets).tolist()
+        tallies = []
+        for (name, edges), column in zip(self.features, self.columns, strict=True):
+            width = len(edges) + 1
+            bins = np.searchsorted(edges, x[:, column], side="right")
+            tally = np.bincount(buckets * width + bins, minlength=SEASON_BUCKETS * width)
+            tallies.append((name, tally.reshape(SEASON_BUCKETS, width)))
+        for bucket in present:
+            for name, tally in tallies:
+                counts = tally[bucket].tolist()
+                current = live_counts.get((name, bucket))
+                live_counts[(name, bucket)] = (
+                    counts if current is None else [a + b for a, b in zip(current, counts, strict=True)]
+                )
+
+
+SEASON_BUCKETS = 8
+
+
+def season_buckets(ts: NDArray[np.int64]) -> NDArray[np.int64]:
+    """`streams.fraud.evaluation.season_bucket` of many times at once."""
+    weekday = (ts // 86_400_000 + 3) % 7
+    return np.where(weekday >= 5, 4, 0) + (ts // 3_600_000) % 24 // 6

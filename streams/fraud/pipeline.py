@@ -15,14 +15,11 @@ from streams.fraud.processor import (
     FraudOutput,
     FraudProcessor,
 )
+from streams.tables import of_pipeline
 
 TRANSACTION_SCHEMA = "transaction.schema.json"
 LABEL_SCHEMA = "label.schema.json"
-TABLES: dict[str, tuple[str, ...]] = {
-    SCORES_TABLE: ("pipeline_version", "customer_id", "ts", "transaction_id"),
-    TRANSACTIONS_TABLE: ("pipeline_version", "transaction_id"),
-    COHORT_TABLE: ("pipeline_version", "cohort_day", "source_partition", "transaction_id"),
-}
+TABLES = of_pipeline("fraud")
 
 
 class Decoder(Protocol):

@@ -11,7 +11,6 @@ import orjson
 from streams.events import Coordinates
 
 TABLE = "smoke_events"
-PRIMARY_KEY = ("pipeline_version", "run_id", "event_id")
 SCHEMA_FILE = "smoke_event.schema.json"
 
 # Deliberately broken messages the producer can mix in, to exercise the dead-letter path.

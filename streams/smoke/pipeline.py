@@ -7,13 +7,14 @@ from typing import ClassVar
 
 from streams.engine.pipeline import Batch, Drained, Folded, coordinates_of
 from streams.events import DeadLetter, Rejected, Validator, decode
-from streams.smoke.logic import PRIMARY_KEY, TABLE, smoke_row
+from streams.smoke.logic import TABLE, smoke_row
+from streams.tables import of_pipeline
 
 
 class SmokePipeline:
     stateful = False
     name = "smoke"
-    tables: ClassVar[dict[str, tuple[str, ...]]] = {TABLE: PRIMARY_KEY}
+    tables: ClassVar[dict[str, tuple[str, ...]]] = of_pipeline("smoke")
 
     def __init__(self, validator: Validator, topic: str, pipeline_version: str) -> None:
         self.validator, self.topic, self.version = validator, topic, pipeline_version

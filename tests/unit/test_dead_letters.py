@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from streams.events import (
     DEAD_LETTER_KEY_MAX_BYTES,
     DEAD_LETTER_MIN_BYTES,
-    DEAD_LETTER_PRIMARY_KEY,
     DEAD_LETTER_ROW_RAW_MAX_BYTES,
     DEFAULT_DEAD_LETTER_MAX_BYTES,
     REASON_MAX_CHARS,
@@ -23,6 +22,7 @@ from streams.events import (
     Rejected,
     processing_error,
 )
+from streams.tables import DEAD_LETTERS
 from tests.unit.decoding import validator
 
 AT = Coordinates("ad-events", 3, 42, timestamp_ms=1_700_000_000_000, key=b"ad-1")
@@ -106,7 +106,7 @@ def test_the_fallback_row_caps_value_key_and_reason() -> None:
     at = Coordinates("transactions", 1, 7, timestamp_ms=5, key=blob(DEAD_LETTER_KEY_MAX_BYTES + 1))
     raw = blob(DEAD_LETTER_ROW_RAW_MAX_BYTES + 10)
     row = DeadLetter(raw, at, Rejected("schema_violation", "r" * 10_000)).to_row("v2")
-    assert tuple(row[c] for c in DEAD_LETTER_PRIMARY_KEY) == ("v2", "transactions", 1, 7)
+    assert tuple(row[c] for c in DEAD_LETTERS.primary_key) == ("v2", "transactions", 1, 7)
     assert row["raw"] == raw[:DEAD_LETTER_ROW_RAW_MAX_BYTES] and row["raw_truncated"] is True
     assert row["raw_size"] == len(raw) and row["raw_sha256"] == hashlib.sha256(raw).hexdigest()
     assert row["key"] == at.key[:DEAD_LETTER_KEY_MAX_BYTES] and row["key_truncated"] is True  # type: ignore[index]

@@ -7,7 +7,6 @@ import pytest
 
 from streams.errors import RuntimeServiceError
 from streams.events import (
-    DEAD_LETTER_PRIMARY_KEY,
     REJECTION_KINDS,
     Coordinates,
     DeadLetter,
@@ -16,6 +15,7 @@ from streams.events import (
 )
 from streams.io.cassandra import schema_statements
 from streams.settings import load_settings
+from streams.tables import DEAD_LETTERS
 
 SCHEMA_DIR = load_settings().deploy_dir / "cassandra" / "schema"
 SCHEMAS = load_settings().schemas_dir
@@ -37,7 +37,7 @@ def test_a_keyspace_name_that_is_not_an_identifier_is_refused() -> None:
 def test_the_dead_letters_table_holds_every_column_of_a_fallback_row_under_its_coordinates() -> None:
     statement = next(s for s in schema_statements(SCHEMA_DIR, "ks", 1) if "ks.dead_letters " in s)
     assert "PRIMARY KEY ((pipeline_version, topic, partition), offset)" in statement
-    assert DEAD_LETTER_PRIMARY_KEY == ("pipeline_version", "topic", "partition", "offset")
+    assert DEAD_LETTERS.primary_key == ("pipeline_version", "topic", "partition", "offset")
     columns = set(re.findall(r"^\s*(\w+) \w+,", statement, re.MULTILINE))
     letter = DeadLetter(b"{", Coordinates("t", 0, 1, key=b"k"), Rejected("malformed_json", "x"))
     assert set(letter.to_row("v1")) == columns
