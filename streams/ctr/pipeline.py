@@ -94,9 +94,8 @@ class CtrPipeline:
             records={self.results_topic: result_records(rows)} if len(rows) else {},
         )
         for table, table_rows in drained.rows.items():
-            finals = sum(1 for r in table_rows if r["final"])
-            if finals:
-                drained.tallies[f"windows_final:{table}"] += finals
+            if table_rows:
+                drained.tallies[f"windows_final:{table}"] += sum(1 for r in table_rows if r["final"])
         return drained
 
     def forget(self, partitions: Iterable[int]) -> None:

@@ -71,8 +71,9 @@ class MetricsObserver:
             m.consumed.labels(topic).inc(count)
         for letter in pending.folded.letters:
             m.dead_lettered.labels(letter.coordinates.topic, letter.rejection.kind).inc()
-        for name, count in (pending.folded.tallies + pending.drained.tallies).items():
-            self._tally(name, count)
+        for tallies in (pending.folded.tallies, pending.drained.tallies):
+            for name, count in tallies.items():  # a zero too: the series exists from the start
+                self._tally(name, count)
         if self.fraud is not None:
             for score in pending.folded.observations.get("fraud_score", ()):
                 self.fraud.score.observe(score)

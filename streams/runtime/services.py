@@ -158,9 +158,10 @@ class Kafka(Service):
         id_file = self.home / "cluster.id"
         if not id_file.exists():
             id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        # "--cluster-id=ID": a base64 id may start with "-", which "-t ID" would read as an option.
         argv = [
             str(java), "-cp", classpath, "kafka.tools.StorageTool", "format",
-            "-t", id_file.read_text().strip(), "-c", str(config), "--ignore-formatted",
+            f"--cluster-id={id_file.read_text().strip()}", "-c", str(config), "--ignore-formatted",
         ]  # fmt: skip
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
         if result.returncode != 0:
