@@ -1,4 +1,5 @@
-"""Test helpers shared by the integration tests: settings for one test, a worker subprocess."""
+"""Test helpers shared by the integration tests: settings for one test, a worker subprocess and
+its /metrics."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
+from streams.scrape import fetch_metrics, total
 from streams.settings import Settings, TopicSettings
 
 
@@ -92,3 +94,13 @@ def running_worker(settings: Settings, log_dir: Path) -> Iterator[subprocess.Pop
     if proc.returncode not in (0, -signal.SIGTERM):
         tail = log_path.read_text(errors="replace")[-3000:]
         raise AssertionError(f"worker exited with {proc.returncode}; log tail:\n{tail}")
+
+
+def scrape(settings: Settings) -> str:
+    """The worker's /metrics text ("" while it is still starting)."""
+    return fetch_metrics(settings.worker.metrics_host, settings.worker.metrics_port)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    return total(text, name, **labels)

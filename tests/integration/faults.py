@@ -18,9 +18,8 @@ from streams.netcheck import port_open
 from streams.produce import produce
 from streams.settings import Settings
 from streams.versions import names_of
-from tests.integration.test_ctr_pipeline import PROFILE, START
-from tests.integration.test_smoke_pipeline import metric, scrape
-from tests.support import settings_env, wait_until
+from tests.integration.ctr_oracle import PROFILE, START
+from tests.support import metric, scrape, settings_env, wait_until
 
 
 def group_of(settings: Settings, topic: str) -> str:

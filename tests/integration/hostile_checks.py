@@ -22,7 +22,7 @@ from streams.cli.hostile import producer_overrides
 from streams.events import DEAD_LETTER_KEY_MAX_BYTES
 from streams.hostile import DEFAULT_MAX_BYTES, SCHEMA_FILES, VALID, HostileMessage, hostile_messages
 from streams.settings import Settings, project_dir
-from tests.integration.oracles import Located, produce_located, read_partitions
+from tests.integration.kafka_records import Located, produce_located, read_records
 
 RULES = project_dir() / "deploy" / "prometheus" / "rules" / "streams.yml"
 CRASH_MARKS = ("We experienced a crash", "Traceback (most recent call last)")
@@ -66,7 +66,7 @@ def parsed(message: HostileMessage) -> dict[str, Any]:
 
 def read_letters(settings: Settings) -> list[tuple[dict[str, Any], int]]:
     """Every record of the dead-letter topic and its size in bytes."""
-    partitions = read_partitions(settings, settings.topics.dead_letters)
+    partitions = read_records(settings, settings.topics.dead_letters)
     return [
         (orjson.loads(value or b""), len(value or b""))
         for records in partitions.values()

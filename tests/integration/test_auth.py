@@ -24,8 +24,7 @@ from streams.runtime import manager
 from streams.settings import Settings
 from streams.smoke import logic as smoke
 from streams.topics import project_topics
-from tests.integration.test_smoke_pipeline import scrape
-from tests.support import free_port, isolated_settings, running_worker, settings_env, wait_until
+from tests.support import free_port, isolated_settings, running_worker, scrape, settings_env, wait_until
 
 pytestmark = pytest.mark.integration
 

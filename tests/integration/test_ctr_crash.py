@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from streams.settings import Settings
+from tests.integration.ctr_oracle import assert_rows_match_oracle, oracle
 from tests.integration.faults import (
     caught_up,
     kill_when,
@@ -19,17 +20,10 @@ from tests.integration.faults import (
     start_worker,
     wait_caught_up,
 )
-from tests.integration.test_ctr_pipeline import (
-    assert_rows_match_oracle,
-    ctr_settings,
-    oracle,
-    read_partitions,
-)
-from tests.integration.test_smoke_pipeline import metric, scrape
-from tests.support import running_worker
+from tests.integration.kafka_records import read_partitions
+from tests.support import metric, running_worker, scrape
 
 pytestmark = pytest.mark.integration
-__all__ = ["ctr_settings"]  # the fixture, re-used
 
 
 def test_kill_9_mid_stream_then_restart_gives_the_oracle(ctr_settings: Settings, tmp_path: Path) -> None:

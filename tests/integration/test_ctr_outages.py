@@ -16,6 +16,7 @@ import pytest
 
 from streams.runtime import manager
 from streams.settings import Settings
+from tests.integration.ctr_oracle import SEC, START, assert_rows_match_oracle, oracle
 from tests.integration.faults import (
     RssSampler,
     caught_up,
@@ -25,19 +26,10 @@ from tests.integration.faults import (
     wait_caught_up,
     wait_consumed,
 )
-from tests.integration.test_ctr_pipeline import (
-    SEC,
-    START,
-    assert_rows_match_oracle,
-    ctr_settings,
-    oracle,
-    read_partitions,
-)
-from tests.integration.test_smoke_pipeline import metric, scrape
-from tests.support import running_worker, wait_until
+from tests.integration.kafka_records import read_partitions
+from tests.support import metric, running_worker, scrape, wait_until
 
 pytestmark = pytest.mark.integration
-__all__ = ["ctr_settings"]
 
 MiB = 1024 * 1024
 BEFORE = 24_000  # impressions produced before the worker starts: 240 s of event time

@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from streams.settings import Settings
+from tests.integration.ctr_oracle import START, assert_rows_match_oracle, oracle
 from tests.integration.faults import (
     group_of,
     produce_clickstream,
@@ -18,17 +19,10 @@ from tests.integration.faults import (
     wait_caught_up,
     wait_consumed,
 )
-from tests.integration.test_ctr_pipeline import (
-    START,
-    assert_rows_match_oracle,
-    ctr_settings,
-    oracle,
-    read_partitions,
-)
+from tests.integration.kafka_records import read_partitions
 from tests.support import free_port, running_worker, wait_until
 
 pytestmark = pytest.mark.integration
-__all__ = ["ctr_settings"]
 
 
 def members_with_partitions(settings: Settings, topic: str) -> int:

@@ -23,10 +23,9 @@ from streams.produce import produce
 from streams.settings import Settings, project_dir
 from streams.smoke import logic as smoke
 from tests.integration.faults import produce_clickstream
-from tests.integration.test_fraud_pipeline import DAY
-from tests.integration.test_fraud_pipeline import START as FRAUD_START
-from tests.integration.test_smoke_pipeline import metric, scrape
-from tests.support import running_worker, wait_until
+from tests.integration.fraud_oracle import DAY
+from tests.integration.fraud_oracle import START as FRAUD_START
+from tests.support import metric, running_worker, scrape, wait_until
 
 pytestmark = pytest.mark.integration
 

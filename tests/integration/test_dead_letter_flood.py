@@ -20,36 +20,15 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.ctr.generator import ClickstreamGenerator, ClickstreamProfile
+from streams.ctr.generator import ClickstreamGenerator
 from streams.produce import produce
 from streams.settings import Settings
-from tests.integration.test_ctr_pipeline import (
-    SEC,
-    START,
-    assert_rows_match_oracle,
-    ctr_settings,
-    oracle,
-    oracle_valid,
-    read_partitions,
-)
-from tests.integration.test_smoke_pipeline import metric, scrape
-from tests.support import running_worker, wait_until
+from tests.integration.ctr_oracle import CLEAN_PROFILE, START, assert_rows_match_oracle, oracle, oracle_valid
+from tests.integration.kafka_records import read_partitions
+from tests.support import metric, running_worker, scrape, wait_until
 
 pytestmark = pytest.mark.integration
-__all__ = ["ctr_settings"]
 
-# Clean timing: disorder within the 5 s grace, no late events, no duplicates, no dirt of its own.
-VALID_PROFILE = ClickstreamProfile(
-    campaigns=6,
-    ads=60,
-    mean_ctr=0.02,
-    click_delay_ms=(200, 4000),
-    out_of_order_share=0.03,
-    max_disorder_ms=4 * SEC,
-    late_share=0.0,
-    duplicate_share=0.0,
-    malformed_share=0.0,
-)
 IMPRESSIONS = 10_000  # at 100/s of event time: 100 s, so many 10 s windows close
 BAD_SHARE = 0.3
 
@@ -137,7 +116,7 @@ def flood(seed: int) -> Iterator[tuple[bytes, bytes | None, str | None]]:
     key (so it lands in the same partition): (key, value, reason kind or None if valid)."""
     rng = random.Random(seed)
     kinds = sorted(SPOILERS)
-    for key, raw in ClickstreamGenerator(VALID_PROFILE, seed=seed, start_ms=START, rate=100).messages(
+    for key, raw in ClickstreamGenerator(CLEAN_PROFILE, seed=seed, start_ms=START, rate=100).messages(
         IMPRESSIONS
     ):
         while rng.random() < BAD_SHARE:  # geometric: bad share of all messages = BAD_SHARE

@@ -24,8 +24,8 @@ from tests.integration.faults import (
     start_worker,
     wait_caught_up,
 )
-from tests.integration.test_ctr_pipeline import read_partitions
-from tests.integration.test_fraud_pipeline import DAY, START, oracle_valid_transaction
+from tests.integration.fraud_oracle import DAY, START, oracle_valid_transaction
+from tests.integration.kafka_records import read_partitions
 from tests.support import running_worker
 
 pytestmark = pytest.mark.integration

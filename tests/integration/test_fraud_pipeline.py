@@ -22,14 +22,12 @@ from streams.fraud.synthetic import load_ip_prefixes
 from streams.io.cassandra import connect
 from streams.produce import produce
 from streams.settings import Settings
-from tests.integration.test_ctr_pipeline import read_partitions
-from tests.integration.test_smoke_pipeline import metric, scrape
-from tests.support import running_worker, settings_env, wait_until
+from tests.integration.fraud_oracle import DAY, START, oracle_valid_transaction
+from tests.integration.kafka_records import read_partitions
+from tests.support import metric, running_worker, scrape, settings_env, wait_until
 
 pytestmark = pytest.mark.integration
 
-DAY = 86_400_000
-START = 1_767_225_600_000  # 2026-01-01T00:00Z
 T = START + 40 * DAY + 3 * 3_600_000  # hand-made cases: 03:00 UTC, far after the scenario
 HOLDOUT = 0.2
 
@@ -129,22 +127,6 @@ def expected_hand_features() -> dict[str, dict[str, float]]:
             "pm_paypal": 1.0,
         },
     }
-
-
-def oracle_valid_transaction(raw: bytes | None) -> dict[str, Any] | None:
-    try:
-        tx = orjson.loads(raw or b"")
-    except orjson.JSONDecodeError:
-        return None
-    ok = (
-        isinstance(tx, dict)
-        and all(isinstance(tx.get(f), str) and tx[f] for f in ("transaction_id", "customer_id"))
-        and isinstance(tx.get("amount"), int | float)
-        and tx["amount"] > 0
-        and tx.get("payment_method") in ("invoice", "card", "paypal", "prepaid", "direct_debit")
-        and isinstance(tx.get("ts"), int)
-    )
-    return tx if ok else None
 
 
 def weighted_average_precision(rows: list[tuple[float, float, float]]) -> float:

@@ -21,40 +21,28 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
-from streams.ctr.generator import ClickstreamGenerator, ClickstreamProfile
+from streams.ctr.generator import ClickstreamGenerator
 from streams.fraud.generator import TransactionGenerator, TransactionProfile
 from streams.fraud.synthetic import load_ip_prefixes
 from streams.hostile import VALID, HostileMessage
 from streams.io.cassandra import connect
 from streams.io.kafka import client_config
 from streams.produce import produce
-from streams.scrape import total as metric
 from streams.settings import Settings
 from tests.integration import hostile_checks as hostile
+from tests.integration.ctr_oracle import CLEAN_PROFILE, CTR_WINDOWS, SEC, assert_ctr_rows_match, ctr_oracle
+from tests.integration.ctr_oracle import START as AD_START
 from tests.integration.faults import caught_up, high_watermarks
-from tests.integration.oracles import (
-    CTR_WINDOWS,
-    SEC,
-    Located,
-    assert_ctr_rows_match,
-    ctr_oracle,
-    produce_located,
-    read_partitions,
-    scrape,
-)
-from tests.support import running_worker, wait_until
+from tests.integration.fraud_oracle import DAY
+from tests.integration.fraud_oracle import START as FRAUD_START
+from tests.integration.kafka_records import Located, produce_located, read_records
+from tests.support import metric, running_worker, scrape, wait_until
 
 pytestmark = pytest.mark.integration
 
 Pair = tuple[bytes, bytes]
-DAY = 86_400_000
-AD_START = 1_700_000_000_000 - 1_700_000_000_000 % (60 * SEC)
-FRAUD_START = 1_767_225_600_000  # 2026-01-01T00:00Z
-# No dirt of its own (no late, duplicate or malformed messages): every dead letter is a hostile one.
-CLEAN_CLICKS = ClickstreamProfile(
-    campaigns=6, ads=60, mean_ctr=0.02, click_delay_ms=(200, 4000), out_of_order_share=0.03,
-    max_disorder_ms=4 * SEC, late_share=0.0, duplicate_share=0.0, malformed_share=0.0,
-)  # fmt: skip
+# No dirt of its own (no late, duplicate or malformed messages; clicks: CLEAN_PROFILE): every dead
+# letter is a hostile one.
 CLEAN_TRANSACTIONS = TransactionProfile(
     customers=300, mean_gap_ms=3 * DAY / 2000, fraud_share=0.02, malformed_share=0.0
 )
@@ -71,7 +59,7 @@ class Traffic:
 
 
 def clickstream() -> Traffic:
-    messages = list(ClickstreamGenerator(CLEAN_CLICKS, seed=23, start_ms=AD_START, rate=100).messages(3000))
+    messages = list(ClickstreamGenerator(CLEAN_PROFILE, seed=23, start_ms=AD_START, rate=100).messages(3000))
     split = len(messages) // 2
     return Traffic({"ad_events": messages}, max(orjson.loads(v)["ts"] for _, v in messages[:split]), split)
 
@@ -158,7 +146,7 @@ def assert_ctr_as_oracle(settings: Settings, sent: dict[Located, HostileMessage]
     events = {
         p: [(o, hostile.parsed(sent[(p, o)]) if (p, o) in sent and sent[(p, o)].expected == VALID
              else None if (p, o) in sent else orjson.loads(value or b"")) for o, _, value in records]
-        for p, records in read_partitions(settings, settings.topics.ad_events).items()
+        for p, records in read_records(settings, settings.topics.ad_events).items()
     }  # fmt: skip
     expected = ctr_oracle(events)
     assert expected.duplicates == set()
@@ -213,7 +201,7 @@ def restrict_message_size(settings: Settings, topic: str, max_bytes: int) -> Non
 def clicks_with_big_bad_messages() -> tuple[list[tuple[bytes, bytes]], set[int]]:
     """The clean clickstream with BIG_BAD malformed messages spread in it (on neighbours' keys)."""
     rng = random.Random(31)
-    messages = list(ClickstreamGenerator(CLEAN_CLICKS, seed=37, start_ms=AD_START, rate=100).messages(2000))
+    messages = list(ClickstreamGenerator(CLEAN_PROFILE, seed=37, start_ms=AD_START, rate=100).messages(2000))
     at = set()
     for i in range(BIG_BAD):
         index = (i + 1) * len(messages) // (BIG_BAD + 1)
@@ -254,7 +242,7 @@ def test_a_dead_letter_the_topic_refuses_is_kept_in_cassandra_and_alerted(
     # The stream went on: the valid traffic's windows equal the oracle.
     events = {
         p: [(o, None if (p, o) in bad else orjson.loads(value or b"")) for o, _, value in records]
-        for p, records in read_partitions(settings, topic).items()
+        for p, records in read_records(settings, topic).items()
     }
     expected = ctr_oracle(events)
     assert expected.late == expected.duplicates == set()

@@ -25,21 +25,13 @@ from streams.io.version_store import read_version, scan_version_rows, serving_ve
 from streams.produce import produce
 from streams.settings import Settings
 from streams.versions import names_of
+from tests.integration.ctr_oracle import SEC, START, assert_rows_match_oracle, oracle
 from tests.integration.faults import produce_clickstream
-from tests.integration.test_ctr_pipeline import (
-    SEC,
-    START,
-    assert_rows_match_oracle,
-    ctr_settings,
-    oracle,
-    read_partitions,
-)
-from tests.integration.test_fraud_pipeline import DAY, oracle_valid_transaction
+from tests.integration.fraud_oracle import DAY, oracle_valid_transaction
+from tests.integration.kafka_records import read_partitions
 from tests.support import running_worker, settings_env, wait_until
 
 pytestmark = pytest.mark.integration
-__all__ = ["ctr_settings"]
-
 PIPELINES = ("ctr", "fraud")
 
 

@@ -16,10 +16,9 @@ from confluent_kafka import Consumer
 
 from streams.io.cassandra import connect, read_smoke_events
 from streams.produce import produce
-from streams.scrape import fetch_metrics, total
 from streams.settings import Settings
 from streams.smoke import logic as smoke
-from tests.support import running_worker, wait_until
+from tests.support import metric, running_worker, scrape, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +56,6 @@ def read_all(
     return records
 
 
-def scrape(settings: Settings) -> str:
-    """The worker's /metrics text ("" while it is still starting)."""
-    return fetch_metrics(settings.worker.metrics_host, settings.worker.metrics_port)
-
-
 def prometheus_value(settings: Settings, name: str, topic: str) -> float | None:
     """The local Prometheus' current value of ``name{topic=...}`` (None before the first scrape)."""
     query = urllib.parse.quote(f'sum({name}{{topic="{topic}"}})')
@@ -69,11 +63,6 @@ def prometheus_value(settings: Settings, name: str, topic: str) -> float | None:
     with urllib.request.urlopen(url, timeout=5) as response:
         result = orjson.loads(response.read())["data"]["result"]
     return float(result[0]["value"][1]) if result else None
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    return total(text, name, **labels)
 
 
 def test_exactly_the_produced_events_arrive_and_bad_ones_are_dead_lettered(

@@ -1,0 +1,225 @@
+"""The CTR tests' scenario and their independent oracle.
+
+The oracle is plain code of its own (the same rules as the README states them, not the
+pipeline's): per Kafka partition in offset order, an event older than the partition's watermark
+minus the grace is late, an id seen again within the dedupe horizon is a duplicate, every other
+event counts in its tumbling and hopping windows (per ad, per campaign, per segment x ad cell).
+`oracle` reads the raw topic back and judges validity itself (`oracle_valid`); `ctr_oracle` takes
+events already judged. Every (ad, window) row in Cassandra must match it exactly.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from streams.ctr.generator import ClickstreamProfile
+from streams.io.cassandra import connect
+from streams.settings import CtrSettings, Settings
+from tests.integration.kafka_records import Located
+
+SEC = 1000
+# Short windows so that a short run closes many: 10 s tumbling, 1 min hopping every 10 s, 5 s grace.
+CTR_WINDOWS = CtrSettings(tumbling="10s", hopping="1m", hop_every="10s", grace="5s", dedupe_horizon="1m")
+TUMBLING, HOPPING, HOP, GRACE, HORIZON = 10 * SEC, 60 * SEC, 10 * SEC, 5 * SEC, 60 * SEC
+START = 1_700_000_000_000 - 1_700_000_000_000 % (60 * SEC)
+PROFILE = ClickstreamProfile(
+    campaigns=6,
+    ads=60,
+    mean_ctr=0.02,  # denser than real traffic so that every window kind sees clicks in a short run
+    click_delay_ms=(200, 4000),
+    out_of_order_share=0.03,
+    max_disorder_ms=8 * SEC,  # beyond the 5 s grace: some out-of-order events are late, some not
+    late_share=0.01,
+    late_by_ms=30 * SEC,
+    duplicate_share=0.01,
+    malformed_share=0.005,
+)
+# Clean timing: disorder within the 5 s grace, no late events, no duplicates, no dirt of its own.
+CLEAN_PROFILE = ClickstreamProfile(
+    campaigns=6,
+    ads=60,
+    mean_ctr=0.02,
+    click_delay_ms=(200, 4000),
+    out_of_order_share=0.03,
+    max_disorder_ms=4 * SEC,
+    late_share=0.0,
+    duplicate_share=0.0,
+    malformed_share=0.0,
+)
+
+Window = tuple[str, str, int]  # (window name, ad or campaign, window start)
+Cell = tuple[str, str, str, int]  # (window name, segment, ad, window start)
+TABLES = {"ads": "ctr_ad_windows", "campaigns": "ctr_campaign_windows", "cells": "ctr_segment_cells"}
+
+
+def oracle_valid(raw: bytes | None) -> dict[str, Any] | str:
+    """Plain re-statement of the event contract: the event, or the kind of rejection."""
+    try:
+        event = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
+        return "malformed_json"
+    if not isinstance(event, dict):
+        return "schema_violation"
+    text = ("event_id", "ad_id", "campaign_id", "user_id", "segment")
+    if any(not isinstance(event.get(f), str) or not event.get(f) for f in text):
+        return "schema_violation"
+    ts = event.get("ts")
+    if isinstance(ts, float) and ts.is_integer():  # JSON Schema: 1.0 is an integer
+        ts = event["ts"] = int(ts)
+    if event.get("type") not in ("impression", "click") or type(ts) is not int:
+        return "schema_violation"
+    if not 946_684_800_000 <= ts <= 4_102_444_800_000:
+        return "schema_violation"
+    if event["type"] == "click" and not event.get("impression_id"):
+        return "schema_violation"
+    return event
+
+
+@dataclass
+class CtrExpected:
+    """What the CTR rows must hold: [impressions, clicks] per window of each ad, campaign and cell;
+    what the oracle rejected (by reason kind, and where the late and duplicate events are); each
+    partition's last watermark and the partition of each ad (whose watermark makes its rows final)."""
+
+    tumbling: tuple[str, int] = ("10s", TUMBLING)
+    grace: int = GRACE
+    ads: dict[Window, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    campaigns: dict[Window, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    cells: dict[Cell, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    rejected: Counter[str] = field(default_factory=Counter)
+    late: set[Located] = field(default_factory=set)
+    duplicates: set[Located] = field(default_factory=set)
+    watermark_of: dict[int, int] = field(default_factory=dict)
+    partition_of_ad: dict[str, int] = field(default_factory=dict)
+
+    def count(self, event: Mapping[str, Any], ts: int) -> None:
+        kind = 0 if event["type"] == "impression" else 1
+        tumbling, tumbling_size = self.tumbling
+        for name, size, step in ((tumbling, tumbling_size, tumbling_size), ("1m", HOPPING, HOP)):
+            start = ts - ts % step
+            while start > ts - size:
+                self.ads[(name, event["ad_id"], start)][kind] += 1
+                self.campaigns[(name, event["campaign_id"], start)][kind] += 1
+                if name == "1m":
+                    self.cells[(name, event["segment"], event["ad_id"], start)][kind] += 1
+                start -= step
+
+
+def ctr_oracle(
+    partitions: Mapping[int, Sequence[tuple[int, Mapping[str, Any] | str | None]]],
+    tumbling: tuple[str, int] = ("10s", TUMBLING),
+    grace: int = GRACE,
+) -> CtrExpected:
+    """``partitions``: per partition in offset order, (offset, verdict): the valid event, the reason
+    kind of an invalid one, or None for a message the caller rejected itself (not counted)."""
+    expected = CtrExpected(tumbling, grace)
+    for partition, events in partitions.items():
+        seen: dict[str, int] = {}
+        watermark: int | None = None
+        for offset, event in events:
+            if event is None:
+                continue
+            if isinstance(event, str):
+                expected.rejected[event] += 1
+                continue
+            ts = int(event["ts"])
+            event_id = event["event_id"]
+            if event_id in seen and seen[event_id] >= (watermark or 0) - HORIZON:
+                expected.duplicates.add((partition, offset))
+                continue
+            if watermark is not None and ts < watermark - grace:
+                expected.rejected["late_event"] += 1
+                expected.late.add((partition, offset))
+                continue
+            seen[event_id] = ts
+            watermark = ts if watermark is None else max(watermark, ts)
+            expected.partition_of_ad[event["ad_id"]] = partition
+            expected.count(event, ts)
+        if watermark is not None:
+            expected.watermark_of[partition] = watermark
+    return expected
+
+
+def oracle(
+    partitions: Mapping[int, Sequence[tuple[int, bytes | None]]],
+    tumbling: tuple[str, int] = ("10s", TUMBLING),
+    grace: int = GRACE,
+) -> dict[str, Any]:
+    """The oracle over a raw topic as read back (`read_partitions`), each message judged by
+    `oracle_valid`: window counts, rejections by kind, the number of duplicates, watermarks."""
+    expected = ctr_oracle(
+        {p: [(offset, oracle_valid(raw)) for offset, raw in messages] for p, messages in partitions.items()},
+        tumbling,
+        grace,
+    )
+    return {
+        "ads": expected.ads,
+        "campaigns": expected.campaigns,
+        "cells": expected.cells,
+        "rejected": expected.rejected,
+        "duplicates": len(expected.duplicates),
+        "watermark_of": expected.watermark_of,
+        "partition_of_ad": expected.partition_of_ad,
+        "grace": expected.grace,
+    }
+
+
+def as_counts(counts: Mapping[Any, Sequence[int]]) -> dict[Any, tuple[int, int]]:
+    """(impressions, clicks) per key."""
+    return {key: (n[0], n[1]) for key, n in counts.items()}
+
+
+def ctr_rows(settings: Settings) -> dict[str, list[Any]]:
+    """The settings' version's rows of the ad, campaign and cell tables."""
+    version = settings.worker.pipeline_version
+    cluster, session = connect(settings.cassandra, keyspace=settings.cassandra.keyspace)
+    try:
+        return {
+            name: [r for r in session.execute(f"SELECT * FROM {table}") if r.pipeline_version == version]
+            for name, table in TABLES.items()
+        }
+    finally:
+        cluster.shutdown()
+
+
+def assert_ctr_rows_match(settings: Settings, expected: CtrExpected | Mapping[str, Any]) -> list[Any]:
+    """Identical impressions and clicks for every (ad, window), campaign (summed over partitions) and
+    cell, and no other row; ``expected``: `ctr_oracle`'s verdict or `oracle`'s. Returns the ad rows."""
+    want_of = expected if isinstance(expected, Mapping) else vars(expected)
+    rows = ctr_rows(settings)
+    campaign_sums: dict[Window, list[int]] = defaultdict(lambda: [0, 0])
+    for r in rows["campaigns"]:
+        campaign_sums[(r.window, r.campaign_id, r.window_start)][0] += r.impressions
+        campaign_sums[(r.window, r.campaign_id, r.window_start)][1] += r.clicks
+    got_of = {
+        "ads": {(r.window, r.ad_id, r.window_start): (r.impressions, r.clicks) for r in rows["ads"]},
+        "campaigns": as_counts(campaign_sums),
+        "cells": {
+            (r.window, r.segment, r.ad_id, r.window_start): (r.impressions, r.clicks) for r in rows["cells"]
+        },
+    }
+    for name in TABLES:
+        want, got = as_counts(want_of[name]), got_of[name]
+        assert got == want, (
+            f"{name}: {len(got.keys() - want.keys())} unexpected rows, {len(want.keys() - got.keys())} "
+            f"missing, {sum(got[k] != want[k] for k in got.keys() & want.keys())} with other counts"
+        )
+    return rows["ads"]
+
+
+def assert_rows_match_oracle(settings: Settings, expected: Mapping[str, Any]) -> list[Any]:
+    """Every ad, campaign (summed over partitions) and cell row equals the oracle; final flags too."""
+    ad_rows = assert_ctr_rows_match(settings, expected)
+
+    # Final exactly when the partition's watermark passed end + grace; smoothing fields present.
+    for r in ad_rows:
+        watermark = expected["watermark_of"][expected["partition_of_ad"][r.ad_id]]
+        assert r.final == (r.window_end + expected["grace"] <= watermark), (r.window, r.ad_id, r.window_start)
+        assert r.ci_low <= r.smoothed_ctr <= r.ci_high
+        assert r.pipeline_version == settings.worker.pipeline_version and r.prior_version
+    return ad_rows

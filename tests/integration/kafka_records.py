@@ -1,0 +1,82 @@
+"""Kafka as the integration tests' oracles see it: a topic read back whole (each partition in
+offset order, as a worker sees it), and messages produced with where each one landed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from streams.io.kafka import client_config, make_producer
+from streams.settings import KafkaSettings, Settings
+
+# Room for the biggest messages of the hostile corpus (about 900 kB, and dead letters as big).
+LARGE_FETCH = {
+    "fetch.max.bytes": 64 * 1024 * 1024,
+    "max.partition.fetch.bytes": 16 * 1024 * 1024,
+    "receive.message.max.bytes": 100 * 1024 * 1024,
+}
+
+Located = tuple[int, int]  # (partition, offset)
+
+
+def read_records(settings: Settings, topic: str) -> dict[int, list[tuple[int, bytes | None, bytes | None]]]:
+    """Every message of ``topic`` per partition, in offset order: (offset, key, value)."""
+    consumer = Consumer(
+        {**client_config(settings.kafka), "group.id": f"oracle-{uuid.uuid4().hex}", **LARGE_FETCH}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        result: dict[int, list[tuple[int, bytes | None, bytes | None]]] = {}
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            consumer.assign([TopicPartition(topic, p, low)])
+            messages: list[tuple[int, bytes | None, bytes | None]] = []
+            while len(messages) < high - low:
+                for m in consumer.consume(1000, timeout=2):
+                    assert m.error() is None, m.error()
+                    messages.append((m.offset() or 0, m.key(), m.value()))
+            result[p] = messages
+        return result
+    finally:
+        consumer.close()
+
+
+def read_partitions(settings: Settings, topic: str) -> dict[int, list[tuple[int, bytes | None]]]:
+    """Every message of ``topic``, per partition, in offset order: (offset, value)."""
+    return {
+        p: [(offset, value) for offset, _, value in records]
+        for p, records in read_records(settings, topic).items()
+    }
+
+
+def produce_located(
+    kafka: KafkaSettings,
+    topic: str,
+    messages: Sequence[tuple[bytes | None, bytes | None]],
+    overrides: Mapping[str, str | int | float | bool] | None = None,
+) -> list[Located]:
+    """Send (key, value) pairs and return where each one landed; every one must be acknowledged."""
+    producer = make_producer(kafka, **(overrides or {}))
+    where: list[Located | str] = ["not acknowledged"] * len(messages)
+
+    def delivered_to(index: int) -> Any:
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            where[index] = error.str() if error else (message.partition() or 0, message.offset() or 0)
+
+        return delivered
+
+    for index, (key, value) in enumerate(messages):
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=delivered_to(index))
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    producer.flush(120)
+    refused = [(index, outcome) for index, outcome in enumerate(where) if isinstance(outcome, str)]
+    assert not refused, f"Kafka refused {len(refused)} messages, first {refused[0]}"
+    return [w for w in where if not isinstance(w, str)]
