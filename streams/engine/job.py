@@ -118,21 +118,25 @@ class Job:
 
     async def take(self, messages: Sequence[Message]) -> None:
         """Fold a consumed batch, partition by partition, each pipeline's topics together."""
-        groups: dict[tuple[str, int], dict[str, list[Message]]] = {}
-        for message in messages:
-            topic, partition = message.topic() or "", message.partition() or 0
+        by_tp: dict[TopicPartition, list[Message]] = {}
+        for message in messages:  # the only per-message work of the engine
+            tp = (message.topic() or "", message.partition() or 0)
+            found = by_tp.get(tp)
+            if found is None:
+                by_tp[tp] = [message]
+            else:
+                found.append(message)
+        groups: dict[tuple[Pipeline, int], dict[str, list[Message]]] = {}
+        for (topic, partition), in_order in by_tp.items():
             pipeline = self.pipeline_of[topic]
             pending = self.pending[pipeline.name]
-            groups.setdefault((pipeline.name, partition), {}).setdefault(topic, []).append(message)
-            pending.offsets[(topic, partition)] = (message.offset() or 0) + 1  # in order per partition
-            pending.consumed[topic] += 1
+            pending.offsets[(topic, partition)] = (in_order[-1].offset() or 0) + 1
+            pending.consumed[topic] += len(in_order)
             if topic in self.timed_topics:
-                kind, ms = message.timestamp()
-                if kind:
-                    pending.timestamps.setdefault(topic, []).append(ms)
-        named = {p.name: p for p in self.pipelines}
-        for (name, partition), by_topic in groups.items():
-            pipeline = named[name]
+                times = pending.timestamps.setdefault(topic, [])
+                times += [ms for kind, ms in (m.timestamp() for m in in_order) if kind]
+            groups.setdefault((pipeline, partition), {})[topic] = in_order
+        for (pipeline, partition), by_topic in groups.items():
             firsts = {t: by_topic[t][0].offset() or 0 for t in by_topic}
             await self._ensure(pipeline, partition, firsts)
             batch = {t: by_topic[t] for t in pipeline.topics if t in by_topic}
@@ -143,9 +147,9 @@ class Job:
                 await self._reset(pipeline, partition, firsts)
 
             folded = await fold_isolating(pipeline, partition, batch, replay=False, reset=reset)
-            self.pending[name].folded.add(folded)
+            self.pending[pipeline.name].folded.add(folded)
         self.observer.batch_consumed(len(messages))
-        self._report_positions({(m.topic() or "", m.partition() or 0) for m in messages})
+        self._report_positions(set(by_tp))
 
     async def _ensure(self, pipeline: Pipeline, partition: int, firsts: Mapping[str, int]) -> None:
         if (pipeline.name, partition) in self.recovery.ready:
