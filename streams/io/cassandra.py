@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -49,6 +50,9 @@ def connect(cassandra: CassandraSettings, *, keyspace: str | None = None) -> tup
         auth_provider=auth,
         connect_timeout=cassandra.connect_timeout_s,
         protocol_version=5,
+        # Without TCP_NODELAY a request written in several segments waits for the server's delayed
+        # ACK (40 ms on Linux): measured as a 40 ms step in every other fraud checkpoint.
+        sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         ssl_context=ssl.create_default_context(cafile=cassandra.ssl_ca_file)
         if cassandra.ssl_ca_file
         else None,
