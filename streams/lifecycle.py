@@ -35,6 +35,19 @@ REPLAYING, LIVE, RETIRED = "replaying", "live", "retired"
 Report = Callable[[str], None]
 
 
+def bootstrap(settings: Settings, session: Any) -> list[str]:
+    """The one bootstrap of a keyspace and its topics (idempotent): the project's topics and the
+    Cassandra schema. Used by `streams dev up`, the worker, `streams replay` and the tests.
+    Returns the topics created."""
+    from streams.io.cassandra import apply_schema
+    from streams.topics import project_topics
+
+    created = kafka_io.ensure_topics(settings.kafka, project_topics(settings))
+    c = settings.cassandra
+    apply_schema(session, settings.deploy_dir / "cassandra" / "schema", c.keyspace, c.replication_factor)
+    return created
+
+
 def resolve_version(session: Any, settings: Settings, explicit: str | None) -> str:
     """What readers read: an explicit version, else the serving one, else the configured one."""
     if explicit:

@@ -20,6 +20,14 @@ FRAUD_DECISIONS = ("allow", "disable_invoice", "review")
 class PipelineMetrics:
     def __init__(self, registry: CollectorRegistry, pipeline_version: str) -> None:
         self.registry = registry
+        self._events(registry)
+        self._ctr(registry)
+        self._outputs(registry)
+        self.build = Info("streams_build", "Build and pipeline version.", registry=registry)
+        self.build.info({"version": __version__, "pipeline_version": pipeline_version})
+
+    def _events(self, registry: CollectorRegistry) -> None:
+        """Consumption: what came in, what was used, what was not, and where the engine is."""
         self.consumed = Counter(
             "streams_events_consumed_total", "Raw messages consumed.", ["topic"], registry=registry
         )
@@ -60,6 +68,14 @@ class PipelineMetrics:
             ["topic", "partition"],
             registry=registry,
         )
+        self.batch_events = Histogram(
+            "streams_batch_events",
+            "Events per consumed batch.",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+
+    def _ctr(self, registry: CollectorRegistry) -> None:
         self.windows_final = Counter(
             "streams_ctr_windows_final_total",
             "CTR windows closed past the grace period and written as final.",
@@ -74,6 +90,9 @@ class PipelineMetrics:
         )
         for event_type in AD_EVENT_TYPES:
             self.ctr_events.labels(event_type)
+
+    def _outputs(self, registry: CollectorRegistry) -> None:
+        """The checkpoint's outputs: rows, result records, dead letters that needed a fallback."""
         self.rows_written = Counter(
             "streams_sink_rows_written_total",
             "Rows upserted to the sink.",
@@ -112,14 +131,6 @@ class PipelineMetrics:
             ["topic"],
             registry=registry,
         )
-        self.batch_events = Histogram(
-            "streams_batch_events",
-            "Events per consumed batch.",
-            buckets=BATCH_BUCKETS,
-            registry=registry,
-        )
-        self.build = Info("streams_build", "Build and pipeline version.", registry=registry)
-        self.build.info({"version": __version__, "pipeline_version": pipeline_version})
 
 
 class FraudMetrics:

@@ -30,16 +30,15 @@ from streams.events import decode, load_validator
 from streams.fraud.pipeline import LABEL_SCHEMA, TRANSACTION_SCHEMA, FraudPipeline
 from streams.fraud.processor import FraudProcessor
 from streams.host import Timer, run_host
-from streams.io.cassandra import CassandraSink, apply_schema, connect
-from streams.io.kafka import RecordOutput, check_access, ensure_topics, is_transient, make_producer
-from streams.lifecycle import ensure_registered
+from streams.io.cassandra import CassandraSink, connect
+from streams.io.kafka import RecordOutput, check_access, is_transient, make_producer
+from streams.lifecycle import bootstrap, ensure_registered
 from streams.metrics import FraudMetrics, PipelineMetrics
 from streams.monitor import FraudMonitor
 from streams.settings import Settings
 from streams.sink import Sink
 from streams.smoke.pipeline import SmokePipeline
 from streams.tables import ttl_tables
-from streams.topics import project_topics
 from streams.versions import group_name, result_topic
 
 log = logging.getLogger(__name__)
@@ -134,13 +133,12 @@ def run_worker(settings: Settings, composition: Composition | None = None) -> No
     """Prepare topics and tables, serve /metrics, then run the engine until stopped."""
     composition = composition or compose(settings)
     check_access(settings.kafka)
-    ensure_topics(settings.kafka, project_topics(settings))
     cluster, session = connect(settings.cassandra)
     logging.getLogger("cassandra").setLevel(logging.NOTSET)  # connected: the log shows the driver's retries
     c, w = settings.cassandra, settings.worker
-    apply_schema(session, settings.deploy_dir / "cassandra" / "schema", c.keyspace, c.replication_factor)
     target = None
     try:
+        bootstrap(session=session, settings=settings)
         ensure_registered(session, settings, composition=composition)
         registry = CollectorRegistry()
         metrics, fraud_metrics = PipelineMetrics(registry, w.pipeline_version), FraudMetrics(registry)

@@ -28,15 +28,15 @@ def runtime() -> Settings:
 @pytest.fixture
 def isolated(runtime: Settings) -> Iterator[Settings]:
     """Per-test topics, keyspace and consumer group on the shared services; removed afterwards."""
-    from streams.io.cassandra import apply_schema, connect, drop_keyspace
-    from streams.io.kafka import delete_topics, ensure_topics
+    from streams.io.cassandra import connect, drop_keyspace
+    from streams.io.kafka import delete_topics
+    from streams.lifecycle import bootstrap
     from streams.topics import project_topics
 
     settings = isolated_settings(runtime)
-    ensure_topics(settings.kafka, project_topics(settings))
     cluster, session = connect(settings.cassandra)
     c = settings.cassandra
-    apply_schema(session, settings.deploy_dir / "cassandra" / "schema", c.keyspace, c.replication_factor)
+    bootstrap(settings, session)
     try:
         yield settings
     finally:

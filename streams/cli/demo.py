@@ -69,14 +69,22 @@ def demo(
 ) -> None:
     """Start everything, stream clickstream and smoke events, show CTR and rows from Cassandra."""
     from streams.cli.dev import bootstrap
-    from streams.ctr.generator import ClickstreamGenerator, ClickstreamProfile
 
     settings = load_settings()
     manager.up(settings, report=console.print)
     bootstrap(settings)
     worker = start_background_worker(settings)
 
-    # 1. The smoke path: exactly these rows come back from Cassandra.
+    smoke_rows = demo_smoke(settings, worker)
+    clicks = demo_clickstream(settings, worker, seconds, rate)
+    # 3. Payments: two weeks of transactions with fraud, their delayed labels, scores and cohorts.
+    fraud_summary = show_fraud(settings, worker)
+    print_where_next(settings, f"{smoke_rows} smoke events, {clicks} clickstream messages and "
+                     f"{fraud_summary} transactions went through")  # fmt: skip
+
+
+def demo_smoke(settings: Settings, worker: ManagedProcess) -> int:
+    """1. The smoke path: exactly these rows come back from Cassandra."""
     run_id = f"demo-{int(time.time())}"
     produce_smoke_run(settings, run_id, 500, None, bad_every=100, seed=7)
     rows: list[dict[str, object]] = []
@@ -93,8 +101,13 @@ def demo(
 
     wait_for(smoke_arrived, worker, "the smoke events", 120)
     print_smoke(rows, 5)
+    return len(rows)
 
-    # 2. The clickstream: live CTR per campaign and top ads per segment.
+
+def demo_clickstream(settings: Settings, worker: ManagedProcess, seconds: float, rate: float) -> int:
+    """2. The clickstream: live CTR per campaign and top ads per segment."""
+    from streams.ctr.generator import ClickstreamGenerator, ClickstreamProfile
+
     topic = settings.topics.ad_events
     before = consumed(settings, topic)
     start_ms = int(time.time() * 1000)
@@ -117,15 +130,12 @@ def demo(
         query_top_ads(
             segment=segment, k=5, at=str(start_ms + 1), final_only=False, version=None, as_json=False
         )
+    return report.sent
 
-    # 3. Payments: two weeks of transactions with fraud, their delayed labels, scores and cohorts.
-    fraud_summary = show_fraud(settings, worker)
 
+def print_where_next(settings: Settings, summary: str) -> None:
     w = settings.worker
-    console.print(
-        f"[bold]{len(rows)} smoke events, {report.sent} clickstream messages and "
-        f"{fraud_summary} transactions went through[/]"
-    )
+    console.print(f"[bold]{summary}[/]")
     console.print(f"metrics:      http://{w.metrics_host}:{w.metrics_port}/metrics")
     console.print(
         f"prometheus:   http://127.0.0.1:{settings.runtime.prometheus_port}/graph?g0.expr=streams_events_processed_total"

@@ -12,7 +12,6 @@ from rich.table import Table
 
 from streams.runtime import manager
 from streams.settings import Settings, load_settings
-from streams.topics import project_topics
 
 app = typer.Typer(
     help="Local runtime: Kafka (KRaft), Cassandra and Prometheus, no Docker.", no_args_is_help=True
@@ -27,18 +26,16 @@ Only = Annotated[
 
 def bootstrap(settings: Settings) -> None:
     """Create the project's topics and Cassandra schema (idempotent)."""
-    from streams.io.cassandra import apply_schema, connect
-    from streams.io.kafka import ensure_topics
+    from streams import lifecycle
+    from streams.io.cassandra import connect
 
-    created = ensure_topics(settings.kafka, project_topics(settings))
-    if created:
-        console.print(f"kafka: created topics {', '.join(created)}")
     cluster, session = connect(settings.cassandra)
     try:
-        c = settings.cassandra
-        apply_schema(session, settings.deploy_dir / "cassandra" / "schema", c.keyspace, c.replication_factor)
+        created = lifecycle.bootstrap(settings, session)
     finally:
         cluster.shutdown()
+    if created:
+        console.print(f"kafka: created topics {', '.join(created)}")
     console.print(f"cassandra: keyspace {settings.cassandra.keyspace} ready")
 
 

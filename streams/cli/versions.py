@@ -58,20 +58,14 @@ def replay(
     serving version keeps running; settings come from the environment, as for `streams worker`."""
     from streams import lifecycle
     from streams.compose import compose
-    from streams.io.kafka import ensure_topics
-    from streams.topics import project_topics
 
     if from_beginning and start:
         raise ConfigError("give --from-beginning or --from, not both")
     settings = _settings_for(version)
     composition = compose(settings)  # settings that cannot work create and register nothing
     from_ms = parse_time_ms(start) if start else None
-    ensure_topics(settings.kafka, project_topics(settings))
     with session_of(settings) as session:
-        from streams.io.cassandra import apply_schema
-
-        c = settings.cassandra
-        apply_schema(session, settings.deploy_dir / "cassandra" / "schema", c.keyspace, c.replication_factor)
+        lifecycle.bootstrap(settings, session)
         record, created = lifecycle.begin_replay(session, settings, from_ms, composition=composition)
         processes = lifecycle.start_workers(settings, version, workers)
         origin = "the beginning" if from_ms is None else start
