@@ -226,6 +226,8 @@ class Job:
     def on_assign(self, tps: list[TopicPartition]) -> None:
         self._forget(self.suspended - set(tps))
         self.suspended.clear()
+        for problem in copartitioning_problems(self.pipelines, tps):
+            log.error("%s", problem)
 
     def on_lost(self, tps: list[TopicPartition]) -> None:
         self._forget(tps)
@@ -240,3 +242,15 @@ class Job:
             if pipeline is not None:
                 self.recovery.forget(pipeline, [partition])
             self.durable.pop((topic, partition), None)
+
+
+def copartitioning_problems(pipelines: Sequence[Pipeline], tps: Sequence[TopicPartition]) -> list[str]:
+    """A pipeline whose topics did not get the same partition numbers cannot join them exactly
+    (the range assignor guarantees it when the topics have equal partition counts)."""
+    problems = []
+    for pipeline in pipelines:
+        numbers = {t: sorted(p for topic, p in tps if topic == t) for t in pipeline.topics}
+        if len({tuple(n) for n in numbers.values()}) > 1:
+            problems.append(f"{pipeline.name}: its topics are not co-partitioned in this assignment "
+                            f"({numbers}): give them the same partition count")  # fmt: skip
+    return problems

@@ -303,3 +303,15 @@ def test_a_dead_letter_refused_for_good_is_kept_in_the_table_and_a_transient_ref
     sent = sorted(key for key, _ in h.outputs.topics["dead-letters"])
     assert sent == [b"events[0]@10", b"events[1]@4", b"events[1]@9"]
     assert tries[b"events[1]@4"] == 3
+
+
+def test_an_assignment_that_splits_a_pipelines_topics_is_reported() -> None:
+    from streams.engine.job import copartitioning_problems
+
+    class TwoTopics(Counting):
+        name = "two"
+        topics = ("a", "b")
+
+    assert copartitioning_problems([TwoTopics()], [("a", 0), ("b", 0), ("a", 2), ("b", 2)]) == []
+    (problem,) = copartitioning_problems([TwoTopics()], [("a", 0), ("b", 1)])
+    assert problem.startswith("two: its topics are not co-partitioned")
