@@ -8,10 +8,10 @@ and dead-letter records acknowledged by Kafka. Re-delivery after a crash re-writ
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -26,7 +26,8 @@ from streams.engine.observer import MetricsObserver
 from streams.engine.pipeline import Message, Pipeline
 from streams.engine.recovery import Recovery
 from streams.errors import ConfigError
-from streams.events import decode, load_validator
+from streams.events import load_validator
+from streams.fraud.messages import label_decoder, transaction_decoder
 from streams.fraud.pipeline import LABEL_SCHEMA, TRANSACTION_SCHEMA, FraudPipeline
 from streams.fraud.processor import FraudProcessor
 from streams.host import Timer, run_host
@@ -44,16 +45,6 @@ from streams.versions import group_name, result_topic
 log = logging.getLogger(__name__)
 
 
-class SchemaDecoder:
-    """The schema path as a decoder (`TypedDecoder`'s interface)."""
-
-    def __init__(self, schema: Path) -> None:
-        self.validator = load_validator(schema)
-
-    def decode(self, raw: bytes | None) -> Any:
-        return decode(raw, self.validator)
-
-
 def build_pipelines(composition: Composition) -> list[Pipeline]:
     """Every pipeline this worker runs, from the checked parameters (pure: no I/O but schemas)."""
     settings, version = composition.settings, composition.version
@@ -69,7 +60,10 @@ def build_pipelines(composition: Composition) -> list[Pipeline]:
     if "fraud" in settings.worker.pipelines:
         f = composition.fraud
         fraud = FraudProcessor(f.model, f.policy, f.ip_prefixes, version, label_horizon_ms=f.label_horizon_ms)
-        decoders = (SchemaDecoder(schemas / TRANSACTION_SCHEMA), SchemaDecoder(schemas / LABEL_SCHEMA))
+        decoders = (
+            transaction_decoder(load_validator(schemas / TRANSACTION_SCHEMA)),
+            label_decoder(load_validator(schemas / LABEL_SCHEMA)),
+        )
         topics = (t.transactions, t.labels)
         pipelines.append(FraudPipeline(fraud, decoders, topics, result_topic(t.fraud_scores, version)))
     return pipelines
@@ -165,6 +159,8 @@ def run_worker(settings: Settings, composition: Composition | None = None) -> No
                 timers.append((composition.fraud.metrics_interval_s, monitor.refresh))
         log.info("worker %s: metrics at http://%s:%d/metrics", group, w.metrics_host, w.metrics_port)
         datadir = settings.runtime.home / "faust" / group
+        # What start-up allocated lives as long as the process: out of the collector's full passes.
+        gc.freeze()
         run_host(group, datadir, job, consumer, timers)
     finally:
         if target is not None:

@@ -22,10 +22,10 @@ in arrival order, exactly as a scan would (otherwise a scan of the 24 h run deci
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from math import log1p, sqrt
 from typing import Any
 
 from streams.fraud.messages import TransactionMessage, as_transaction
@@ -124,7 +124,7 @@ def update(state: FeatureState, tx: TransactionMessage | Mapping[str, Any]) -> N
     history = state.customers.get(tx.customer_id)
     if history is None:
         history = state.customers[tx.customer_id] = CustomerHistory()
-    _fold(state, history, tx, math.log1p(tx.amount))
+    _fold(state, history, tx, log1p(tx.amount))
 
 
 def features_of(state: FeatureState, tx: TransactionMessage, prefixes: Mapping[str, str]) -> list[float]:
@@ -136,7 +136,7 @@ def _row(
     state: FeatureState, history: CustomerHistory | None, tx: TransactionMessage, prefixes: Mapping[str, str]
 ) -> list[float]:
     ts = tx.ts
-    log_amount = math.log1p(tx.amount)
+    log_amount = log1p(tx.amount)
     device, card = tx.device_id, tx.card_id
     if history is None:
         has_history, z, new_device, new_card = False, 0.0, 0.0, 0.0
@@ -145,7 +145,7 @@ def _row(
     else:
         has_history = True
         count_1m, count_1h, count_24h, sum_1h, sum_24h = _windows(history, ts)
-        z = (log_amount - history.ew_mean) / math.sqrt(history.ew_var + 0.05)
+        z = (log_amount - history.ew_mean) / sqrt(history.ew_var + 0.05)
         new_device = 1.0 if device and device not in history.devices else 0.0
         new_card = 1.0 if card and card not in history.cards else 0.0
     billing, shipping = tx.billing_country, tx.shipping_country
@@ -157,11 +157,11 @@ def _row(
         float(count_1m),
         float(count_1h),
         float(count_24h),
-        math.log1p(sum_1h),
-        math.log1p(sum_24h),
+        log1p(sum_1h),
+        log1p(sum_24h),
         z,
         0.0 if has_history else 1.0,
-        float(_distinct_cards(state, device, card, ts)),
+        float(_distinct_cards(state, device, card, ts)) if device else (1.0 if card else 0.0),
         0.0 if device else 1.0,
         new_device,
         0.0 if card else 1.0,
@@ -179,9 +179,9 @@ def _row(
     ]
 
 
-def _distinct_cards(state: FeatureState, device: str | None, card: str | None, ts: int) -> int:
+def _distinct_cards(state: FeatureState, device: str, card: str | None, ts: int) -> int:
     """Cards used on the device in the last hour, counting the transaction's own card."""
-    cards = state.device_cards.get(device) if device else None
+    cards = state.device_cards.get(device)
     others = 0
     if cards:
         after = ts - HOUR
@@ -225,8 +225,24 @@ def _straddled(history: CustomerHistory, ts: int, day: int, hour: int, minute: i
 
 
 def _fold(state: FeatureState, history: CustomerHistory, tx: TransactionMessage, log_amount: float) -> None:
-    ts = tx.ts
-    _remember(history, ts, tx.amount)
+    """Append to the customer's 24 h queue, trim its front to within 24 h of the newest time, and
+    update the amount history and the device and card sets."""
+    ts, times, reach = tx.ts, history.times, history.reach
+    if reach and ts < reach[-1]:
+        history.late.append(len(times))
+        reach.append(reach[-1])
+    else:
+        reach.append(ts)
+    times.append(ts)
+    history.amounts.append(tx.amount)
+    start, oldest = history.start, reach[-1] - DAY
+    while times[start] <= oldest:  # never passes the newest entry
+        start += 1
+    if start > _COMPACT_AFTER and 2 * start > len(times):
+        del times[:start], history.amounts[:start], reach[:start]
+        history.late = [index - start for index in history.late if index >= start]
+        start = 0
+    history.start = start
     if history.n == 0:
         history.ew_mean, history.ew_var = log_amount, 0.0
     else:
@@ -249,23 +265,3 @@ def _fold(state: FeatureState, history: CustomerHistory, tx: TransactionMessage,
                         del cards[other]
     if card:
         history.cards.add(card)
-
-
-def _remember(history: CustomerHistory, ts: int, amount: float) -> None:
-    """Append to the 24 h queue, then trim its front to within 24 h of the newest time."""
-    times, reach = history.times, history.reach
-    if reach and ts < reach[-1]:
-        history.late.append(len(times))
-        reach.append(reach[-1])
-    else:
-        reach.append(ts)
-    times.append(ts)
-    history.amounts.append(amount)
-    start, oldest = history.start, reach[-1] - DAY
-    while times[start] <= oldest:  # never passes the newest entry
-        start += 1
-    if start > _COMPACT_AFTER and 2 * start > len(times):
-        del times[:start], history.amounts[:start], reach[:start]
-        history.late = [index - start for index in history.late if index >= start]
-        start = 0
-    history.start = start

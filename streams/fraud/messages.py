@@ -61,28 +61,14 @@ class LabelMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     source: Literal["chargeback", "unpaid_invoice", "manual_review", "paid"]
 
 
-def _without_unknown_fields(validator: Validator, struct: type[msgspec.Struct]) -> Validator:
-    """The schema check, then the fields the struct does not know dropped from the (valid) event,
-    so that `TypedDecoder` can convert it to the struct, which refuses unknown fields."""
-    known = frozenset(struct.__struct_fields__)
-
-    def validated(event: Any) -> Any:
-        validator(event)
-        for name in [name for name in event if name not in known]:
-            del event[name]
-        return event
-
-    return validated
-
-
 def transaction_decoder(validator: Validator) -> TypedDecoder[TransactionMessage]:
     """Raw transaction bytes -> `TransactionMessage` or the schema's `Rejected`."""
-    return TypedDecoder(TransactionMessage, _without_unknown_fields(validator, TransactionMessage))
+    return TypedDecoder(TransactionMessage, validator)
 
 
 def label_decoder(validator: Validator) -> TypedDecoder[LabelMessage]:
     """Raw label bytes -> `LabelMessage` or the schema's `Rejected`."""
-    return TypedDecoder(LabelMessage, _without_unknown_fields(validator, LabelMessage))
+    return TypedDecoder(LabelMessage, validator)
 
 
 def as_transaction(tx: TransactionMessage | Mapping[str, Any]) -> TransactionMessage:

@@ -112,36 +112,44 @@ def as_matrix(rows: list[dict[str, float]]) -> Matrix:
     )
 
 
-class DriftEdges:
-    """The model's reference bin edges, per feature, ready to count live values into bins."""
+class LiveHistograms:
+    """Live feature histograms per (feature, season bucket), binned at the model's reference edges
+    (as `histogram`), for the drift inspector. A batch is counted with one `np.bincount` into a
+    flat tally: feature by feature, bucket by bucket, bin by bin."""
 
     def __init__(self, model: FraudModel) -> None:
-        self.model = model
         self.features = [
             (name, np.asarray(spec["edges"], dtype=float))
             for name in FEATURES
             if (spec := model.reference.get(name, {})).get("edges") is not None
         ]
         self.columns = [FEATURES.index(name) for name, _ in self.features]
+        self.widths = [len(edges) + 1 for _, edges in self.features]  # bins per feature
+        sizes = [SEASON_BUCKETS * width for width in self.widths]
+        self.offsets = [sum(sizes[:k]) for k in range(len(sizes))]  # where each feature's counts start
+        self.tally = np.zeros(sum(sizes), dtype=np.int64)
+        self.buckets: list[int] = []  # season buckets seen, in the order they first appeared
 
-    def add(self, live_counts: dict[tuple[str, int], list[int]], x: Matrix, ts: Sequence[int]) -> None:
-        """Add the rows of ``x`` to the live histograms per (feature, season bucket): the bins are
-        split at the edges (as `histogram`), the buckets are `season_bucket`'s."""
+    def add(self, x: Matrix, ts: Sequence[int]) -> None:
+        """Count the rows of ``x`` (features in `FEATURES` order) scored at times ``ts``."""
         buckets = season_buckets(np.asarray(ts, dtype=np.int64))
-        present = np.unique(buckets).tolist()
-        tallies = []
-        for (name, edges), column in zip(self.features, self.columns, strict=True):
-            width = len(edges) + 1
-            bins = np.searchsorted(edges, x[:, column], side="right")
-            tally = np.bincount(buckets * width + bins, minlength=SEASON_BUCKETS * width)
-            tallies.append((name, tally.reshape(SEASON_BUCKETS, width)))
-        for bucket in present:
-            for name, tally in tallies:
-                counts = tally[bucket].tolist()
-                current = live_counts.get((name, bucket))
-                live_counts[(name, bucket)] = (
-                    counts if current is None else [a + b for a, b in zip(current, counts, strict=True)]
-                )
+        bins = np.empty((len(buckets), len(self.features)), dtype=np.int64)
+        for k, ((_, edges), column) in enumerate(zip(self.features, self.columns, strict=True)):
+            bins[:, k] = np.searchsorted(edges, x[:, column], side="right")
+        bins += buckets[:, None] * np.asarray(self.widths) + np.asarray(self.offsets)
+        self.tally += np.bincount(bins.ravel(), minlength=len(self.tally))
+        for bucket in np.flatnonzero(np.bincount(buckets, minlength=SEASON_BUCKETS)).tolist():
+            if bucket not in self.buckets:
+                self.buckets.append(bucket)
+
+    def counts(self) -> dict[tuple[str, int], list[int]]:
+        """(feature, season bucket) -> count per bin, for the buckets seen."""
+        tally = self.tally.tolist()
+        return {
+            (name, bucket): tally[offset + bucket * width : offset + (bucket + 1) * width]
+            for bucket in self.buckets
+            for (name, _), width, offset in zip(self.features, self.widths, self.offsets, strict=True)
+        }
 
 
 SEASON_BUCKETS = 8

@@ -15,8 +15,10 @@ partition nobody touched has nothing new to release or forget.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -24,7 +26,7 @@ import numpy as np
 from streams.fraud.decision import ALLOW, DecisionPolicy, decide
 from streams.fraud.features import FeatureState, advance
 from streams.fraud.messages import LabelMessage, TransactionMessage, as_label, as_transaction
-from streams.fraud.model import DriftEdges, FraudModel
+from streams.fraud.model import FraudModel, LiveHistograms
 
 DAY_MS = 86_400_000
 
@@ -118,9 +120,12 @@ class FraudProcessor:
         self.version = pipeline_version
         self.label_horizon_ms = label_horizon_ms
         self.states: dict[int, PartitionFraud] = {}
-        # Live feature histograms per (feature, season bucket), for the drift inspector.
-        self.live_counts: dict[tuple[str, int], list[int]] = {}
-        self._drift = DriftEdges(model)
+        self._live = LiveHistograms(model)  # against this model's edges: a new model is a new version
+
+    @property
+    def live_counts(self) -> dict[tuple[str, int], list[int]]:
+        """Live feature histograms per (feature, season bucket), for the drift inspector."""
+        return self._live.counts()
 
     def state(self, partition: int) -> PartitionFraud:
         if partition not in self.states:
@@ -137,27 +142,11 @@ class FraudProcessor:
         partitions: list[int] = []
         rows: list[list[float]] = []
         touched: set[int] = set()
-        prefixes = self.prefixes
-        for tx, partition in transactions:
-            state = self.states.get(partition) or self.state(partition)
+        for partition, run in itertools.groupby(transactions, key=itemgetter(1)):
             touched.add(partition)
-            if type(tx) is not TransactionMessage:
-                tx = as_transaction(tx)
-            tx_id, ts = tx.transaction_id, tx.ts
-            if tx_id in state.decisions:  # seen before, in this batch or earlier
-                out.duplicates += 1
-                continue
-            rows.append(advance(state.features, tx, prefixes))  # its features, then its fold: no leak
-            fresh.append(tx)
-            partitions.append(partition)
-            state.decisions[tx_id] = ts
-            if state.watermark is None or ts >= state.watermark:
-                state.in_order.append(tx_id)
-                state.watermark = ts
-            else:
-                heapq.heappush(state.out_of_order, (ts, tx_id))
-            if state.labels.by_transaction:
-                state.labels.decided(tx_id)
+            before = len(fresh)
+            self._fold(self.state(partition), run, fresh, rows, out)
+            partitions.extend(itertools.repeat(partition, len(fresh) - before))
         if fresh:
             self._score(fresh, partitions, rows, out)
         arrived: dict[int, list[LabelMessage]] = {}
@@ -173,6 +162,37 @@ class FraudProcessor:
                 self._evict(state)
         return out
 
+    def _fold(
+        self,
+        state: PartitionFraud,
+        run: Iterable[tuple[Transaction, int]],
+        fresh: list[TransactionMessage],
+        rows: list[list[float]],
+        out: FraudOutput,
+    ) -> None:
+        """Consecutive transactions of one partition: duplicates counted, the others' features
+        computed and folded into the state, one after the other."""
+        decisions, in_order, labels = state.decisions, state.in_order, state.labels
+        features, prefixes, watermark = state.features, self.prefixes, state.watermark
+        for tx, _ in run:
+            if type(tx) is not TransactionMessage:
+                tx = as_transaction(tx)
+            tx_id, ts = tx.transaction_id, tx.ts
+            if tx_id in decisions:  # seen before, in this batch or earlier
+                out.duplicates += 1
+                continue
+            rows.append(advance(features, tx, prefixes))  # its features, then its fold: no leak
+            fresh.append(tx)
+            decisions[tx_id] = ts
+            if watermark is None or ts >= watermark:
+                in_order.append(tx_id)
+                watermark = ts
+            else:
+                heapq.heappush(state.out_of_order, (ts, tx_id))
+            if labels.by_transaction:
+                labels.decided(tx_id)
+        state.watermark = watermark
+
     def _score(
         self,
         fresh: list[TransactionMessage],
@@ -180,12 +200,12 @@ class FraudProcessor:
         rows: list[list[float]],
         out: FraudOutput,
     ) -> None:
-        x = np.array(rows, dtype=float)
+        """Score, explain and bin the batch with numpy at once, then decide and build its rows."""
+        x = np.fromiter(itertools.chain.from_iterable(rows), float, len(rows) * len(rows[0]))
+        x = x.reshape(len(rows), -1)
         scores, contributions = self.model.score(x)
         reasons = self.model.reasons(contributions)
-        if self._drift.model is not self.model:
-            self._drift = DriftEdges(self.model)
-        self._drift.add(self.live_counts, x, [tx.ts for tx in fresh])
+        self._live.add(x, [tx.ts for tx in fresh])
         version, model_version = self.version, self.model.version
         policy, risky_from = self.policy, self.policy.disable_invoice_at
         scored, stored, cohort, results = out.scores, out.transactions, out.cohort, out.results
