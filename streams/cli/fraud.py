@@ -115,15 +115,17 @@ def train(
         raise ConfigError(str(exc)) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(model.to_json() + "\n")
-    table = Table(
-        "model",
-        "PR-AUC",
-        "recall@thr",
-        "precision@thr",
-        "Brier",
-        title="test split (newest 20 %)",
-        box=box.SIMPLE_HEAD,
+    print_training_report(report, version)
+    console.print(
+        f"wrote {out}; deploy it as a new pipeline version (replay) with STREAMS_FRAUD__MODEL_FILE={out}"
     )
+
+
+def print_training_report(report: dict[str, Any], version: str) -> None:
+    table = Table(
+        "model", "PR-AUC", "recall@thr", "precision@thr", "Brier",
+        title="test split (newest 20 %)", box=box.SIMPLE_HEAD,
+    )  # fmt: skip
     for name in ("new", "current"):
         if name in report:
             r = report[name]
@@ -135,9 +137,6 @@ def train(
                 f"{r['brier']:.4f}",
             )
     console.print(table)
-    console.print(
-        f"wrote {out}; deploy it as a new pipeline version (replay) with STREAMS_FRAUD__MODEL_FILE={out}"
-    )
 
 
 def _archived_training_data(settings: Any, version: str, maturity_days: int) -> Any:

@@ -6,7 +6,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -173,10 +173,7 @@ def bench(
 ) -> None:
     """Compare our worker with a naive Faust job, Quix Streams and a raw consumer on this machine;
     measure our worker's memory at a steady rate (soak) and as its state grows (state)."""
-    from rich.table import Table
-
     from streams.bench.memory import MEMORY_SCENARIOS
-    from streams.bench.report import table_rows, update_docs, write_outputs
     from streams.bench.scenarios import BenchOptions, run_bench
     from streams.settings import project_dir
 
@@ -197,9 +194,22 @@ def bench(
     )
     command = shlex.join(["streams", *sys.argv[1:]])
     result = run_bench(load_settings(), options, command, lambda line: err.print(line, highlight=False))
-    header, rows = table_rows(result)
     what = "one row per phase" if scenario in MEMORY_SCENARIOS else f"medians of {options.repeats}"
-    table = Table(title=f"streams bench --scenario {scenario} ({what})")
+    page = None if no_docs else docs or project_dir() / "docs" / "benchmarks.md"
+    show_bench(result, f"streams bench --scenario {scenario} ({what})", out, page)
+    if not result.ok:
+        failed = sum(1 for run in result.runs if not run.ok)
+        raise StreamsError(f"{failed} of {len(result.runs)} runs failed or gave wrong results (see {out})")
+
+
+def show_bench(result: Any, title: str, out: Path, page: Path | None) -> None:
+    """The result table, the files written, and the benchmarks ``page`` updated (None: left alone)."""
+    from rich.table import Table
+
+    from streams.bench.report import table_rows, update_docs, write_outputs
+
+    header, rows = table_rows(result)
+    table = Table(title=title)
     for i, column in enumerate(header):
         table.add_column(column, no_wrap=i == 0, justify="left" if i == 0 else "right")
     for row in rows:
@@ -207,10 +217,6 @@ def bench(
     console.print(table)
     for path in write_outputs(result, out, lambda line: err.print(f"warning: {line}")):
         console.print(f"wrote {path}")
-    if not no_docs:
-        page = docs or project_dir() / "docs" / "benchmarks.md"
+    if page is not None:
         update_docs(result, page)
         console.print(f"updated {page}")
-    if not result.ok:
-        failed = sum(1 for run in result.runs if not run.ok)
-        raise StreamsError(f"{failed} of {len(result.runs)} runs failed or gave wrong results (see {out})")
