@@ -20,7 +20,7 @@ from streams.ctr.pipeline import SCHEMA_FILE as AD_SCHEMA
 from streams.ctr.pipeline import CtrPipeline
 from streams.ctr.processor import CtrProcessor
 from streams.engine.checkpoint import Checkpoint
-from streams.engine.consumer import BatchConsumer, read_log
+from streams.engine.consumer import BatchConsumer
 from streams.engine.job import Job, Pacing
 from streams.engine.observer import MetricsObserver
 from streams.engine.pipeline import Message, Pipeline
@@ -32,7 +32,7 @@ from streams.fraud.pipeline import LABEL_SCHEMA, TRANSACTION_SCHEMA, FraudPipeli
 from streams.fraud.processor import FraudProcessor
 from streams.host import Timer, run_host
 from streams.io.cassandra import CassandraSink, connect
-from streams.io.kafka import RecordOutput, check_access, is_transient, make_producer
+from streams.io.kafka import RecordOutput, check_access, is_transient, make_producer, read_partition
 from streams.lifecycle import bootstrap, ensure_registered
 from streams.metrics import FraudMetrics, PipelineMetrics
 from streams.monitor import FraudMonitor
@@ -114,7 +114,7 @@ def build_job(
     )  # fmt: skip
 
     async def read(topic: str, partition: int, start: int | None, end: int) -> list[Message]:
-        return await asyncio.to_thread(read_log, settings.kafka, topic, partition, start, end)
+        return await asyncio.to_thread(read_partition, settings.kafka, topic, partition, start, end)
 
     pacing = Pacing(w.batch_size, w.flush_interval_s, w.catchup_flush_interval_s)
     # Scores are awaited by a checkout: fraud is checkpointed within milliseconds while caught up.

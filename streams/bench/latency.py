@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from streams.bench.workload import WINDOW_MS
-from streams.io.kafka import high_watermarks, partition_history
+from streams.io.kafka import high_watermarks, read_partition
 from streams.settings import KafkaSettings
 
 Latencies = list[tuple[float, float]]  # (CreateTime of the event in ms, its latency in ms)
@@ -27,13 +27,14 @@ Latencies = list[tuple[float, float]]  # (CreateTime of the event in ms, its lat
 def records(kafka: KafkaSettings, topic: str) -> Iterator[tuple[dict[str, Any], int]]:
     """Every decodable JSON record of ``topic`` with its CreateTime (ms), each partition in order."""
     for partition, end in high_watermarks(kafka, topic).items():
-        for value, _, timestamp, _ in partition_history(kafka, topic, partition, end):
+        for message in read_partition(kafka, topic, partition, None, end):
+            kind, timestamp = message.timestamp()
             try:
-                record = orjson.loads(value or b"")
+                record = orjson.loads(message.value() or b"")
             except orjson.JSONDecodeError:
                 continue
             if isinstance(record, dict):
-                yield record, timestamp or 0
+                yield record, timestamp if kind else 0
 
 
 def percentiles(latencies: Sequence[tuple[float, float]], since_ms: float) -> dict[str, float]:

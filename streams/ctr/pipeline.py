@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from typing import ClassVar
 
 from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE, CtrProcessor, CtrRows
 from streams.ctr.state import AdEvent, AdEventMessage, Outcome
-from streams.engine.pipeline import Batch, Drained, Folded, Message, Record, coordinates_of
+from streams.engine.pipeline import Batch, Drained, Folded, Message, PartitionStates, Record, coordinates_of
 from streams.events import DeadLetter, Rejected, TypedDecoder, Validator
 from streams.tables import of_pipeline
 
@@ -43,7 +42,7 @@ def late_letter(message: Message, ts: int, watermark: int, grace_ms: int) -> Dea
     return DeadLetter(message.value() or b"", coordinates_of(message), Rejected("late_event", reason))
 
 
-class CtrPipeline:
+class CtrPipeline(PartitionStates):
     stateful = True
     name = "ctr"
     tables: ClassVar[dict[str, tuple[str, ...]]] = TABLES
@@ -97,11 +96,3 @@ class CtrPipeline:
             if table_rows:
                 drained.tallies[f"windows_final:{table}"] += sum(1 for r in table_rows if r["final"])
         return drained
-
-    def forget(self, partitions: Iterable[int]) -> None:
-        for partition in partitions:
-            self.processor.states.pop(partition, None)
-
-    def watermark(self, partition: int) -> int | None:
-        state = self.processor.states.get(partition)
-        return state.watermark if state is not None else None

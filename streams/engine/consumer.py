@@ -170,35 +170,3 @@ class BatchConsumer:
             await self._call(self._consumer.close)
         finally:
             self._thread.shutdown(wait=False)
-
-
-def read_log(kafka: KafkaSettings, topic: str, partition: int, start: int | None, end: int) -> list[Message]:
-    """The messages of ``topic[partition]`` from ``start`` (None: the first kept) up to ``end``
-    (excluded), in order: what a rebuild folds."""
-    consumer = Consumer(
-        {**client_config(kafka), "group.id": "streams-state-rebuild", "enable.auto.commit": False,
-         "enable.partition.eof": True, "fetch.max.bytes": 16 * 1024 * 1024}
-    )  # fmt: skip
-    try:
-        try:
-            low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-        except KafkaException as exc:
-            raise RuntimeServiceError(f"cannot read {topic}[{partition}]: {exc.args[0].str()}") from exc
-        first = low if start is None else max(start, low)
-        if end <= first:
-            return []
-        consumer.assign([TopicPartition(topic, partition, first)])
-        messages: list[Message] = []
-        while not messages or (messages[-1].offset() or 0) < end - 1:
-            for message in consumer.consume(5000, timeout=5):
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        return messages
-                    raise RuntimeServiceError(f"cannot read {topic}[{partition}]: {error.str()}")
-                if (message.offset() or 0) >= end:
-                    return messages
-                messages.append(message)
-        return messages
-    finally:
-        consumer.close()

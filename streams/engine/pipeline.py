@@ -102,3 +102,18 @@ class Pipeline(Protocol):
     def watermark(self, partition: int) -> int | None:
         """The partition's event-time watermark (ms), if any."""
         ...
+
+
+class PartitionStates:
+    """`forget` and `watermark` for a pipeline whose processor keeps its state in
+    ``processor.states`` (partition -> a state with a ``watermark``)."""
+
+    processor: Any
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self.processor.states.pop(partition, None)
+
+    def watermark(self, partition: int) -> int | None:
+        state = self.processor.states.get(partition)
+        return state.watermark if state is not None else None

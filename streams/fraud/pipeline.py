@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar, Protocol
 
-from streams.engine.pipeline import Batch, Drained, Folded, Message, coordinates_of
+from streams.engine.pipeline import Batch, Drained, Folded, Message, PartitionStates, coordinates_of
 from streams.events import DeadLetter, Rejected
 from streams.fraud.processor import (
     COHORT_TABLE,
@@ -26,7 +26,7 @@ class Decoder(Protocol):
     def decode(self, raw: bytes | None) -> Any: ...
 
 
-class FraudPipeline:
+class FraudPipeline(PartitionStates):
     stateful = True
     name = "fraud"
     tables: ClassVar[dict[str, tuple[str, ...]]] = TABLES
@@ -88,11 +88,3 @@ class FraudPipeline:
     def drain(self) -> Drained:
         out, self.out = self.out, Drained()
         return out
-
-    def forget(self, partitions: Iterable[int]) -> None:
-        for partition in partitions:
-            self.processor.states.pop(partition, None)
-
-    def watermark(self, partition: int) -> int | None:
-        state = self.processor.states.get(partition)
-        return state.watermark if state is not None else None

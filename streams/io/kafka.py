@@ -207,11 +207,11 @@ class RecordOutput:
             raise SinkError(f"cannot publish {len(failures)} records to {self.topic}: {first.str()}")
 
 
-def partition_history(
-    kafka: KafkaSettings, topic: str, partition: int, end_offset: int
-) -> list[tuple[bytes | None, int, int | None, bytes | None]]:
-    """Every message of ``topic[partition]`` before ``end_offset``, in order:
-    (value, offset, timestamp ms, key). Used to rebuild state from the log."""
+def read_partition(
+    kafka: KafkaSettings, topic: str, partition: int, start: int | None, end: int
+) -> list[Message]:
+    """The messages of ``topic[partition]`` from ``start`` (None: the first kept) up to ``end``
+    (excluded), in order: what a state rebuild folds, and what the bench reads back."""
     consumer = Consumer(
         {**client_config(kafka), "group.id": "streams-state-rebuild", "enable.auto.commit": False,
          "enable.partition.eof": True, "fetch.max.bytes": 16 * 1024 * 1024}
@@ -221,22 +221,21 @@ def partition_history(
             low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
         except KafkaException as exc:
             raise RuntimeServiceError(f"cannot read {topic}[{partition}]: {exc.args[0].str()}") from exc
-        if end_offset <= low:
+        first = low if start is None else max(start, low)
+        if end <= first:
             return []
-        consumer.assign([TopicPartition(topic, partition, low)])
-        messages: list[tuple[bytes | None, int, int | None, bytes | None]] = []
-        while not messages or messages[-1][1] < end_offset - 1:
+        consumer.assign([TopicPartition(topic, partition, first)])
+        messages: list[Message] = []
+        while not messages or (messages[-1].offset() or 0) < end - 1:
             for message in consumer.consume(5000, timeout=5):
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
                         return messages
                     raise RuntimeServiceError(f"cannot read {topic}[{partition}]: {error.str()}")
-                offset = message.offset() or 0
-                if offset >= end_offset:
+                if (message.offset() or 0) >= end:
                     return messages
-                timestamp = message.timestamp()[1] if message.timestamp()[0] else None
-                messages.append((message.value(), offset, timestamp, message.key()))
+                messages.append(message)
         return messages
     finally:
         consumer.close()

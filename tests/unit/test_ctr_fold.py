@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import orjson
 
 from streams.compose import compose
 from streams.ctr.pipeline import SCHEMA_FILE, CtrPipeline
 from streams.ctr.processor import CtrProcessor
+from streams.engine.testing import LogMessage
 from streams.events import load_validator
 from streams.settings import Settings
 
 T0 = 1_700_000_000_000
 
 
-@dataclass
-class FakeMessage:
-    """The part of confluent_kafka.Message the fold reads."""
-
-    _value: bytes | None
-    _partition: int
-    _offset: int
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def topic(self) -> str:
-        return "ad-events"
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, T0)
-
-    def key(self) -> bytes:
-        return b"a1"
+def FakeMessage(value: bytes | None, partition: int, offset: int) -> LogMessage:
+    return LogMessage("ad-events", partition, offset, value, b"a1", T0)
 
 
 def event(event_id: str, ts: int, kind: str = "impression") -> bytes:
