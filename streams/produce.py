@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
@@ -74,6 +75,14 @@ def produce(
     return ProduceReport(sent - len(failures), len(failures), seconds, rate, first_error)
 
 
+class Delivery(NamedTuple):
+    """One produced message: ``error`` None once acknowledged, at ``partition`` and ``offset``."""
+
+    error: str | None
+    partition: int | None = None
+    offset: int | None = None
+
+
 def produce_each(
     kafka: KafkaSettings,
     topic: str,
@@ -81,16 +90,20 @@ def produce_each(
     *,
     overrides: Mapping[str, str | int | float | bool] | None = None,
     timeout_s: float = 120,
-) -> list[str | None]:
-    """Send (key, value) pairs, either of which may be None, and return each one's outcome in
-    order: None once acknowledged, else Kafka's error (a message too large for the producer or the
-    broker is an outcome here, not an exception). ``overrides`` go to the producer's config."""
+) -> list[Delivery]:
+    """Send (key, value) pairs, either of which may be None, and return each one's delivery in
+    order: where it landed once acknowledged, else Kafka's error (a message too large for the
+    producer or the broker is an outcome here, not an exception). ``overrides`` go to the producer."""
     producer = make_producer(kafka, **(overrides or {}))
-    outcomes: list[str | None] = [f"not acknowledged within {timeout_s:.0f}s"] * len(messages)
+    outcomes = [Delivery(f"not acknowledged within {timeout_s:.0f}s")] * len(messages)
 
     def delivered_to(index: int) -> Callable[[KafkaError | None, Message], None]:
-        def delivered(error: KafkaError | None, _message: Message) -> None:
-            outcomes[index] = error.str() if error is not None else None
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            outcomes[index] = (
+                Delivery(error.str())
+                if error is not None
+                else Delivery(None, message.partition(), message.offset())
+            )
 
         return delivered
 
@@ -102,7 +115,7 @@ def produce_each(
             except BufferError:  # local queue full: let the brokers drain it
                 producer.poll(0.05)
             except KafkaException as exc:  # refused before sending, e.g. over message.max.bytes
-                outcomes[index] = exc.args[0].str()
+                outcomes[index] = Delivery(exc.args[0].str())
                 break
         producer.poll(0)
     producer.flush(timeout_s)

@@ -90,10 +90,12 @@ def produce_hostile(
     pairs = [(m.key, m.value) for m in messages]
     outcomes = produce_each(settings.kafka, name, pairs, overrides=producer_overrides(max_bytes))
     for message, outcome in zip(messages, outcomes, strict=True):
-        if outcome is not None:
+        if outcome.error is not None:
             size = len(message.key or b"") + len(message.value or b"")
-            err.print(f"refused: {message.name} ({size} bytes): {outcome}", highlight=False, soft_wrap=True)
-    sent = [m for m, outcome in zip(messages, outcomes, strict=True) if outcome is None]
+            err.print(
+                f"refused: {message.name} ({size} bytes): {outcome.error}", highlight=False, soft_wrap=True
+            )
+    sent = [m for m, outcome in zip(messages, outcomes, strict=True) if outcome.error is None]
     verdicts = Counter(m.expected for m in sent)
     summary = ", ".join(f"{count} {verdict}" for verdict, count in sorted(verdicts.items()))
     console.print(

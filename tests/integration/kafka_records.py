@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
-from streams.io.kafka import client_config, make_producer
+from streams.io.kafka import client_config
+from streams.produce import produce_each
 from streams.settings import KafkaSettings, Settings
 
 # Room for the biggest messages of the hostile corpus (about 900 kB, and dead letters as big).
@@ -59,24 +59,7 @@ def produce_located(
     overrides: Mapping[str, str | int | float | bool] | None = None,
 ) -> list[Located]:
     """Send (key, value) pairs and return where each one landed; every one must be acknowledged."""
-    producer = make_producer(kafka, **(overrides or {}))
-    where: list[Located | str] = ["not acknowledged"] * len(messages)
-
-    def delivered_to(index: int) -> Any:
-        def delivered(error: KafkaError | None, message: Message) -> None:
-            where[index] = error.str() if error else (message.partition() or 0, message.offset() or 0)
-
-        return delivered
-
-    for index, (key, value) in enumerate(messages):
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, on_delivery=delivered_to(index))
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
-    producer.flush(120)
-    refused = [(index, outcome) for index, outcome in enumerate(where) if isinstance(outcome, str)]
+    outcomes = produce_each(kafka, topic, messages, overrides=overrides)
+    refused = [(index, o.error) for index, o in enumerate(outcomes) if o.error is not None]
     assert not refused, f"Kafka refused {len(refused)} messages, first {refused[0]}"
-    return [w for w in where if not isinstance(w, str)]
+    return [(o.partition or 0, o.offset or 0) for o in outcomes]

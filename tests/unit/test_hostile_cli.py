@@ -9,6 +9,7 @@ import pytest
 
 from streams.cli import hostile
 from streams.cli.hostile import HostileTopic, produce_hostile
+from streams.produce import Delivery
 
 
 def test_the_corpus_goes_to_the_configured_topic_and_refusals_are_one_line_each(
@@ -19,9 +20,11 @@ def test_the_corpus_goes_to_the_configured_topic_and_refusals_are_one_line_each(
 
     def fake_produce_each(
         kafka: object, topic: str, messages: list[Any], *, overrides: dict[str, Any]
-    ) -> list[str | None]:
+    ) -> list[Delivery]:
         sent.update(topic=topic, messages=messages, overrides=overrides)
-        return ["Broker: Message size too large"] + [None] * (len(messages) - 1)
+        return [Delivery("Broker: Message size too large")] + [
+            Delivery(None, 0, i) for i in range(len(messages) - 1)
+        ]
 
     monkeypatch.setattr(hostile, "produce_each", fake_produce_each)
     produce_hostile(
