@@ -61,6 +61,7 @@ class FraudParams:
     metrics_interval_s: float
     drift_alert_psi: float
     batch_timeout_s: float
+    catchup_flush_interval_s: float
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ def fraud_params(fraud: FraudSettings, model: PinnedFile, ip_countries: PinnedFi
         metrics_interval_s=fraud.metrics_interval_s,
         drift_alert_psi=fraud.drift_alert_psi,
         batch_timeout_s=fraud.batch_timeout_s,
+        catchup_flush_interval_s=fraud.catchup_flush_interval_s,
     )
 
 

@@ -131,6 +131,9 @@ class FraudSettings(_Group):
     review_budget: int = Field(50, ge=1, description="manual reviews per day: k of precision@k")
     label_horizon_days: int = Field(90, ge=1)
     batch_timeout_s: float = Field(0.02, gt=0, description="scoring waits at most this long to fill a batch")
+    # Each transaction's rows are written once whatever the interval: a short one while working
+    # through a backlog bounds the rows held in memory without costing throughput.
+    catchup_flush_interval_s: float = Field(1.0, gt=0, description="fraud checkpoints in a backlog")
     metrics_interval_s: float = Field(
         30.0, gt=0, description="how often cohort metrics and drift are refreshed"
     )

@@ -118,7 +118,8 @@ def build_job(
 
     pacing = Pacing(w.batch_size, w.flush_interval_s, w.catchup_flush_interval_s)
     # Scores are awaited by a checkout: fraud is checkpointed within milliseconds while caught up.
-    fraud = Pacing(w.batch_size, composition.fraud.batch_timeout_s, w.catchup_flush_interval_s)
+    f = composition.fraud
+    fraud = Pacing(w.batch_size, f.batch_timeout_s, f.catchup_flush_interval_s)
     job = Job(pipelines, checkpoint, Recovery(read), observer, pacing, timed, paced={"fraud": fraud})
     return job, pipelines
 
