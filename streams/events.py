@@ -28,7 +28,6 @@ DEFAULT_DEAD_LETTER_MAX_BYTES = 900_000
 DEAD_LETTER_MIN_BYTES = 1_024
 DEAD_LETTER_KEY_MAX_BYTES = 4_096  # of the message key kept in a letter: the raw topic keeps it all
 DEAD_LETTER_ROW_RAW_MAX_BYTES = 1_000_000  # of the value kept in a `dead_letters` row
-DEAD_LETTER_TABLE = "dead_letters"
 _TRACEBACK_FRAMES = 5
 _EXCEPTION_MESSAGE_CHARS = 1_000
 

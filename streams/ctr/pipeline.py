@@ -6,8 +6,17 @@ from collections import Counter
 from typing import ClassVar
 
 from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE, CtrProcessor, CtrRows
-from streams.ctr.state import AdEvent, AdEventMessage, Outcome
-from streams.engine.pipeline import Batch, Drained, Folded, Message, PartitionStates, Record, coordinates_of
+from streams.ctr.state import AdEventMessage, Outcome
+from streams.engine.pipeline import (
+    Batch,
+    Drained,
+    Folded,
+    Message,
+    PartitionStates,
+    Record,
+    coordinates_of,
+    decode_all,
+)
 from streams.events import DeadLetter, Rejected, TypedDecoder, Validator
 from streams.tables import of_pipeline
 
@@ -56,18 +65,8 @@ class CtrPipeline(PartitionStates):
     def fold(self, partition: int, batch: Batch, *, replay: bool = False) -> Folded:
         """Decode, then fold the partition's events in its order; a message's coordinates are only
         built for the few that become dead letters."""
-        messages = batch.get(self.topic, ())
         folded = Folded()
-        events: list[AdEvent] = []
-        sources: list[Message] = []
-        decode = self.decoder.decode
-        for message in messages:
-            event = decode(message.value())
-            if isinstance(event, Rejected):
-                folded.letters.append(DeadLetter(message.value() or b"", coordinates_of(message), event))
-            else:
-                events.append(event)
-                sources.append(message)
+        events, sources = decode_all(self.decoder.decode, batch.get(self.topic, ()), folded.letters)
         outcomes, late_watermarks = self.processor.apply_batch(events, partition)
         if replay:
             self.processor.settle(partition)

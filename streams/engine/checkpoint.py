@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from streams.engine.pipeline import Drained, Folded, Record
-from streams.events import DEAD_LETTER_MIN_BYTES, DEAD_LETTER_TABLE, DeadLetter
+from streams.events import DEAD_LETTER_MIN_BYTES, DeadLetter
 from streams.sink import Sink
+from streams.tables import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,9 @@ class Checkpoint:
 
     async def _fall_back(self, letter: DeadLetter, reason: str) -> None:
         try:
-            await self.sink.write(DEAD_LETTER_TABLE, [letter.to_row(self.version)])
+            await self.sink.write(DEAD_LETTERS.name, [letter.to_row(self.version)])
             log.error("dead letter %s refused by Kafka (%s): kept in table %s",
-                      letter.coordinates, reason, DEAD_LETTER_TABLE)  # fmt: skip
+                      letter.coordinates, reason, DEAD_LETTERS.name)  # fmt: skip
             self.observer.letter_fallback(letter, reason)
             return
         except Exception as exc:  # the fallback failed too: a letter with coordinates only
@@ -138,8 +139,8 @@ class Checkpoint:
         record["raw_unavailable"] = f"refused by Kafka ({reason[:200]}) and by the fallback table"
         refused = await self._publish(self.dead_letter_topic, [(str(letter.coordinates).encode(), record)])
         if refused:
-            log.error("dead letter %s lost from every output; coordinates %s, reason %s",
-                      letter.coordinates, letter.coordinates, letter.rejection.reason[:500])  # fmt: skip
+            log.error("dead letter %s lost from every output; reason %s",
+                      letter.coordinates, letter.rejection.reason[:500])  # fmt: skip
         self.observer.letter_failure(letter, reason)
 
     async def _publish(self, topic: str, records: Sequence[Record]) -> dict[int, str]:

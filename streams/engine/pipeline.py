@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from streams.events import Coordinates, DeadLetter
+from streams.events import Coordinates, DeadLetter, Rejected
 
 
 class Message(Protocol):
@@ -30,6 +30,24 @@ def coordinates_of(message: Message) -> Coordinates:
         timestamp_ms=timestamp if kind else None,
         key=message.key(),
     )
+
+
+def decode_all(
+    decode: Callable[[bytes | None], Any], messages: Iterable[Message], letters: list[DeadLetter]
+) -> tuple[list[Any], list[Message]]:
+    """Decode messages in order: the events and the messages they came from; whatever ``decode``
+    rejects goes to ``letters`` (coordinates are built only for those few)."""
+    events: list[Any] = []
+    sources: list[Message] = []
+    for message in messages:
+        value = message.value()
+        event = decode(value)
+        if isinstance(event, Rejected):
+            letters.append(DeadLetter(value or b"", coordinates_of(message), event))
+        else:
+            events.append(event)
+            sources.append(message)
+    return events, sources
 
 
 Batch = Mapping[str, Sequence[Message]]  # topic -> one partition's messages, in offset order

@@ -15,6 +15,7 @@ from streams.engine.pipeline import Message, Pipeline
 from streams.engine.recovery import Recovery
 from streams.events import DeadLetter
 from streams.sink import MemorySink
+from streams.tables import DEAD_LETTERS
 
 
 @dataclass(frozen=True)
@@ -217,9 +218,7 @@ class Harness:
     def __post_init__(self) -> None:
         if self.sink is None:
             keys = {t: k for p in self.pipelines for t, k in p.tables.items()}
-            self.sink = MemorySink(
-                {**keys, "dead_letters": ("pipeline_version", "topic", "partition", "offset")}
-            )
+            self.sink = MemorySink({**keys, DEAD_LETTERS.name: DEAD_LETTERS.primary_key})
 
     def job(self) -> Job:
         assert self.sink is not None
@@ -229,11 +228,21 @@ class Harness:
         )  # fmt: skip
         return Job(self.pipelines, checkpoint, Recovery(self.log.read), self.observer, self.pacing)
 
-    async def run_until_idle(self, owned: Sequence[TopicPartition], job: Job | None = None) -> Job:
-        """Run a job that owns ``owned`` until every message is committed, then stop it."""
+    def start(
+        self, owned: Sequence[TopicPartition], job: Job | None = None
+    ) -> tuple[Job, FakeConsumer, asyncio.Task[None]]:
+        """A job (new unless given) that owns ``owned``, running as a task of the current loop."""
         job = job or self.job()
         consumer = FakeConsumer(self.log, self.group, job, owned)
-        task = asyncio.create_task(job.run(consumer))
+        return job, consumer, asyncio.create_task(job.run(consumer))
+
+    def successor(self, pipelines: Sequence[Pipeline]) -> Harness:
+        """Another process of the same group: same log, committed offsets, outputs and sink."""
+        return Harness(pipelines, self.log, self.group, self.outputs, self.sink)
+
+    async def run_until_idle(self, owned: Sequence[TopicPartition], job: Job | None = None) -> Job:
+        """Run a job that owns ``owned`` until every message is committed, then stop it."""
+        job, _, task = self.start(owned, job)
         ends = {tp: len(self.log.partitions.get(tp, [])) for tp in owned}
         while any(self.group.get(tp, 0) < end for tp, end in ends.items()) and not task.done():
             await asyncio.sleep(0.01)

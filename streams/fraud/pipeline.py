@@ -3,11 +3,9 @@ customer, folded together per partition; scores for a whole batch at once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, ClassVar, Protocol
 
-from streams.engine.pipeline import Batch, Drained, Folded, Message, PartitionStates, coordinates_of
-from streams.events import DeadLetter, Rejected
+from streams.engine.pipeline import Batch, Drained, Folded, PartitionStates, decode_all
 from streams.fraud.processor import (
     COHORT_TABLE,
     SCORES_TABLE,
@@ -45,20 +43,10 @@ class FraudPipeline(PartitionStates):
         self.scores_topic = scores_topic
         self.out = Drained()
 
-    def _decode(self, decoder: Decoder, messages: Iterable[Message], folded: Folded) -> list[Any]:
-        events = []
-        for message in messages:
-            event = decoder.decode(message.value())
-            if isinstance(event, Rejected):
-                folded.letters.append(DeadLetter(message.value() or b"", coordinates_of(message), event))
-            else:
-                events.append(event)
-        return events
-
     def fold(self, partition: int, batch: Batch, *, replay: bool = False) -> Folded:
         folded = Folded()
-        txs = self._decode(self.tx_decoder, batch.get(self.transactions, ()), folded)
-        labels = self._decode(self.label_decoder, batch.get(self.labels, ()), folded)
+        txs, _ = decode_all(self.tx_decoder.decode, batch.get(self.transactions, ()), folded.letters)
+        labels, _ = decode_all(self.label_decoder.decode, batch.get(self.labels, ()), folded.letters)
         out = self.processor.process([(tx, partition) for tx in txs], [(lb, partition) for lb in labels])
         if replay:
             return Folded()

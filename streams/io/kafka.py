@@ -12,7 +12,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.errors import ConfigError, RuntimeServiceError, SinkError
+from streams.errors import ConfigError, RuntimeServiceError
 from streams.netcheck import port_open
 from streams.settings import KafkaSettings
 
@@ -198,13 +198,6 @@ class RecordOutput:
         while await asyncio.to_thread(self.producer.flush, 5.0):
             pass  # every record is answered within message.timeout.ms
         return failures
-
-    async def send(self, records: Sequence[tuple[bytes, Mapping[str, Any]]]) -> None:
-        """Send and require every record to be acknowledged."""
-        failures = await self.publish(records)
-        if failures:
-            first = next(iter(failures.values()))
-            raise SinkError(f"cannot publish {len(failures)} records to {self.topic}: {first.str()}")
 
 
 def read_partition(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from streams.engine.pipeline import Batch, Drained, Folded, coordinates_of
-from streams.events import DeadLetter, Rejected, Validator, decode
+from streams.engine.pipeline import Batch, Drained, Folded, coordinates_of, decode_all
+from streams.events import Validator, decode
 from streams.smoke.logic import TABLE, smoke_row
 from streams.tables import of_pipeline
 
@@ -25,16 +25,14 @@ class SmokePipeline:
         folded = Folded()
         if replay:  # stateless: nothing to rebuild
             return folded
-        rows = self.out.rows.setdefault(TABLE, [])
-        for message in batch.get(self.topic, ()):
-            at = coordinates_of(message)
-            event = decode(message.value(), self.validator)
-            if isinstance(event, Rejected):
-                folded.letters.append(DeadLetter(message.value() or b"", at, event))
-            else:
-                rows.append(smoke_row(event, at, self.version))
-                folded.tallies[f"processed:{self.topic}"] += 1
+        events, sources = decode_all(self._decode, batch.get(self.topic, ()), folded.letters)
+        rows = [smoke_row(e, coordinates_of(m), self.version) for e, m in zip(events, sources, strict=True)]
+        self.out.rows.setdefault(TABLE, []).extend(rows)
+        folded.tallies[f"processed:{self.topic}"] += len(rows)
         return folded
+
+    def _decode(self, raw: bytes | None) -> Any:
+        return decode(raw, self.validator)
 
     def drain(self) -> Drained:
         out, self.out = self.out, Drained()

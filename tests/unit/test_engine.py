@@ -217,11 +217,7 @@ def test_a_revoked_partition_is_checkpointed_before_it_goes_and_its_next_owner_c
     fill(h.log, 400)
 
     async def scenario() -> None:
-        job = h.job()
-        from streams.engine.testing import FakeConsumer
-
-        consumer = FakeConsumer(h.log, h.group, job, OWNED)
-        task = asyncio.create_task(job.run(consumer))
+        job, consumer, task = h.start(OWNED)
         while consumer.positions.get((TOPIC, 1), 0) == 0:  # something of partition 1 was consumed
             await asyncio.sleep(0.001)
         consumer.rebalance("revoke", [(TOPIC, 1)])
@@ -234,7 +230,7 @@ def test_a_revoked_partition_is_checkpointed_before_it_goes_and_its_next_owner_c
         await job.stop()
         await task
         # the next owner: a new process that rebuilds partition 1 from the log
-        await h.run_until_idle([(TOPIC, 1)], Harness([Counting()], h.log, h.group, h.outputs, h.sink).job())
+        await h.successor([Counting()]).run_until_idle([(TOPIC, 1)])
 
     asyncio.run(scenario())
     assert counts(h) == oracle(h.log)
@@ -243,12 +239,9 @@ def test_a_revoked_partition_is_checkpointed_before_it_goes_and_its_next_owner_c
 def test_a_lost_partition_is_forgotten_uncommitted_and_reread_by_its_next_owner() -> None:
     h = Harness([Counting()])
     fill(h.log, 400)
-    from streams.engine.testing import FakeConsumer
 
     async def scenario() -> None:
-        job = h.job()
-        consumer = FakeConsumer(h.log, h.group, job, OWNED)
-        task = asyncio.create_task(job.run(consumer))
+        job, consumer, task = h.start(OWNED)
         await asyncio.sleep(0)
         consumer.rebalance("lost", [(TOPIC, 0)])
         while (TOPIC, 0) in consumer.assigned or h.group.get((TOPIC, 1), 0) < 200:
@@ -256,7 +249,7 @@ def test_a_lost_partition_is_forgotten_uncommitted_and_reread_by_its_next_owner(
         await job.stop()
         await task
         assert 0 not in job.pipelines[0].states  # type: ignore[attr-defined]
-        await Harness([Counting()], h.log, h.group, h.outputs, h.sink).run_until_idle([(TOPIC, 0)])
+        await h.successor([Counting()]).run_until_idle([(TOPIC, 0)])
 
     asyncio.run(scenario())
     assert counts(h) == oracle(h.log)
