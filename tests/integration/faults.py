@@ -7,15 +7,18 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from confluent_kafka.admin import AdminClient
 
 from streams.ctr.generator import ClickstreamGenerator
 from streams.io.kafka import committed_offsets
 from streams.io.kafka import high_watermarks as kafka_high_watermarks
 from streams.netcheck import port_open
 from streams.produce import produce
+from streams.scrape import samples
 from streams.settings import Settings
 from streams.versions import names_of
 from tests.integration.ctr_oracle import PROFILE, START
@@ -66,6 +69,35 @@ def wait_consumed(settings: Settings, topic: str, at_least: float, what: str) ->
 def caught_up(settings: Settings, ends: dict[str, dict[int, int]]) -> bool:
     kafka = settings.kafka
     return all(committed_offsets(kafka, group_of(settings, t), t, e) == e for t, e in ends.items())
+
+
+def uncommitted(settings: Settings, topic: str, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """The partitions among ``partitions`` whose group has work pending: partition -> (committed
+    offset, end offset) where the committed offset is behind the partition's end."""
+    ends = high_watermarks(settings, topic)
+    wanted = [p for p in partitions if ends.get(p)]
+    committed = committed_offsets(settings.kafka, group_of(settings, topic), topic, wanted)
+    return {p: (committed.get(p, 0), ends[p]) for p in wanted if committed.get(p, 0) < ends[p]}
+
+
+def group_assignment(settings: Settings, topic: str) -> dict[str, frozenset[int]]:
+    """member id -> the partitions of ``topic`` the broker has assigned it, in the group that
+    reads ``topic`` (members without a partition of it are left out)."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    group_id = group_of(settings, topic)
+    group = admin.describe_consumer_groups([group_id])[group_id].result(timeout=10)
+    owned = {
+        m.member_id: frozenset(tp.partition for tp in m.assignment.topic_partitions if tp.topic == topic)
+        for m in group.members
+    }
+    return {member: partitions for member, partitions in owned.items() if partitions}
+
+
+def reported_partitions(settings: Settings, topic: str) -> set[int]:
+    """The partitions of ``topic`` a worker reports a consumer lag for (those it owns and has
+    processed a batch of; a revoked partition's series is removed)."""
+    lags = samples(scrape(settings), "streams_consumer_lag_records")
+    return {int(labels["partition"]) for labels, _ in lags if labels["topic"] == topic}
 
 
 def wait_caught_up(settings: Settings, ends: dict[str, dict[int, int]], timeout_s: float = 300) -> None:
