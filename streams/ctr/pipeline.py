@@ -6,7 +6,7 @@ from collections import Counter
 from typing import ClassVar
 
 from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE, CtrProcessor, CtrRows
-from streams.ctr.state import AdEventMessage, Outcome
+from streams.ctr.state import AdEventMessage, Outcome, PartitionState
 from streams.engine.pipeline import (
     Batch,
     Drained,
@@ -55,6 +55,7 @@ class CtrPipeline(PartitionStates):
     stateful = True
     name = "ctr"
     tables: ClassVar[dict[str, tuple[str, ...]]] = TABLES
+    state_type = PartitionState
 
     def __init__(self, processor: CtrProcessor, validator: Validator, topic: str, results_topic: str) -> None:
         self.processor = processor

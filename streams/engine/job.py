@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from streams.engine.checkpoint import Checkpoint, Pending, TopicPartition
 from streams.engine.pipeline import Message, Pipeline
 from streams.engine.recovery import Recovery, fold_isolating
+from streams.engine.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class Job:
         pacing: Pacing,
         timed_topics: Sequence[str] = (),
         paced: Mapping[str, Pacing] | None = None,
+        snapshots: Snapshots | None = None,
     ) -> None:
         """``paced``: a pipeline's own pacing (by name), e.g. fraud scores within milliseconds
         while CTR windows are written twice a second."""
@@ -76,6 +78,7 @@ class Job:
         self.checkpoint, self.recovery, self.observer, self.pacing = checkpoint, recovery, observer, pacing
         self.paced = {p.name: (paced or {}).get(p.name, pacing) for p in self.pipelines}
         self.timed_topics = set(timed_topics)  # whose Kafka timestamps the observer times
+        self.snapshots = snapshots  # taken at checkpoints, restored by `recovery`
         self.consumer: Consumer | None = None
         self.pending = {p.name: Pending() for p in self.pipelines}  # not durable yet, per pipeline
         self.durable: dict[TopicPartition, int] = {}  # committed, or where folding resumed
@@ -148,6 +151,8 @@ class Job:
 
             folded = await fold_isolating(pipeline, partition, batch, replay=False, reset=reset)
             self.pending[pipeline.name].folded.add(folded)
+            if self.snapshots is not None:
+                self.snapshots.folded(pipeline.name, partition, sum(len(m) for m in batch.values()))
         self.observer.batch_consumed(len(messages))
         self._report_positions(set(by_tp))
 
@@ -165,30 +170,44 @@ class Job:
         await self.recovery.ensure(pipeline, partition, ends)
 
     async def _reset(self, pipeline: Pipeline, partition: int, firsts: Mapping[str, int]) -> None:
-        """The partition's state just before this batch, rebuilt from the log: what is committed
-        is replayed (its rows are durable), the rest is folded again (its rows are pending)."""
-        spans_durable, spans_pending = {}, {}
+        """The partition's state just before this batch, rebuilt: what is committed is recovered
+        (its rows are durable), the rest is folded again (its rows are pending)."""
+        durable, spans_pending = {}, {}
         for topic in pipeline.topics:
-            durable = self.durable.get((topic, partition), 0)
+            durable[topic] = self.durable.get((topic, partition), 0)
             pending_offsets = self.pending[pipeline.name].offsets
-            first = firsts.get(topic, pending_offsets.get((topic, partition), durable))
-            spans_durable[topic], spans_pending[topic] = (None, durable), (durable, first)
-        history = await self.recovery.read(pipeline.topics, partition, spans_durable)
+            first = firsts.get(topic, pending_offsets.get((topic, partition), durable[topic]))
+            spans_pending[topic] = (durable[topic], first)
+        await self.recovery.rebuild_to(pipeline, partition, durable)
         tail = await self.recovery.read(pipeline.topics, partition, spans_pending)
-        await self.recovery.fold_history(pipeline, partition, history)
         # Folded before on this same state, so it folds again; its letters and tallies are pending.
         pipeline.fold(partition, tail, replay=False)
 
-    async def flush(self, commit: Any, names: Sequence[str] | None = None) -> None:
-        """Drain the pipelines named (all by default) and checkpoint what they folded, in one round."""
-        done = Pending()
+    async def flush(self, commit: Any, names: Sequence[str] | None = None, *, final: bool = False) -> None:
+        """Drain the pipelines named (all by default) and checkpoint what they folded, in one round;
+        then save the snapshots that are due (all changed ones if ``final``: partitions leave)."""
+        done, taken = Pending(), []
         for pipeline in self.pipelines:
             if names is None or pipeline.name in names:
                 pending, self.pending[pipeline.name] = self.pending[pipeline.name], Pending()
                 pending.drained = pipeline.drain()
                 done.add(pending)
+                if self.snapshots is not None and pipeline.stateful:
+                    positions = self._positions(pipeline, self.durable | pending.offsets)
+                    taken += self.snapshots.capture(pipeline, positions, final=final)
         await self.checkpoint.commit(done, commit)
         self.durable |= done.offsets
+        if taken:
+            assert self.snapshots is not None
+            await self.snapshots.save(taken)
+
+    def _positions(
+        self, pipeline: Pipeline, offsets: Mapping[TopicPartition, int]
+    ) -> dict[int, dict[str, int]]:
+        """Partition -> the positions its state covers, for each ready partition of ``pipeline``."""
+        ready = [p for name, p in self.recovery.ready if name == pipeline.name]
+        return {p: {t: offsets[(t, p)] for t in pipeline.topics} for p in ready
+                if all((t, p) in offsets for t in pipeline.topics)}  # fmt: skip
 
     def _report_positions(self, tps: set[TopicPartition]) -> None:
         assert self.consumer is not None
@@ -211,7 +230,7 @@ class Job:
             committed.update(offsets)
 
         try:
-            asyncio.run_coroutine_threadsafe(self.flush(keep), self._loop).result(timeout=120)
+            asyncio.run_coroutine_threadsafe(self.flush(keep, final=True), self._loop).result(timeout=120)
         except Exception as exc:  # the sink is down: the next owner re-reads what is not committed
             log.warning("could not checkpoint before partitions %s were revoked: %s", tps, exc)
             self.on_lost(tps)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
+
+import msgspec
 
 from streams.events import Coordinates, DeadLetter, Rejected
 
@@ -121,12 +124,44 @@ class Pipeline(Protocol):
         """The partition's event-time watermark (ms), if any."""
         ...
 
+    @property
+    def snapshot_format(self) -> str:
+        """Names the layout `snapshot` writes: a snapshot of another layout is never restored."""
+        ...
+
+    def snapshot(self, partition: int) -> bytes | None:
+        """The partition's state as bytes (None: nothing to keep), right after a drain."""
+        ...
+
+    def restore(self, partition: int, data: bytes) -> None:
+        """Replace the partition's state with one `snapshot` returned (raises if it cannot)."""
+        ...
+
 
 class PartitionStates:
-    """`forget` and `watermark` for a pipeline whose processor keeps its state in
-    ``processor.states`` (partition -> a state with a ``watermark``)."""
+    """`forget`, `watermark` and snapshots for a pipeline whose processor keeps its state in
+    ``processor.states`` (partition -> a ``state_type`` with a ``watermark``).
+
+    A snapshot is the state in msgpack; decoding is typed (it builds ``state_type`` and its
+    fields' classes, validating every value, and runs no code), and the format names a digest of
+    the state's type tree, so a snapshot taken by code with another state layout is refused.
+    """
 
     processor: Any
+    name: str
+    state_type: ClassVar[type]
+
+    @property
+    def snapshot_format(self) -> str:
+        layout = repr(msgspec.inspect.type_info(self.state_type)).encode()
+        return f"{self.name}/{hashlib.sha256(layout).hexdigest()[:16]}"
+
+    def snapshot(self, partition: int) -> bytes | None:
+        state = self.processor.states.get(partition)
+        return None if state is None else msgspec.msgpack.encode(state)
+
+    def restore(self, partition: int, data: bytes) -> None:
+        self.processor.states[partition] = msgspec.msgpack.decode(data, type=self.state_type)
 
     def forget(self, partitions: Iterable[int]) -> None:
         for partition in partitions:

@@ -1,8 +1,9 @@
 """Rebuilding a partition's state from the log, and folding that survives a bug in a pipeline.
 
 State (windows, dedupe, features, decisions) is a pure function of each partition's log, so a
-worker that takes a partition over folds the partition's history up to where it resumes before
-it handles the first new message (outputs discarded: they were written before).
+worker that takes a partition over rebuilds it up to where it resumes before it handles the first
+new message (outputs discarded: they were written before): from the newest usable snapshot and
+the log after it (`snapshots`), or by folding the partition's whole history.
 
 A pipeline whose ``fold`` raises on a message must not stop the stream: the batch is folded again
 one message at a time on a state rebuilt from the log, the message that raises becomes a dead
@@ -18,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from streams.engine.pipeline import Batch, Folded, Message, Pipeline, coordinates_of
+from streams.engine.snapshots import SnapshotObserver, Snapshots
 from streams.errors import RuntimeServiceError
 from streams.events import DeadLetter, processing_error
 
@@ -56,15 +58,24 @@ async def fold_isolating(
 
 
 class Recovery:
-    """Which (pipeline, partition) states are ready, and rebuilding one from the log."""
+    """Which (pipeline, partition) states are ready, and rebuilding one: from the newest usable
+    snapshot and the log after it, or from the whole log."""
 
-    def __init__(self, read_log: LogReader) -> None:
+    def __init__(
+        self,
+        read_log: LogReader,
+        snapshots: Snapshots | None = None,
+        observer: SnapshotObserver | None = None,
+    ) -> None:
         self.read_log = read_log
+        self.snapshots, self.observer = snapshots, observer
         self.ready: set[tuple[str, int]] = set()
 
     def forget(self, pipeline: Pipeline, partitions: Sequence[int]) -> None:
         pipeline.forget(partitions)
         self.ready -= {(pipeline.name, p) for p in partitions}
+        if self.snapshots is not None:
+            self.snapshots.forget(pipeline.name, partitions)
 
     async def ensure(self, pipeline: Pipeline, partition: int, ends: Mapping[str, int]) -> None:
         """Rebuild the partition's state up to ``ends`` (topic -> first offset not folded) unless
@@ -72,6 +83,8 @@ class Recovery:
         if (pipeline.name, partition) not in self.ready:
             if pipeline.stateful:
                 await self.rebuild(pipeline, partition, ends)
+                if self.snapshots is not None:
+                    self.snapshots.started(pipeline.name, partition)
             self.ready.add((pipeline.name, partition))
 
     async def rebuild(
@@ -82,7 +95,7 @@ class Recovery:
         while True:
             attempt += 1
             try:
-                await self._rebuild(pipeline, partition, ends)
+                await self.rebuild_to(pipeline, partition, ends)
                 return
             except RuntimeServiceError as exc:
                 if time.monotonic() > deadline:
@@ -91,26 +104,35 @@ class Recovery:
                             pipeline.name, partition, attempt, exc)  # fmt: skip
                 await asyncio.sleep(min(0.5 * attempt, 5.0))
 
-    async def fold_history(self, pipeline: Pipeline, partition: int, history: Batch) -> None:
-        """A fresh state for the partition from ``history`` (outputs discarded)."""
+    async def rebuild_to(self, pipeline: Pipeline, partition: int, ends: Mapping[str, int]) -> None:
+        """A fresh state for the partition up to ``ends`` (outputs discarded: written before)."""
+        started = time.monotonic()
+
+        async def base() -> Mapping[str, int | None]:
+            pipeline.forget([partition])
+            found = None
+            if self.snapshots is not None:
+                found = await self.snapshots.restore(pipeline, partition, ends)
+            return found or dict.fromkeys(pipeline.topics)
+
+        starts = await base()
+        spans = {t: (starts[t], ends[t]) for t in pipeline.topics}
+        history = await self.read(pipeline.topics, partition, spans)
 
         async def reset() -> None:
-            pipeline.forget([partition])
+            await base()
 
-        await reset()
         await fold_isolating(pipeline, partition, history, replay=True, reset=reset)
+        count, seconds = sum(len(m) for m in history.values()), time.monotonic() - started
+        source = "log" if all(s is None for s in starts.values()) else "snapshot"
+        if self.observer is not None:
+            self.observer.recovered(pipeline.name, source, count, seconds)
+        if count or source == "snapshot":
+            log.info("%s: rebuilt partition %d from the %s and %d messages in %.1fs",
+                     pipeline.name, partition, source, count, seconds)  # fmt: skip
 
     async def read(
         self, topics: Sequence[str], partition: int, spans: Mapping[str, tuple[int | None, int]]
     ) -> Batch:
         """The log of ``partition`` in every topic, each from ``spans[topic][0]`` to ``[1]``."""
         return {t: await self.read_log(t, partition, *spans[t]) for t in topics}
-
-    async def _rebuild(self, pipeline: Pipeline, partition: int, ends: Mapping[str, int]) -> None:
-        started = time.monotonic()
-        history = await self.read(pipeline.topics, partition, {t: (None, ends[t]) for t in pipeline.topics})
-        await self.fold_history(pipeline, partition, history)
-        count = sum(len(m) for m in history.values())
-        if count:
-            log.info("%s: rebuilt partition %d from %d messages in %.1fs", pipeline.name, partition,
-                     count, time.monotonic() - started)  # fmt: skip

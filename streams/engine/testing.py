@@ -13,6 +13,7 @@ from streams.engine.checkpoint import Checkpoint, Pending, Record, TopicPartitio
 from streams.engine.job import Job, Pacing
 from streams.engine.pipeline import Message, Pipeline
 from streams.engine.recovery import Recovery
+from streams.engine.snapshots import MemorySnapshotStore, SnapshotPolicy, Snapshots
 from streams.events import DeadLetter
 from streams.sink import MemorySink
 from streams.tables import DEAD_LETTERS
@@ -201,6 +202,21 @@ class Recorder:
     def checkpointed(self, pending: Pending) -> None:
         self.events.append(("checkpoint", dict(pending.offsets)))
 
+    def snapshot_saved(self, pipeline: str, size: int, seconds: float) -> None:
+        self.events.append(("snapshot", pipeline))
+
+    def snapshot_failed(self, pipeline: str) -> None:
+        self.events.append(("snapshot_failed", pipeline))
+
+    def snapshot_rejected(self, pipeline: str, reason: str) -> None:
+        self.events.append(("snapshot_rejected", reason))
+
+    def recovered(self, pipeline: str, source: str, messages: int, seconds: float) -> None:
+        self.events.append(("recovered", (source, messages)))
+
+    def seen(self, kind: str) -> list[Any]:
+        return [what for k, what in self.events if k == kind]
+
 
 @dataclass
 class Harness:
@@ -214,6 +230,9 @@ class Harness:
     observer: Recorder = field(default_factory=Recorder)
     dead_letter_topic: str = "dead-letters"
     pacing: Pacing = field(default_factory=lambda: Pacing(100, 0.0, 0.0))
+    snapshots: MemorySnapshotStore | None = None  # None: every state is rebuilt from the log
+    policy: SnapshotPolicy = field(default_factory=lambda: SnapshotPolicy(interval_s=0.0))
+    pins: str = "pins"
 
     def __post_init__(self) -> None:
         if self.sink is None:
@@ -226,7 +245,11 @@ class Harness:
             self.sink, self.outputs.output, self.dead_letter_topic, "v1", self.observer,
             dead_letter_max_bytes=100_000, is_transient=lambda e: bool(getattr(e, "transient", False)),
         )  # fmt: skip
-        return Job(self.pipelines, checkpoint, Recovery(self.log.read), self.observer, self.pacing)
+        snapshots = None
+        if self.snapshots is not None:
+            snapshots = Snapshots(self.snapshots, self.pins, self.observer, self.policy)
+        recovery = Recovery(self.log.read, snapshots, self.observer)
+        return Job(self.pipelines, checkpoint, recovery, self.observer, self.pacing, snapshots=snapshots)
 
     def start(
         self, owned: Sequence[TopicPartition], job: Job | None = None
@@ -238,7 +261,8 @@ class Harness:
 
     def successor(self, pipelines: Sequence[Pipeline]) -> Harness:
         """Another process of the same group: same log, committed offsets, outputs and sink."""
-        return Harness(pipelines, self.log, self.group, self.outputs, self.sink)
+        return Harness(pipelines, self.log, self.group, self.outputs, self.sink,
+                       snapshots=self.snapshots, policy=self.policy, pins=self.pins)  # fmt: skip
 
     async def run_until_idle(self, owned: Sequence[TopicPartition], job: Job | None = None) -> Job:
         """Run a job that owns ``owned`` until every message is committed, then stop it."""

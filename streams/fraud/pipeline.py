@@ -12,6 +12,7 @@ from streams.fraud.processor import (
     TRANSACTIONS_TABLE,
     FraudOutput,
     FraudProcessor,
+    PartitionFraud,
 )
 from streams.tables import of_pipeline
 
@@ -28,6 +29,7 @@ class FraudPipeline(PartitionStates):
     stateful = True
     name = "fraud"
     tables: ClassVar[dict[str, tuple[str, ...]]] = TABLES
+    state_type = PartitionFraud
 
     def __init__(
         self,

@@ -43,3 +43,11 @@ class SmokePipeline:
 
     def watermark(self, partition: int) -> int | None:
         return None
+
+    snapshot_format = "smoke"  # stateless: nothing is ever snapshotted
+
+    def snapshot(self, partition: int) -> bytes | None:
+        return None
+
+    def restore(self, partition: int, data: bytes) -> None:
+        """Stateless: nothing to restore."""
