@@ -1,0 +1,337 @@
+"""The fraud statistics the product writes, against values worked out by hand in each test (never
+by calling the function under test): PSI (where KL divergence differs), the reliability table
+(score 1.0 included, scores on decile edges in the upper bin), season buckets (from the calendar),
+histograms and training references, precision / recall / precision@k / PR-AUC of a cohort (where
+the best and the worst ranking differ), the holdout draw and decisions at their thresholds, and the
+stored cohort row."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from math import log, nextafter
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.fraud.cohorts import metrics_row
+from streams.fraud.decision import (
+    ALLOW,
+    DISABLE_INVOICE,
+    REVIEW,
+    DecisionPolicy,
+    decide,
+    holdout_draw,
+)
+from streams.fraud.evaluation import (
+    ScoredOutcome,
+    cohort_metrics,
+    evaluation_weight,
+    feature_psi,
+    histogram,
+    psi,
+    reference_of,
+    reliability,
+    season_bucket,
+)
+
+HOUR, DAY = 3_600_000, 86_400_000
+T = 1_767_225_600_000  # Thursday 2026-01-01 00:00:00 UTC
+
+# ---- PSI: sum over bins of (live - reference) * ln(live / reference), on fractions floored at 1e-4
+
+
+def test_psi_of_a_two_bin_shift_is_not_kl_divergence() -> None:
+    # reference (0.5, 0.5), live (0.9, 0.1): 0.4 ln 1.8 + (-0.4) ln 0.2 = 0.4 ln 9
+    expected = 0.4 * log(9)
+    kl_live_ref = 0.9 * log(0.9 / 0.5) + 0.1 * log(0.1 / 0.5)
+    kl_ref_live = 0.5 * log(0.5 / 0.9) + 0.5 * log(0.5 / 0.1)
+    assert psi([0.5, 0.5], [0.9, 0.1]) == pytest.approx(expected, rel=1e-12)
+    assert expected != pytest.approx(kl_live_ref) and expected != pytest.approx(kl_ref_live)
+    assert psi([50, 50], [90, 10]) == pytest.approx(expected, rel=1e-12)  # counts are normalised
+    assert psi([0.9, 0.1], [0.5, 0.5]) == pytest.approx(expected, rel=1e-12)  # symmetric
+
+
+def test_psi_floors_empty_bins_after_normalising() -> None:
+    # (1, 0) against (0, 1): both empty bins become 1e-4 (no renormalisation)
+    assert psi([1, 0], [0, 1]) == pytest.approx(2 * (1 - 1e-4) * log(1e4), rel=1e-12)
+    assert psi([1, 0], [0, 1], floor=0.01) == pytest.approx(2 * 0.99 * log(100), rel=1e-12)
+    # an empty reference: every bin at the floor
+    assert psi([0, 0], [3, 1]) == pytest.approx(
+        (0.75 - 1e-4) * log(0.75 / 1e-4) + (0.25 - 1e-4) * log(0.25 / 1e-4), rel=1e-12
+    )
+    assert psi([0, 0], [0, 0]) == 0.0
+    assert psi([10, 20, 30], [1, 2, 3]) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_psi_treats_negative_counts_as_empty() -> None:
+    # reference (-3, 1, 1) -> (0, .5, .5) -> (1e-4, .5, .5); live (0, 1, 3) -> (1e-4, .25, .75)
+    expected = -0.25 * log(0.5) + 0.25 * log(1.5)  # = 0.25 ln 3
+    assert psi([-3, 1, 1], [0, 1, 3]) == pytest.approx(expected, rel=1e-12)
+    assert psi([0, 1, 1], [-7, 1, 3]) == pytest.approx(expected, rel=1e-12)
+
+
+def test_feature_psi_takes_the_worst_bucket_with_enough_live_transactions() -> None:
+    reference = {
+        "f": {"edges": [1.0], "fractions": {"0": [1, 1], "4": [1, 3]}},
+        "g": {"edges": [1.0], "fractions": {"0": [1, 1], "1": [1, 3]}},
+    }
+    live = {
+        ("f", 0): [50, 50],  # PSI 0
+        ("f", 4): [75, 25],  # against (.25, .75): .5 ln 3 + .5 ln 3 = ln 3
+        ("f", 1): [500, 0],  # no reference for bucket 1: skipped
+        ("g", 0): [99, 0],  # 99 transactions: too few, skipped
+        ("g", 1): [50, 50],  # 100: against (.25, .75): .25 ln 2 + .25 ln 1.5 = .25 ln 3
+        ("h", 0): [500, 0],  # not in the reference
+    }
+    result = feature_psi(reference, live)
+    assert result == {"f": pytest.approx(log(3), rel=1e-12), "g": pytest.approx(0.25 * log(3), rel=1e-12)}
+    assert feature_psi(reference, {("f", 0): [50, 50]}) == {"f": 0.0}
+
+
+# ---- reliability: per decile [k/10, (k+1)/10), the last one closed at 1.0; weighted means
+
+
+def test_reliability_bins_by_hand_including_a_score_of_one() -> None:
+    score = np.array([0.0, 0.05, 0.3, 0.35, 0.6, 0.7, 0.9, 0.99, 1.0])
+    fraud = np.array([0, 0, 1, 0, 0, 1, 0, 1, 1], dtype=float)
+    weight = np.array([1, 1, 1, 3, 1, 1, 1, 1, 2], dtype=float)
+    assert reliability(score, fraud, weight) == [
+        {"low": 0.0, "high": 0.1, "count": 2, "mean_score": pytest.approx(0.025), "fraud_rate": 0.0},
+        # 0.3 (fraud, w 1) and 0.35 (not, w 3): mean (0.3 + 1.05) / 4, fraud 1 / 4
+        {"low": 0.3, "high": 0.4, "count": 2, "mean_score": pytest.approx(0.3375), "fraud_rate": 0.25},
+        {"low": 0.6, "high": 0.7, "count": 1, "mean_score": 0.6, "fraud_rate": 0.0},
+        {"low": 0.7, "high": 0.8, "count": 1, "mean_score": 0.7, "fraud_rate": 1.0},
+        # 0.9 (not, w 1), 0.99 (fraud, w 1), 1.0 (fraud, w 2): mean (0.9 + 0.99 + 2) / 4, fraud 3 / 4
+        {"low": 0.9, "high": 1.0, "count": 3, "mean_score": pytest.approx(0.9725), "fraud_rate": 0.75},
+    ]
+
+
+def test_reliability_of_scores_of_one_only_and_of_nothing() -> None:
+    assert reliability(np.array([1.0, 1.0]), np.array([1.0, 0.0])) == [
+        {"low": 0.9, "high": 1.0, "count": 2, "mean_score": 1.0, "fraud_rate": 0.5}
+    ]
+    assert reliability(np.array([0.1]), np.array([1.0])) == [
+        {"low": 0.1, "high": 0.2, "count": 1, "mean_score": 0.1, "fraud_rate": 1.0}
+    ]
+    assert reliability(np.array([]), np.array([])) == []
+
+
+# ---- season buckets: (weekend ? 4 : 0) + UTC hour // 6, from the calendar
+
+
+def calendar_bucket(ts: int) -> int:
+    moment = datetime.fromtimestamp(ts / 1000, UTC)
+    return (4 if moment.weekday() >= 5 else 0) + moment.hour // 6
+
+
+@pytest.mark.parametrize(
+    ("ts", "bucket"),
+    [
+        (T, 0),  # Thursday 00:00
+        (T + 6 * HOUR - 1, 0),
+        (T + 6 * HOUR, 1),
+        (T + 12 * HOUR - 1, 1),
+        (T + 12 * HOUR, 2),
+        (T + 18 * HOUR, 3),
+        (T + 2 * DAY - 1, 3),  # Friday 23:59:59.999
+        (T + 2 * DAY, 4),  # Saturday 00:00
+        (T + 2 * DAY + 6 * HOUR, 5),
+        (T + 3 * DAY + 23 * HOUR, 7),  # Sunday 23:00
+        (T + 4 * DAY - 1, 7),
+        (T + 4 * DAY, 0),  # Monday 00:00
+        (0, 0),  # Thursday 1970-01-01 00:00
+    ],
+)
+def test_season_bucket_at_its_edges(ts: int, bucket: int) -> None:
+    assert calendar_bucket(ts) == bucket
+    assert season_bucket(ts) == bucket
+
+
+def test_season_buckets_of_every_hour_of_a_week_follow_the_calendar() -> None:
+    for hour in range(7 * 24 + 1):
+        for offset in (0, 1, HOUR - 1):
+            ts = T + hour * HOUR + offset
+            assert season_bucket(ts) == calendar_bucket(ts), ts
+
+
+@given(st.integers(946_684_800_000, 4_102_444_800_000))
+def test_season_bucket_of_any_time_follows_the_calendar(ts: int) -> None:
+    assert season_bucket(ts) == calendar_bucket(ts)
+
+
+# ---- histograms and the training reference
+
+
+def test_histogram_puts_a_value_on_an_edge_in_the_upper_bin() -> None:
+    assert histogram(np.array([0.5, 1.0, 1.5, 2.0, 3.0, 4.0]), [1.0, 2.0, 3.0]) == [1, 2, 1, 2]
+    assert histogram(np.array([]), [1.0, 2.0]) == [0, 0, 0]
+    assert histogram(np.array([-1.0, 7.0]), []) == [2]
+
+
+def test_reference_of_by_hand() -> None:
+    """0..99 (first half on a Thursday night, bucket 0; second on a Saturday noon, bucket 6): the
+    deciles of 0..99 are 9.9, 19.8, ..., 89.1; a constant column has one edge."""
+    x = np.column_stack([np.arange(100, dtype=float), np.full(100, 5.0)])
+    ts = [T] * 50 + [T + 2 * DAY + 12 * HOUR] * 50
+    reference = reference_of(x, ts, ["amount", "flag"])
+    assert reference["amount"]["edges"] == pytest.approx(
+        [9.9, 19.8, 29.7, 39.6, 49.5, 59.4, 69.3, 79.2, 89.1]
+    )
+    assert reference["amount"]["fractions"] == {"0": [10] * 5 + [0] * 5, "6": [0] * 5 + [10] * 5}
+    assert reference["flag"] == {"edges": [5.0], "fractions": {"0": [0, 50], "6": [0, 50]}}
+
+
+# ---- cohort metrics: allowed rows weight 1, holdout rows 1 / holdout share, blocked rows 0
+
+POLICY = DecisionPolicy(disable_invoice_at=0.5, review_at=0.8, holdout_share=0.25)
+COHORT = [
+    ScoredOutcome("a", 0.95, REVIEW, False, True),  # blocked: weight 0
+    ScoredOutcome("b", 0.9, ALLOW, True, True),  # holdout: weight 4
+    ScoredOutcome("d", 0.5, ALLOW, True, None),  # holdout, exactly at the threshold: flagged
+    ScoredOutcome("c", 0.45, ALLOW, True, False),  # holdout, below the threshold
+    ScoredOutcome("e", 0.4, ALLOW, False, True),  # allowed: weight 1, missed fraud
+    ScoredOutcome("f", 0.2, ALLOW, False, False),
+    ScoredOutcome("g", 0.05, ALLOW, False, None),  # unlabelled: legitimate
+    ScoredOutcome("h", 0.7, DISABLE_INVOICE, False, None),  # blocked: weight 0
+]
+
+
+def test_cohort_metrics_by_hand() -> None:
+    m = cohort_metrics(COHORT, POLICY, review_budget=3)
+    # Flagged (score >= 0.5) by weight: a 0 + b 4 + d 4 + h 0 = 8, of which fraud: b 4.
+    assert m["precision"] == 0.5
+    # Fraud by weight: a 0 + b 4 + e 1 = 5, of which flagged: b 4.
+    assert m["recall"] == 0.8
+    # Review queue: a, b, h (fraud, fraud, not): 2/3; the worst ranking (g, f, e) would give 1/3.
+    assert m["precision_at_k"] == pytest.approx(2 / 3)
+    # Evaluable by descending score: b F 4 | d 4 | c 4 | e F 1 | f 1 | g 1. Precision at each new
+    # recall: b (recall 0.8, precision 1), e (recall 1, precision 5/13): AP = 0.8 + 0.2 * 5/13.
+    assert m["pr_auc"] == pytest.approx(0.8 + 0.2 * 5 / 13, rel=1e-12)
+    assert m["reliability"] == [
+        {"low": 0.0, "high": 0.1, "count": 1, "mean_score": 0.05, "fraud_rate": 0.0},
+        {"low": 0.2, "high": 0.3, "count": 1, "mean_score": 0.2, "fraud_rate": 0.0},
+        # c (0.45, weight 4, not) and e (0.4, weight 1, fraud): mean 2.2 / 5, fraud 1 / 5
+        {"low": 0.4, "high": 0.5, "count": 2, "mean_score": pytest.approx(0.44), "fraud_rate": 0.2},
+        {"low": 0.5, "high": 0.6, "count": 1, "mean_score": 0.5, "fraud_rate": 0.0},
+        {"low": 0.9, "high": 1.0, "count": 1, "mean_score": 0.9, "fraud_rate": 1.0},
+    ]  # a and h (blocked) are not in it
+    assert {k: m[k] for k in ("transactions", "labelled", "fraud_labelled", "holdout")} == {
+        "transactions": 8,
+        "labelled": 5,
+        "fraud_labelled": 3,
+        "holdout": 3,
+    }
+    assert m["decisions"] == {REVIEW: 1, ALLOW: 6, DISABLE_INVOICE: 1}
+    assert (m["threshold"], m["review_budget"]) == (0.5, 3)
+
+
+@pytest.mark.parametrize(("budget", "expected"), [(1, 1.0), (2, 1.0), (4, 0.5), (8, 3 / 8), (20, 3 / 8)])
+def test_precision_at_k_for_each_budget(budget: int, expected: float) -> None:
+    # by descending score: a F, b F, h, d, c, e F, f, g
+    assert cohort_metrics(COHORT, POLICY, budget)["precision_at_k"] == pytest.approx(expected)
+
+
+def test_precision_at_k_breaks_ties_by_transaction_id() -> None:
+    tied = [ScoredOutcome("x2", 0.9, ALLOW, False, True), ScoredOutcome("x1", 0.9, ALLOW, False, False)]
+    assert cohort_metrics(tied, POLICY, 1)["precision_at_k"] == 0.0  # x1 first
+    swapped = [ScoredOutcome("x1", 0.9, ALLOW, False, True), ScoredOutcome("x2", 0.9, ALLOW, False, False)]
+    assert cohort_metrics(swapped, POLICY, 1)["precision_at_k"] == 1.0
+
+
+def test_cohort_metrics_without_what_they_need() -> None:
+    empty = cohort_metrics([], POLICY, 5)
+    assert (empty["precision"], empty["recall"], empty["precision_at_k"], empty["pr_auc"]) == (None,) * 4
+    assert (empty["transactions"], empty["decisions"], empty["reliability"]) == (0, {}, [])
+    legit = [ScoredOutcome("a", 0.1, ALLOW, False, False), ScoredOutcome("b", 0.2, ALLOW, False, None)]
+    m = cohort_metrics(legit, POLICY, 1)
+    assert (m["precision"], m["recall"], m["pr_auc"], m["precision_at_k"]) == (None, None, None, 0.0)
+    fraud = [ScoredOutcome("a", 0.6, ALLOW, False, True), ScoredOutcome("b", 0.2, ALLOW, False, True)]
+    m = cohort_metrics(fraud, POLICY, 1)
+    assert (m["precision"], m["recall"], m["pr_auc"]) == (1.0, 0.5, None)  # all fraud: no PR curve
+    blocked = [ScoredOutcome("a", 0.9, REVIEW, False, True), ScoredOutcome("b", 0.9, REVIEW, False, False)]
+    m = cohort_metrics(blocked, POLICY, 2)
+    assert (m["precision"], m["recall"], m["pr_auc"], m["reliability"]) == (None, None, None, [])
+    assert m["precision_at_k"] == 0.5
+
+
+def test_evaluation_weights() -> None:
+    policy = DecisionPolicy(holdout_share=0.05)
+    assert evaluation_weight(ScoredOutcome("a", 0.9, ALLOW, True, None), policy) == pytest.approx(20.0)
+    assert evaluation_weight(ScoredOutcome("a", 0.1, ALLOW, False, None), policy) == 1.0
+    assert evaluation_weight(ScoredOutcome("a", 0.9, REVIEW, False, None), policy) == 0.0
+    assert evaluation_weight(ScoredOutcome("a", 0.5, DISABLE_INVOICE, False, None), policy) == 0.0
+
+
+def test_the_stored_cohort_row() -> None:
+    row = metrics_row("v7", 20454, COHORT, POLICY, 3)
+    assert json.loads(row.pop("reliability")) == cohort_metrics(COHORT, POLICY, 3)["reliability"]
+    assert row == {
+        "pipeline_version": "v7",
+        "cohort_day": 20454,
+        "transactions": 8,
+        "labelled": 5,
+        "fraud_labelled": 3,
+        "holdout": 3,
+        "threshold": 0.5,
+        "precision": 0.5,
+        "recall": 0.8,
+        "precision_at_k": pytest.approx(2 / 3),
+        "review_budget": 3,
+        "pr_auc": pytest.approx(0.8 + 0.2 * 5 / 13),
+        "decisions": {REVIEW: 1, ALLOW: 6, DISABLE_INVOICE: 1},
+    }
+
+
+# ---- decisions
+
+
+def test_the_default_policy() -> None:
+    policy = DecisionPolicy()
+    assert (policy.disable_invoice_at, policy.review_at, policy.holdout_share, policy.holdout_salt) == (
+        0.3,
+        0.7,
+        0.05,
+        "holdout-v1",
+    )
+
+
+def expected_draw(transaction_id: str, salt: str) -> float:
+    """The first 8 bytes of BLAKE2b("salt:id"), big-endian, over 2^64."""
+    digest = hashlib.blake2b(f"{salt}:{transaction_id}".encode(), digest_size=8).digest()
+    return sum(byte << (8 * (7 - i)) for i, byte in enumerate(digest)) / 18_446_744_073_709_551_616
+
+
+@pytest.mark.parametrize(("transaction_id", "salt"), [("t1", "holdout-v1"), ("t1", "s2"), ("tx-000042", "x")])
+def test_the_holdout_draw_is_a_fixed_hash_of_salt_and_id(transaction_id: str, salt: str) -> None:
+    assert holdout_draw(transaction_id, salt) == expected_draw(transaction_id, salt)
+    assert 0 <= holdout_draw(transaction_id, salt) < 1
+
+
+def test_decisions_at_their_thresholds() -> None:
+    never = DecisionPolicy(disable_invoice_at=0.3, review_at=0.7, holdout_share=0.0)
+    assert decide("t", nextafter(0.3, 0), never) == (ALLOW, False)
+    assert decide("t", 0.3, never) == (DISABLE_INVOICE, False)
+    assert decide("t", nextafter(0.7, 0), never) == (DISABLE_INVOICE, False)
+    assert decide("t", 0.7, never) == (REVIEW, False)
+    assert decide("t", 1.0, never) == (REVIEW, False)
+    always = DecisionPolicy(disable_invoice_at=0.3, review_at=0.7, holdout_share=1.0)
+    assert decide("t", nextafter(0.3, 0), always) == (ALLOW, False)  # not risky: not in the holdout
+    assert decide("t", 0.3, always) == (ALLOW, True)
+    assert decide("t", 0.9, always) == (ALLOW, True)
+
+
+def test_the_holdout_takes_draws_strictly_below_its_share() -> None:
+    draw = expected_draw("t1", "salt")
+    at = DecisionPolicy(holdout_share=draw, holdout_salt="salt")
+    above = DecisionPolicy(holdout_share=nextafter(draw, 1), holdout_salt="salt")
+    assert decide("t1", 0.9, at) == (REVIEW, False)
+    assert decide("t1", 0.5, at) == (DISABLE_INVOICE, False)
+    assert decide("t1", 0.9, above) == (ALLOW, True)
+    other_salt = DecisionPolicy(holdout_share=nextafter(draw, 1), holdout_salt="other")
+    assert decide("t1", 0.9, other_salt) == (
+        (ALLOW, True) if expected_draw("t1", "other") < nextafter(draw, 1) else (REVIEW, False)
+    )
