@@ -4,8 +4,10 @@ import json
 import shutil
 import subprocess
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from streams import __version__
 from streams.engine.checkpoint import Pending
 from streams.engine.observer import MetricsObserver
 from streams.fraud.decision import ALLOW, DISABLE_INVOICE, REVIEW
@@ -37,7 +39,16 @@ def test_metrics_use_an_injected_registry_and_pass_promtool() -> None:
     metrics.dead_lettered.labels("raw", "malformed_json").inc()
     metrics.sink_write_seconds.labels("t").observe(0.01)
     assert registry.get_sample_value("streams_events_consumed_total", {"topic": "raw"}) == 3
-    assert PipelineMetrics(CollectorRegistry(), "v1")  # a second registry does not clash
+    # A second set on its own registry does not clash and counts apart from the first.
+    other_registry = CollectorRegistry()
+    other = PipelineMetrics(other_registry, "v2")
+    other.consumed.labels("raw").inc()
+    assert other_registry.get_sample_value("streams_events_consumed_total", {"topic": "raw"}) == 1
+    assert registry.get_sample_value("streams_events_consumed_total", {"topic": "raw"}) == 3
+    build = {"pipeline_version": "v2", "version": __version__}
+    assert other_registry.get_sample_value("streams_build_info", build) == 1
+    with pytest.raises(ValueError, match="Duplicated timeseries"):  # the same registry twice does clash
+        PipelineMetrics(registry, "v1")
     promtool_check(registry)
 
 
