@@ -36,13 +36,20 @@ def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
 
 
 def produce_clickstream(
-    settings: Settings, seed: int, impressions: int, start_ms: int = START, rate: float | None = None
+    settings: Settings,
+    seed: int,
+    impressions: int,
+    start_ms: int = START,
+    rate: float | None = None,
+    on_progress: Callable[[int], None] = lambda n: None,
 ) -> dict[int, int]:
     """The seeded scenario (100 impressions per second of event time) on the settings' ad-events
-    topic, paced to ``rate`` messages/s if given; returns the partitions' end offsets."""
+    topic, paced to ``rate`` messages/s if given (``on_progress``: messages handed to the client);
+    returns the partitions' end offsets once every message is acknowledged."""
     generator = ClickstreamGenerator(PROFILE, seed=seed, start_ms=start_ms, rate=100)
     messages = list(generator.messages(impressions))
-    assert produce(settings.kafka, settings.topics.ad_events, messages, rate=rate).failed == 0
+    report = produce(settings.kafka, settings.topics.ad_events, messages, rate=rate, on_progress=on_progress)
+    assert report.failed == 0, report.first_error
     return high_watermarks(settings, settings.topics.ad_events)
 
 

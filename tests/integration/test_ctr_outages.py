@@ -1,7 +1,9 @@
-"""A service stopped mid-stream and started again: the worker waits it out (Cassandra: holding its
-batch and retrying with backoff, never dropping, while more traffic keeps arriving; Kafka: the
-clients reconnect), resumes, and the CTR rows equal the oracle. The worker's memory stays bounded
-meanwhile: a fetcher that kept buffering behind the held batch would show in its RSS.
+"""A service stopped mid-stream, while the worker has uncommitted work and live traffic keeps
+arriving, and started again: the worker waits it out (Cassandra: holding its batch and retrying
+with backoff, never dropping and never committing past what is durable; Kafka: the clients
+reconnect, and the traffic produced during the outage is delivered once it is back), resumes, and
+the CTR rows equal the oracle. The worker's memory stays bounded meanwhile: a fetcher that kept
+buffering behind the held batch would show in its RSS.
 
 Prints the figures (events, outage, RSS, recovery time); they are not asserted on.
 """
@@ -9,20 +11,24 @@ Prints the figures (events, outage, RSS, recovery time); they are not asserted o
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from streams.io.kafka import committed_offsets
 from streams.runtime import manager
 from streams.settings import Settings
 from tests.integration.ctr_oracle import SEC, START, assert_rows_match_oracle, oracle
 from tests.integration.faults import (
     RssSampler,
     caught_up,
+    group_of,
     high_watermarks,
     produce_clickstream,
     service_listening,
+    uncommitted,
     wait_caught_up,
     wait_consumed,
 )
@@ -33,14 +39,18 @@ pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
 BEFORE = 24_000  # impressions produced before the worker starts: 240 s of event time
-DURING = 150_000  # impressions (about 155k messages) arriving while Cassandra is down
-DURING_RATE = 7000.0  # messages per second: they keep arriving for 22 s of the 30 s outage
+DURING = 150_000  # impressions (about 155k messages) arriving live from just before the outage on
+DURING_RATE = 7000.0  # messages per second: they keep arriving for 22 s, most of the outage
 # RSS growth allowed over the outage. The CTR job holds its flush and stops consuming; librdkafka
 # fetches ahead at most 8 MB (`queued.max.messages.kbytes`), so the RSS stays within that. Buffering
 # the backlog instead costs about 0.6 KiB a message: 155k messages would take some 90 MiB (the bound
 # failed that way when the job still was a Faust agent with an unbounded STREAM_BUFFER_MAXSIZE).
 RSS_BOUND = 48 * MiB
 DURING_START = START + BEFORE * 10 + 30 * SEC  # after the first part's event time: not late
+
+
+def committed(settings: Settings, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    return committed_offsets(settings.kafka, group_of(settings, topic), topic, partitions)
 
 
 def mib(n: float) -> str:
@@ -59,49 +69,63 @@ def test_a_service_outage_is_waited_out(
     def consumed() -> float:
         return metric(scrape(settings), "streams_events_consumed_total", topic=topic)
 
+    def retries() -> float:
+        return metric(scrape(settings), "streams_sink_write_retries_total")
+
     with running_worker(settings, tmp_path) as worker, ThreadPoolExecutor(1) as producer:
         wait_consumed(settings, topic, 4000, "the worker to get going")
         consumed_at_start = consumed()
+        # Live traffic from now on, through the outage: while Kafka is down the producer queues it
+        # (librdkafka delivers it once the broker is back).
+        handed: list[int] = []
+        arriving = producer.submit(
+            produce_clickstream, settings, 31, DURING, DURING_START, DURING_RATE, handed.append
+        )
+        wait_until(lambda: consumed() > events_before, 60, "the worker to process live traffic")
         with RssSampler(worker.pid) as outage_rss:
+            # The outage lands on work in flight: offsets the worker has not committed yet.
+            pending = uncommitted(settings, topic, ends[topic])
+            assert pending, "the worker had nothing pending when the outage began"
             stopping = time.monotonic()
             manager.down(settings, [service], report=lambda line: None)
             down = time.monotonic()
+            handed_at_down = sum(handed)
             try:
                 if service == "cassandra":
-                    # More traffic keeps arriving (a producer could not deliver while Kafka is down).
-                    arriving = producer.submit(
-                        produce_clickstream, settings, 31, DURING, DURING_START, DURING_RATE
-                    )
-                    # Once a write is retried the job holds that flush: it counts nothing more.
-                    wait_until(
-                        lambda: metric(scrape(settings), "streams_sink_write_retries_total") > 0,
-                        60,
-                        "a Cassandra write to be retried",
-                    )
-                    consumed_held = consumed()
+                    # The worker tries to write and fails: a write is retried, not dropped.
+                    wait_until(lambda: retries() > 0, 60, "a Cassandra write to be retried")
+                    retries_held = retries()
+                    held = committed(settings, topic, ends[topic])
                 time.sleep(outage_s)
                 assert worker.poll() is None, f"the worker must ride out the {service} outage"
                 assert not service_listening(settings, service), f"{service} restarted by someone else"
+                handed_during = sum(handed) - handed_at_down
+                assert handed_during > 0, "no traffic was produced during the outage"
                 if service == "cassandra":
-                    assert consumed() == consumed_held, "the worker held back (or Cassandra came back?)"
-                    # Nothing is committed past what is durable: the arriving traffic waits.
+                    # Nothing is committed past what is durable: not one offset moved while the
+                    # writes failed (the arriving traffic waits), and the worker kept retrying.
+                    assert committed(settings, topic, ends[topic]) == held, (
+                        "committed while Cassandra was down"
+                    )
                     assert not caught_up(settings, {topic: high_watermarks(settings, topic)})
+                    assert retries() > retries_held, "the worker stopped retrying"
             finally:
                 restarting = time.monotonic()
                 manager.up(settings, [service], report=lambda line: None)
         ready = time.monotonic()
-        if service == "cassandra":
-            ends = {topic: arriving.result()}
+        ends = {topic: arriving.result()}
         with RssSampler(worker.pid) as recovery_rss:
             wait_caught_up(settings, ends)
         recovered = time.monotonic()
 
     events = sum(ends[topic].values())
+    assert events - events_before >= DURING, "the live traffic is missing"
     print(
         f"\n{service} outage: down {restarting - down:.1f} s (stopping {down - stopping:.1f} s, "
         f"restart {ready - restarting:.1f} s); events {events} ({events_before} before, "
-        f"{events - events_before} during); consumed {consumed_at_start:.0f} when it began"
-        + (f", {consumed_held:.0f} held through it" if service == "cassandra" else "")
+        f"{events - events_before} live, {handed_during} produced during the outage); "
+        f"consumed {consumed_at_start:.0f} when the live traffic began; "
+        f"{sum(e - c for c, e in pending.values())} offsets uncommitted as the outage began"
     )
     print(
         f"worker RSS: {mib(outage_rss.start)} at the outage's start, peak {mib(outage_rss.peak)}, "
