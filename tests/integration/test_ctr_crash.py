@@ -14,10 +14,10 @@ import pytest
 from streams.settings import Settings
 from tests.integration.ctr_oracle import assert_rows_match_oracle, oracle
 from tests.integration.faults import (
-    caught_up,
     kill_when,
     produce_clickstream,
     start_worker,
+    uncommitted,
     wait_caught_up,
 )
 from tests.integration.kafka_records import read_partitions
@@ -36,10 +36,15 @@ def test_kill_9_mid_stream_then_restart_gives_the_oracle(ctr_settings: Settings,
     third = sum(ends[topic].values()) // 3
     kill_when(
         start_worker(settings, tmp_path / "first-worker.log"),
-        lambda: metric(scrape(settings), "streams_events_consumed_total", topic=topic) >= third,
-        "the first worker to be a third through",
+        lambda: (
+            metric(scrape(settings), "streams_events_consumed_total", topic=topic) >= third
+            and uncommitted(settings, topic, ends[topic])  # checked immediately before the kill
+        ),
+        "the first worker to be a third through, with offsets left to commit",
     )
-    assert not caught_up(settings, ends), "killed too late to matter"
+    pending = uncommitted(settings, topic, ends[topic])
+    assert pending, "killed too late to matter"
+    print(f"\nctr crash: killed with (committed, end) {pending}")
 
     with running_worker(settings, tmp_path):
         wait_caught_up(settings, ends)
