@@ -23,6 +23,7 @@ class PipelineMetrics:
         self._events(registry)
         self._ctr(registry)
         self._outputs(registry)
+        self._state(registry)
         self.build = Info("streams_build", "Build and pipeline version.", registry=registry)
         self.build.info({"version": __version__, "pipeline_version": pipeline_version})
 
@@ -129,6 +130,50 @@ class PipelineMetrics:
             "streams_dead_letter_failures_total",
             "Dead letters neither the topic nor the table took (a letter with coordinates only was sent).",
             ["topic"],
+            registry=registry,
+        )
+
+    def _state(self, registry: CollectorRegistry) -> None:
+        """State snapshots and recovery (bounded restarts)."""
+        self.snapshots_saved = Counter(
+            "streams_snapshots_saved_total", "State snapshots saved.", ["pipeline"], registry=registry
+        )
+        self.snapshot_bytes = Gauge(
+            "streams_snapshot_bytes", "Size of the last snapshot saved.", ["pipeline"], registry=registry
+        )
+        self.snapshot_seconds = Histogram(
+            "streams_snapshot_write_seconds", "Time to save one snapshot.", ["pipeline"], registry=registry
+        )
+        self.snapshot_failures = Counter(
+            "streams_snapshot_failures_total",
+            "State snapshots that could not be saved (recovery then starts from an older one or the log).",
+            ["pipeline"],
+            registry=registry,
+        )
+        self.snapshots_rejected = Counter(
+            "streams_snapshots_rejected_total",
+            "Stored snapshots not used at recovery, by reason (missing, corrupt, format, pins, "
+            "incomplete, undecodable, unreadable): the engine fell back to an older one or the log.",
+            ["pipeline", "reason"],
+            registry=registry,
+        )
+        self.recoveries = Counter(
+            "streams_recoveries_total",
+            "Partition states rebuilt, by source (snapshot: one and the log after it; log: the whole log).",
+            ["pipeline", "source"],
+            registry=registry,
+        )
+        self.recovery_messages = Counter(
+            "streams_recovery_messages_total",
+            "Messages folded again to rebuild state.",
+            ["pipeline"],
+            registry=registry,
+        )
+        self.recovery_seconds = Histogram(
+            "streams_recovery_seconds",
+            "Time to rebuild one partition's state.",
+            ["pipeline"],
+            buckets=(0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800),
             registry=registry,
         )
 

@@ -160,6 +160,15 @@ class WorkerSettings(_Group):
     # A dead letter (JSON, raw bytes in base64) is cut to fit this, below the dead-letter topic's
     # max.message.bytes (Kafka's default 1 MB): the raw topic keeps the full original.
     dead_letter_max_bytes: int = Field(900_000, ge=4096)
+    # State snapshots (bounded recovery): a partition's state is saved once it folded this many
+    # messages, or some and this interval passed, or some and it is revoked; the newest are kept.
+    snapshots: bool = True
+    snapshot_interval_s: float = Field(60.0, gt=0)
+    snapshot_every_messages: int = Field(1_000_000, ge=1)
+    snapshots_kept: int = Field(2, ge=1)
+    # A stable name per worker slot (e.g. the pod's ordinal) makes the membership static: a
+    # restarted worker takes its partitions back at once instead of after the session timeout.
+    instance_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class RuntimeSettings(_Group):

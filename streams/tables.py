@@ -73,10 +73,13 @@ SMOKE = Table(
     ("ts", "payload", "source_offset"), "ts",
 )  # fmt: skip
 DEAD_LETTERS = Table("dead_letters", "engine", ("pipeline_version", "topic", "partition"), ("offset",))
-
+STATE_SNAPSHOTS = Table(
+    "state_snapshots", "engine", ("pipeline_version", "pipeline", "source_partition"),
+    ("snapshot_id", "chunk"),
+)  # fmt: skip
 CATALOGUE = (
     CTR_AD, CTR_CAMPAIGN, CTR_CELL, FRAUD_SCORES, FRAUD_TRANSACTIONS, FRAUD_COHORT,
-    FRAUD_COHORT_METRICS, SMOKE, DEAD_LETTERS,
+    FRAUD_COHORT_METRICS, SMOKE, DEAD_LETTERS, STATE_SNAPSHOTS,
 )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ import gc
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -25,6 +26,7 @@ from streams.engine.job import Job, Pacing
 from streams.engine.observer import MetricsObserver
 from streams.engine.pipeline import Message, Pipeline
 from streams.engine.recovery import Recovery
+from streams.engine.snapshots import SnapshotPolicy, Snapshots
 from streams.errors import ConfigError
 from streams.events import load_validator
 from streams.fraud.messages import label_decoder, transaction_decoder
@@ -33,6 +35,7 @@ from streams.fraud.processor import FraudProcessor
 from streams.host import Timer, run_host
 from streams.io.cassandra import CassandraSink, connect
 from streams.io.kafka import RecordOutput, check_access, is_transient, make_producer, read_partition
+from streams.io.snapshot_store import CassandraSnapshotStore
 from streams.lifecycle import bootstrap, ensure_registered
 from streams.metrics import FraudMetrics, PipelineMetrics
 from streams.monitor import FraudMonitor
@@ -40,7 +43,7 @@ from streams.settings import Settings
 from streams.sink import Sink
 from streams.smoke.pipeline import SmokePipeline
 from streams.tables import ttl_tables
-from streams.versions import group_name, result_topic
+from streams.versions import group_name, params_digest, result_topic
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +97,13 @@ def serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
 
 
 def build_job(
-    composition: Composition, sink: Sink, metrics: PipelineMetrics, fraud_metrics: FraudMetrics
+    composition: Composition,
+    sink: Sink,
+    metrics: PipelineMetrics,
+    fraud_metrics: FraudMetrics,
+    session: Any = None,
 ) -> tuple[Job, list[Pipeline]]:
+    """The engine's job; with a Cassandra ``session``, state snapshots are kept in it."""
     settings = composition.settings
     w, t = settings.worker, settings.topics
     pipelines = build_pipelines(composition)
@@ -120,7 +128,14 @@ def build_job(
     # Scores are awaited by a checkout: fraud is checkpointed within milliseconds while caught up.
     f = composition.fraud
     fraud = Pacing(w.batch_size, f.batch_timeout_s, f.catchup_flush_interval_s)
-    job = Job(pipelines, checkpoint, Recovery(read), observer, pacing, timed, paced={"fraud": fraud})
+    snapshots = None
+    if w.snapshots and session is not None:
+        store = CassandraSnapshotStore(session, settings.cassandra.keyspace, composition.version)
+        policy = SnapshotPolicy(w.snapshot_interval_s, w.snapshot_every_messages, w.snapshots_kept)
+        snapshots = Snapshots(store, params_digest(composition.pins), observer, policy)
+    recovery = Recovery(read, snapshots, observer)
+    paced = {"fraud": fraud}
+    job = Job(pipelines, checkpoint, recovery, observer, pacing, timed, paced=paced, snapshots=snapshots)
     return job, pipelines
 
 
@@ -144,11 +159,12 @@ def run_worker(settings: Settings, composition: Composition | None = None) -> No
             session, c.keyspace, concurrency=c.write_concurrency, ttl_s=ttl,
             on_retry=lambda exc: metrics.sink_retries.labels(type(exc).__name__).inc(),
         )  # fmt: skip
-        job, pipelines = build_job(composition, sink, metrics, fraud_metrics)
+        job, pipelines = build_job(composition, sink, metrics, fraud_metrics, session)
         group = group_name(w.app_id, w.pipeline_version)
         consumer = BatchConsumer(
             settings.kafka, group, job.topics,
             on_assign=job.on_assign, on_revoke=job.on_revoke, on_lost=job.on_lost,
+            instance_id=w.instance_id,
         )  # fmt: skip
         timers: list[Timer] = []
         for pipeline in pipelines:

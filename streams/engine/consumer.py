@@ -49,7 +49,10 @@ class BatchConsumer:
         on_revoke: Partitions,
         on_lost: Partitions,
         prefetch_kbytes: int = 8192,
+        instance_id: str | None = None,
     ) -> None:
+        """``instance_id``: static membership (KIP-345): a restarted member with the same id gets
+        its partitions back without a rebalance, instead of waiting for its session to expire."""
         self.topics = list(topics)
         self.group_id = group_id
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="consumer")
@@ -65,6 +68,7 @@ class BatchConsumer:
                 "queued.max.messages.kbytes": prefetch_kbytes,
                 "fetch.max.bytes": prefetch_kbytes * 1024,
                 "on_commit": self._committed,
+                **({"group.instance.id": instance_id} if instance_id else {}),
             }
         )
         self._callbacks = (on_assign, on_revoke, on_lost)

@@ -235,8 +235,13 @@ class Job:
             log.warning("could not checkpoint before partitions %s were revoked: %s", tps, exc)
             self.on_lost(tps)
             return
-        self.consumer.commit_now(committed)
-        self.suspended |= set(tps)
+        # The whole durable position, not only this flush's: an earlier asynchronous commit may
+        # have been lost, and a partition given back would then re-read (and count) folded events.
+        durable = {tp: self.durable[tp] for tp in tps if tp in self.durable}
+        if self.consumer.commit_now(committed | durable):
+            self.suspended |= set(tps)
+        else:  # kept state would be ahead of the group's offsets: rebuild it if it comes back
+            self._forget(tps)
         self.observer.partitions_gone(tps)
 
     def on_assign(self, tps: list[TopicPartition]) -> None:

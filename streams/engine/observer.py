@@ -82,6 +82,24 @@ class MetricsObserver:
                 for ms in pending.timestamps.get(topic, ()):
                     self.fraud.latency.observe(max(now_ms - ms, 0.0) / 1000)
 
+    # Snapshots and recovery
+
+    def snapshot_saved(self, pipeline: str, size: int, seconds: float) -> None:
+        self.m.snapshots_saved.labels(pipeline).inc()
+        self.m.snapshot_bytes.labels(pipeline).set(size)
+        self.m.snapshot_seconds.labels(pipeline).observe(seconds)
+
+    def snapshot_failed(self, pipeline: str) -> None:
+        self.m.snapshot_failures.labels(pipeline).inc()
+
+    def snapshot_rejected(self, pipeline: str, reason: str) -> None:
+        self.m.snapshots_rejected.labels(pipeline, reason).inc()
+
+    def recovered(self, pipeline: str, source: str, messages: int, seconds: float) -> None:
+        self.m.recoveries.labels(pipeline, source).inc()
+        self.m.recovery_messages.labels(pipeline).inc(messages)
+        self.m.recovery_seconds.labels(pipeline).observe(seconds)
+
     def _tally(self, name: str, count: int) -> None:
         kind, _, label = name.partition(":")
         m, fraud = self.m, self.fraud

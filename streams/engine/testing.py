@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,6 +178,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, Any]] = []
+        self.tallies: Counter[str] = Counter()  # of what was checkpointed
 
     def batch_consumed(self, count: int) -> None:
         self.events.append(("batch", count))
@@ -201,6 +203,7 @@ class Recorder:
 
     def checkpointed(self, pending: Pending) -> None:
         self.events.append(("checkpoint", dict(pending.offsets)))
+        self.tallies.update(pending.folded.tallies)
 
     def snapshot_saved(self, pipeline: str, size: int, seconds: float) -> None:
         self.events.append(("snapshot", pipeline))

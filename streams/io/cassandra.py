@@ -137,7 +137,7 @@ def drop_keyspace(session: Session, keyspace: str) -> None:
     session.execute(f"DROP KEYSPACE IF EXISTS {check_identifier(keyspace)}", timeout=60)
 
 
-def _as_asyncio(response: ResponseFuture) -> asyncio.Future[Any]:
+def as_asyncio(response: ResponseFuture) -> asyncio.Future[Any]:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
 
@@ -276,7 +276,7 @@ class CassandraSink:
             while True:
                 attempt += 1
                 try:
-                    await _as_asyncio(self._session.execute_async(statement))
+                    await as_asyncio(self._session.execute_async(statement))
                     return
                 except _TRANSIENT as exc:
                     if attempt == self._max_attempts:

@@ -249,3 +249,43 @@ def test_fraud_state_restored_from_a_snapshot_gives_every_row_of_a_run_without_o
     labelled = [r for r in got["fraud_transactions"].values() if r.get("is_fraud") is not None]
     assert len(got["fraud_transactions"]) > 1000 and len(labelled) > 100
     assert got == all_rows(expected)
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.001)
+
+
+def test_counters_and_dead_letters_stay_exact_when_a_commit_is_lost_before_a_rebalance() -> None:
+    """An asynchronous commit that never lands, then the partition is revoked and given back to
+    the same worker: the revoke commits the whole durable position, so nothing is re-read."""
+    h = Harness([ctr_pipeline()])
+    clickstream(h.log, 3000)
+    end = {tp: len(h.log.partitions[tp]) for tp in OWNED}
+
+    async def scenario() -> None:
+        job, consumer, task = h.start(OWNED)
+
+        async def lost(offsets: Any) -> None:  # Kafka never answers the asynchronous commits
+            return None
+
+        consumer.commit = lost  # type: ignore[method-assign]
+        await until(lambda: job.durable.get((TOPIC, 0)) == end[(TOPIC, 0)])
+        assert h.group.get((TOPIC, 0), 0) < end[(TOPIC, 0)]  # folded, durable, not committed
+        consumer.rebalance("revoke", [(TOPIC, 0)])
+        consumer.rebalance("assign", [(TOPIC, 0)])
+        await until(lambda: not consumer.scheduled and consumer.positions[(TOPIC, 0)] == end[(TOPIC, 0)])
+        await until(lambda: all(job.durable.get(tp) == n for tp, n in end.items()))
+        await job.stop()
+        await task
+
+    asyncio.run(scenario())
+    partitions = {p: [(m.offset(), m.value()) for m in ms] for (_, p), ms in h.log.partitions.items()}
+    expected = oracle(partitions)
+    assert h.observer.tallies[f"duplicate:{TOPIC}"] == expected["duplicates"] > 0
+    letters = [value for _, value in h.outputs.topics.get("dead-letters", [])]
+    assert len(letters) == sum(expected["rejected"].values()) > 0
+    assert len({(x["partition"], x["offset"]) for x in letters}) == len(letters)  # none twice
+    assert ad_counts(h) == expected_counts(h.log)
