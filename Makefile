@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test up down status deps install lint clean
+.PHONY: demo test up down status deps install lint clean mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ lint: install
 test: install deps lint
 	@$(BIN)/streams dev up || { echo "make test: the local runtime could not start (see the line above)" >&2; exit 1; }
 	$(BIN)/pytest
+
+# Not part of `make test` (tens of minutes on 2 cores): mutants of the pure modules against the unit
+# tests that reach them; writes docs/mutation.md (kill rate per module, every survivor and why).
+mutation: install
+	rm -rf mutants
+	nice -n 10 $(BIN)/python -m tests.mutation run --max-children $$(nproc)
 
 down:
 	@if [ -x $(BIN)/streams ]; then $(BIN)/streams dev down; else echo "nothing to stop (no virtualenv)"; fi
