@@ -11,7 +11,6 @@ import numpy as np
 from streams.ctr.smoothing import (
     CI_METHOD,
     BetaPrior,
-    CtrEstimate,
     PriorSet,
     posterior,
     prior_arrays_from_mean,
@@ -43,19 +42,6 @@ class CellPolicy:
     min_cell_impressions: int = 1000
     min_ad_impressions: int = 1000
     backoff_strength: float = 500.0  # pseudo-impressions of the ad-level prior
-
-
-def cell_prior(
-    cell_impressions: int, ad_estimate: CtrEstimate | None, campaign_prior: BetaPrior, policy: CellPolicy
-) -> BetaPrior:
-    """Sparse cell: lean on its ad when the ad has enough data, else on the campaign prior."""
-    if cell_impressions >= policy.min_cell_impressions or ad_estimate is None:
-        return campaign_prior
-    if ad_estimate.impressions < policy.min_ad_impressions:
-        return campaign_prior
-    return BetaPrior.from_mean(
-        ad_estimate.smoothed_ctr, policy.backoff_strength, "ad", campaign_prior.version
-    )
 
 
 @dataclass
