@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -138,6 +139,9 @@ class Pipeline(Protocol):
         ...
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-f]+")  # default factories' addresses: not part of a layout
+
+
 class PartitionStates:
     """`forget`, `watermark` and snapshots for a pipeline whose processor keeps its state in
     ``processor.states`` (partition -> a ``state_type`` with a ``watermark``).
@@ -153,8 +157,8 @@ class PartitionStates:
 
     @property
     def snapshot_format(self) -> str:
-        layout = repr(msgspec.inspect.type_info(self.state_type)).encode()
-        return f"{self.name}/{hashlib.sha256(layout).hexdigest()[:16]}"
+        layout = _ADDRESS.sub("", repr(msgspec.inspect.type_info(self.state_type)))
+        return f"{self.name}/{hashlib.sha256(layout.encode()).hexdigest()[:16]}"
 
     def snapshot(self, partition: int) -> bytes | None:
         state = self.processor.states.get(partition)

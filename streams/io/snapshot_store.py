@@ -39,7 +39,8 @@ class CassandraSnapshotStore:
 
     async def _run(self, cql: str, values: list[Any]) -> list[Any]:
         async with self._slots:
-            return list(await as_asyncio(self.session.execute_async(self._statement(cql), values)))
+            rows = await as_asyncio(self.session.execute_async(self._statement(cql), values))
+            return list(rows or ())  # a write answers None
 
     async def save(self, snapshot: Snapshot) -> None:
         info, data = snapshot.info, snapshot.data

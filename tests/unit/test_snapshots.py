@@ -289,3 +289,13 @@ def test_counters_and_dead_letters_stay_exact_when_a_commit_is_lost_before_a_reb
     assert len(letters) == sum(expected["rejected"].values()) > 0
     assert len({(x["partition"], x["offset"]) for x in letters}) == len(letters)  # none twice
     assert ad_counts(h) == expected_counts(h.log)
+
+
+def test_the_state_format_is_the_same_in_every_process() -> None:
+    """A format that changed with the process (e.g. an address in it) would refuse every snapshot."""
+    import subprocess
+    import sys
+
+    code = "from tests.unit.test_snapshots import ctr_pipeline; print(ctr_pipeline().snapshot_format)"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == ctr_pipeline().snapshot_format
