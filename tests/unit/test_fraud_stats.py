@@ -53,6 +53,9 @@ def test_psi_of_a_two_bin_shift_is_not_kl_divergence() -> None:
     assert expected != pytest.approx(kl_live_ref) and expected != pytest.approx(kl_ref_live)
     assert psi([50, 50], [90, 10]) == pytest.approx(expected, rel=1e-12)  # counts are normalised
     assert psi([0.9, 0.1], [0.5, 0.5]) == pytest.approx(expected, rel=1e-12)  # symmetric
+    # fractions that do not add up to 1 (a part of the bins) are normalised too
+    assert psi([0.1, 0.1], [0.9, 0.1]) == pytest.approx(expected, rel=1e-12)
+    assert psi([0.5, 0.5], [0.09, 0.01]) == pytest.approx(expected, rel=1e-12)
 
 
 def test_psi_floors_empty_bins_after_normalising() -> None:
@@ -80,8 +83,8 @@ def test_feature_psi_takes_the_worst_bucket_with_enough_live_transactions() -> N
         "g": {"edges": [1.0], "fractions": {"0": [1, 1], "1": [1, 3]}},
     }
     live = {
-        ("f", 0): [50, 50],  # PSI 0
         ("f", 4): [75, 25],  # against (.25, .75): .5 ln 3 + .5 ln 3 = ln 3
+        ("f", 0): [50, 50],  # PSI 0: the worst bucket is kept
         ("f", 1): [500, 0],  # no reference for bucket 1: skipped
         ("g", 0): [99, 0],  # 99 transactions: too few, skipped
         ("g", 1): [50, 50],  # 100: against (.25, .75): .25 ln 2 + .25 ln 1.5 = .25 ln 3
@@ -149,6 +152,7 @@ def calendar_bucket(ts: int) -> int:
 def test_season_bucket_at_its_edges(ts: int, bucket: int) -> None:
     assert calendar_bucket(ts) == bucket
     assert season_bucket(ts) == bucket
+    assert type(season_bucket(ts)) is int  # a key as str(bucket): "5", never "5.0"
 
 
 def test_season_buckets_of_every_hour_of_a_week_follow_the_calendar() -> None:
@@ -170,14 +174,28 @@ def test_histogram_puts_a_value_on_an_edge_in_the_upper_bin() -> None:
     assert histogram(np.array([0.5, 1.0, 1.5, 2.0, 3.0, 4.0]), [1.0, 2.0, 3.0]) == [1, 2, 1, 2]
     assert histogram(np.array([]), [1.0, 2.0]) == [0, 0, 0]
     assert histogram(np.array([-1.0, 7.0]), []) == [2]
+    counts = histogram(np.array([0.5, 1.0]), [1.0])
+    assert all(type(count) is int for count in counts)  # written to JSON as 1, not 1.0
 
 
 def test_reference_of_by_hand() -> None:
     """0..99 (first half on a Thursday night, bucket 0; second on a Saturday noon, bucket 6): the
     deciles of 0..99 are 9.9, 19.8, ..., 89.1; a constant column has one edge."""
-    x = np.column_stack([np.arange(100, dtype=float), np.full(100, 5.0)])
+    x = np.column_stack([np.arange(100, dtype=float), np.full(100, 5.0), np.arange(100) / 7])
     ts = [T] * 50 + [T + 2 * DAY + 12 * HOUR] * 50
-    reference = reference_of(x, ts, ["amount", "flag"])
+    reference = reference_of(x, ts, ["amount", "flag", "sevenths"])
+    # 9.9 / 7 = 1.4142857..., 19.8 / 7 = 2.8285714..., ...: edges rounded to 6 decimals
+    assert reference["sevenths"]["edges"] == [
+        1.414286,
+        2.828571,
+        4.242857,
+        5.657143,
+        7.071429,
+        8.485714,
+        9.9,
+        11.314286,
+        12.728571,
+    ]
     assert reference["amount"]["edges"] == pytest.approx(
         [9.9, 19.8, 29.7, 39.6, 49.5, 59.4, 69.3, 79.2, 89.1]
     )
