@@ -24,20 +24,27 @@ Located = tuple[int, int]  # (partition, offset)
 
 def read_records(settings: Settings, topic: str) -> dict[int, list[tuple[int, bytes | None, bytes | None]]]:
     """Every message of ``topic`` per partition, in offset order: (offset, key, value)."""
+    return {p: [(o, k, v) for o, k, v, _ in records] for p, records in read_timed(settings, topic).items()}
+
+
+def read_timed(
+    settings: Settings, topic: str
+) -> dict[int, list[tuple[int, bytes | None, bytes | None, int]]]:
+    """Every message of ``topic`` per partition, in offset order: (offset, key, value, Kafka time)."""
     consumer = Consumer(
         {**client_config(settings.kafka), "group.id": f"oracle-{uuid.uuid4().hex}", **LARGE_FETCH}
     )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        result: dict[int, list[tuple[int, bytes | None, bytes | None]]] = {}
+        result: dict[int, list[tuple[int, bytes | None, bytes | None, int]]] = {}
         for p in partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             consumer.assign([TopicPartition(topic, p, low)])
-            messages: list[tuple[int, bytes | None, bytes | None]] = []
+            messages: list[tuple[int, bytes | None, bytes | None, int]] = []
             while len(messages) < high - low:
                 for m in consumer.consume(1000, timeout=2):
                     assert m.error() is None, m.error()
-                    messages.append((m.offset() or 0, m.key(), m.value()))
+                    messages.append((m.offset() or 0, m.key(), m.value(), m.timestamp()[1]))
             result[p] = messages
         return result
     finally:
@@ -50,6 +57,16 @@ def read_partitions(settings: Settings, topic: str) -> dict[int, list[tuple[int,
         p: [(offset, value) for offset, _, value in records]
         for p, records in read_records(settings, topic).items()
     }
+
+
+def read_since(settings: Settings, topic: str, since_ms: int) -> dict[int, list[tuple[int, bytes | None]]]:
+    """The messages of ``topic`` from the first one per partition whose Kafka time is at or after
+    ``since_ms`` on, per partition, in offset order: (offset, value)."""
+    result = {}
+    for p, records in read_timed(settings, topic).items():
+        start = next((i for i, (*_, time_ms) in enumerate(records) if time_ms >= since_ms), len(records))
+        result[p] = [(offset, value) for offset, _, value, _ in records[start:]]
+    return result
 
 
 def produce_located(

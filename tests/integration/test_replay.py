@@ -8,8 +8,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,8 @@ from streams.settings import Settings
 from streams.versions import names_of
 from tests.integration.ctr_oracle import SEC, START, assert_rows_match_oracle, oracle
 from tests.integration.faults import produce_clickstream
-from tests.integration.fraud_oracle import DAY, oracle_valid_transaction
-from tests.integration.kafka_records import read_partitions
+from tests.integration.fraud_oracle import DAY, Scored, fraud_oracle, oracle_valid_transaction
+from tests.integration.kafka_records import read_partitions, read_since
 from tests.support import running_worker, settings_env, wait_until
 
 pytestmark = pytest.mark.integration
@@ -67,6 +67,53 @@ def transactions(settings: Settings, count: int, seed: int) -> list[tuple[bytes,
         ip_prefixes=load_ip_prefixes(settings.fraud.ip_countries_file),
     )  # fmt: skip
     return generator.scenario(count).transactions
+
+
+def streams_background(settings: Settings, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams", *args],
+        env={**os.environ, **settings_env(settings)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def replay_committed(settings: Settings, version: str, topics: tuple[str, ...]) -> bool:
+    """Whether the version's groups have committed progress on ``topics`` (an offset past 0: a
+    replay from the beginning sets its groups at 0 before it starts)."""
+    from streams.io.kafka import committed_offsets
+
+    names = names_of(settings, version, PIPELINES)
+    return any(
+        committed_offsets(
+            settings.kafka, names.group_of(topic), topic, high_watermarks(settings.kafka, topic)
+        )
+        for topic in topics
+    )
+
+
+def fraud_rows(settings: Settings, version: str) -> dict[str, dict[str, Any]]:
+    """transaction id -> the version's `fraud_transactions` row (without the version)."""
+    cluster, session = connect(settings.cassandra)
+    try:
+        rows = scan_version_rows(session, settings.cassandra.keyspace, "fraud_transactions", version)
+        return {r["transaction_id"]: {k: v for k, v in r.items() if k != "pipeline_version"} for r in rows}
+    finally:
+        cluster.shutdown()
+
+
+def assert_fraud_as_oracle(rows: dict[str, dict[str, Any]], expected: dict[str, Scored]) -> None:
+    assert rows.keys() == expected.keys()
+    for tx_id, want in expected.items():
+        got = rows[tx_id]
+        assert got["score"] == pytest.approx(want.score, abs=1e-9), tx_id
+        assert (got["decision"], got["holdout"], got["is_fraud"]) == (
+            want.decision,
+            want.holdout,
+            want.is_fraud,
+        )
+        assert list(got["features"]) == pytest.approx(want.features, abs=1e-9), tx_id
 
 
 def version_rows(settings: Settings, version: str) -> dict[str, int]:
@@ -118,19 +165,31 @@ def test_replay_verify_promote_retire(ctr_settings: Settings, tmp_path: Path) ->
             time.sleep(0.05)
             second_half_ms = int(time.time() * 1000)  # Kafka record time of the live traffic below
 
-            # Second half arrives live while v1b (same code and pins) replays from the beginning.
+            # Second half arrives live while v1b (same code and pins) replays from the beginning:
+            # paced so that it lasts well past the replay's start (about 20 s).
             def live_traffic() -> None:
-                produce_clickstream(base, seed=42, impressions=6000, start_ms=START + 60 * SEC, rate=3000)
-                assert produce(base.kafka, t.transactions, txs[1500:], rate=1000).failed == 0
+                produce_clickstream(base, seed=42, impressions=6000, start_ms=START + 60 * SEC, rate=600)
+                assert produce(base.kafka, t.transactions, txs[1500:], rate=150).failed == 0
 
-            producer = threading.Thread(target=live_traffic)
-            producer.start()
-            replay = streams_cli(
-                v1b, "replay", "--version", "v1b", "--from-beginning", "--caught-up-lag", "0"
-            )
-            producer.join()
-            assert replay.returncode == 0, replay.stderr
-            assert "has caught up" in replay.stdout
+            with ThreadPoolExecutor(1) as pool:
+                live = pool.submit(live_traffic)
+                replay = streams_background(
+                    v1b, "replay", "--version", "v1b", "--from-beginning", "--caught-up-lag", "0"
+                )
+                # Overlap: the replay had committed offsets (so it ran) while the live traffic went on.
+                wait_until(
+                    lambda: replay_committed(base, "v1b", sources) or live.done(), 180, "the replay to start"
+                )
+                assert not live.done(), "the live traffic was over before the replay committed anything"
+                live.result()  # a failure in the producer's thread fails the test here
+                try:
+                    stdout, stderr = replay.communicate(timeout=300)
+                finally:
+                    if replay.poll() is None:
+                        replay.kill()
+                        replay.wait()
+            assert replay.returncode == 0, stderr
+            assert "has caught up" in stdout
             for version in ("v1", "v1b"):
                 wait_until(
                     lambda v=version: committed_everything(base, v, sources), 180, f"{version} caught up"
@@ -144,14 +203,13 @@ def test_replay_verify_promote_retire(ctr_settings: Settings, tmp_path: Path) ->
             partitions = read_partitions(base, t.ad_events)
             for settings in (v1, v1b):
                 assert_rows_match_oracle(settings, oracle(partitions))
-            valid = {
-                tx["transaction_id"]
-                for messages in read_partitions(base, t.transactions).values()
-                for _, raw in messages
-                if (tx := oracle_valid_transaction(raw))
-            }
-            rows = version_rows(base, "v1b")
-            assert rows["fraud_scores"] == len(valid) and rows["fraud_transactions"] == len(valid)
+            # Fraud: v1b's rows equal v1's, column by column, and both equal the independent oracle.
+            expected = fraud_oracle(
+                base, read_partitions(base, t.transactions), read_partitions(base, t.labels)
+            )
+            live_rows = fraud_rows(base, "v1")
+            assert fraud_rows(base, "v1b") == live_rows
+            assert_fraud_as_oracle(live_rows, expected)
 
             # A changed version (20 s tumbling windows) replays while v1 keeps serving.
             ad = next(iter(oracle(partitions)["partition_of_ad"]))
@@ -179,9 +237,17 @@ def test_replay_verify_promote_retire(ctr_settings: Settings, tmp_path: Path) ->
                 v3, "replay", "--version", "v3", "--from", str(second_half_ms), "--caught-up-lag", "0"
             )
             assert late.returncode == 0, late.stderr
+            # v3 writes rows for the transactions from T on; its state was rebuilt from the log
+            # before T (never written), so each row equals the whole log's oracle.
             late_ids = {orjson.loads(raw)["transaction_id"] for _, raw in txs[1500:] if is_json(raw)}
-            second_half = valid & late_ids
-            assert version_rows(base, "v3")["fraud_transactions"] == len(second_half) > 0
+            from_t = {
+                tx["transaction_id"]
+                for records in read_since(base, t.transactions, second_half_ms).values()
+                for _, raw in records
+                if (tx := oracle_valid_transaction(raw))
+            }
+            assert from_t == expected.keys() & late_ids and from_t
+            assert_fraud_as_oracle(fraud_rows(base, "v3"), {k: expected[k] for k in from_t})
 
             # A version pinned to other settings cannot be restarted with the new ones.
             clash = streams_cli(with_version(v2, "v1"), "replay", "--version", "v1", "--no-wait")
