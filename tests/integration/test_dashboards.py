@@ -5,6 +5,7 @@ every dashboard returns data for that worker."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import urllib.error
@@ -76,15 +77,20 @@ def prometheus_query(settings: Settings, expr: str) -> list[dict[str, Any]]:
     return list(body["data"]["result"])
 
 
+RATE = 300.0  # messages per second: the workload lasts some 25 s, over several 5 s scrapes
+
+
 def produce_workload(settings: Settings) -> dict[str, int]:
-    """Smoke events with bad ones, a dirty clickstream, transactions and their labels; returns
-    the messages produced per topic."""
+    """Smoke events with bad ones, a dirty clickstream, transactions and their labels, paced so
+    that the counters rise from one scrape to the next (a workload taken in one go shows as one
+    step: rates over it are zero, their ratios and quantiles NaN); returns the messages produced
+    per topic."""
     t = settings.topics
     smoke_messages = list(
         smoke.smoke_events(f"dash-{uuid.uuid4().hex[:8]}", 500, start_ms=1_700_000_000_000, bad_every=100)
     )
-    assert produce(settings.kafka, t.smoke, smoke_messages).failed == 0
-    ad_ends = produce_clickstream(settings, seed=11, impressions=3000)
+    assert produce(settings.kafka, t.smoke, smoke_messages, rate=RATE).failed == 0
+    ad_ends = produce_clickstream(settings, seed=11, impressions=3000, rate=RATE)
     generator = TransactionGenerator(
         TransactionProfile(customers=300, mean_gap_ms=3 * DAY / 3000, fraud_share=0.02),
         seed=7,
@@ -92,8 +98,8 @@ def produce_workload(settings: Settings) -> dict[str, int]:
         ip_prefixes=load_ip_prefixes(settings.fraud.ip_countries_file),
     )
     scenario = generator.scenario(3000)
-    assert produce(settings.kafka, t.transactions, scenario.transactions).failed == 0
-    assert produce(settings.kafka, t.labels, scenario.labels).failed == 0
+    assert produce(settings.kafka, t.transactions, scenario.transactions, rate=RATE).failed == 0
+    assert produce(settings.kafka, t.labels, scenario.labels, rate=RATE).failed == 0
     return {
         t.smoke: len(smoke_messages),
         t.ad_events: sum(ad_ends.values()),
@@ -119,7 +125,6 @@ def test_every_dashboard_panel_shows_data_from_a_real_worker(
         "streams-ctr.json",
         "streams-fraud.json",
     }
-    produced = produce_workload(settings)
     w, t = settings.worker, settings.topics
     values = {
         **BUILTINS,
@@ -132,13 +137,15 @@ def test_every_dashboard_panel_shows_data_from_a_real_worker(
     resolved = [(board, title, substitute(expr, values)) for board, title, expr in queries]
 
     def empty_panels() -> list[str]:
+        """Panels with no series, or only series whose value is NaN (Grafana draws no line)."""
         return [
             f"{board} / {title}: {expr}"
             for board, title, expr in resolved
-            if not prometheus_query(settings, expr)
+            if not any(math.isfinite(float(s["value"][1])) for s in prometheus_query(settings, expr))
         ]
 
     with running_worker(settings, tmp_path) as worker:
+        produced = produce_workload(settings)  # while the worker runs
         wait_until(
             lambda: (
                 (text := scrape(settings))
