@@ -19,6 +19,7 @@ import orjson
 from streams.bench.measure import Measurement
 from streams.bench.memory import MEMORY_SCENARIOS
 from streams.bench.memory_report import memory_figure, memory_notes, memory_table
+from streams.bench.recovery_report import recovery_figure, recovery_notes, recovery_table
 from streams.bench.runner import Input, RunResult
 
 LATENCY_KEYS = ("p50", "p99", "p999")
@@ -139,6 +140,8 @@ def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     """Column headers and one row per contender (shared by the terminal and Markdown tables)."""
     if report.scenario in MEMORY_SCENARIOS:
         return memory_table(report.scenario, report.runs)
+    if report.scenario == "recovery":
+        return recovery_table(report.runs)
     summaries = report.summaries()
     if any(s.latency_ms for s in summaries) or report.scenario in ("latency", "fraud-latency"):
         header = ["contender", "offered events/s", "p50 ms", "p99 ms", "p99.9 ms", "correct"]
@@ -175,15 +178,18 @@ def markdown(report: BenchReport) -> str:
     repeats = max((r.repeat for r in report.runs), default=0)
     memory = report.scenario in MEMORY_SCENARIOS
     align = "|".join(["---"] + ["---:"] * (len(header) - 1))
+    recovery = report.scenario == "recovery"
     what = (
-        f"One row per phase and repeat ({repeats} repeat(s))."
-        if memory
+        f"One row per {'restart' if recovery else 'phase'} and repeat ({repeats} repeat(s))."
+        if memory or recovery
         else f"Medians over {repeats} repeat(s)."
     )
     lines += ["", what, "", "| " + " | ".join(header) + " |", f"|{align}|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     if memory:
         lines += ["", *memory_notes(report.scenario, report.runs)]
+    if recovery:
+        lines += ["", *recovery_notes(report.runs)]
     failures = [f"- {r.contender} (repeat {r.repeat}): {r.error or (r.check.summary if r.check else '')}"
                 for r in report.runs if not r.ok]  # fmt: skip
     if failures:
@@ -202,6 +208,8 @@ def plot(report: BenchReport, path: Path) -> None:
     names = [s.contender for s in summaries]
     if report.scenario in MEMORY_SCENARIOS:
         fig = memory_figure(report.scenario, report.runs)
+    elif report.scenario == "recovery":
+        fig = recovery_figure(report.runs)
     elif any(s.latency_ms for s in summaries):
         fig, ax = plt.subplots(figsize=(8, 4.5))
         width = 0.8 / len(LATENCY_KEYS)

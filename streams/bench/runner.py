@@ -21,6 +21,7 @@ from streams.bench.check import Check, create_job_tables
 from streams.bench.contenders import Contender, RunContext
 from streams.bench.measure import JobProcess, Measurement, stop_jobs, watch_backlog
 from streams.bench.memory import SoakFigures, StateFigures
+from streams.bench.recovery_report import RecoveryFigures
 from streams.bench.workload import Oracle
 from streams.errors import RuntimeServiceError
 from streams.io.cassandra import apply_schema, connect
@@ -43,6 +44,7 @@ class RunResult:
     check: Check | None = None
     latency_ms: dict[str, float] | None = None  # p50, p99, p999, events
     memory: SoakFigures | StateFigures | None = None
+    recovery: RecoveryFigures | None = None
     error: str | None = None
 
     @property
@@ -58,8 +60,9 @@ class RunResult:
         }  # fmt: skip
         check = None if self.check is None else {"correct": self.check.correct, "summary": self.check.summary}
         memory = None if self.memory is None else self.memory.to_json()
+        recovery = None if self.recovery is None else self.recovery.to_json()
         return {"contender": self.contender, "repeat": self.repeat, "ok": self.ok, **figures,
-                "latency_ms": self.latency_ms, "memory": memory, "check": check,
+                "latency_ms": self.latency_ms, "memory": memory, "recovery": recovery, "check": check,
                 "error": self.error}  # fmt: skip
 
 

@@ -12,22 +12,30 @@ from streams.bench.contenders import CTR_CONTENDERS, Contender
 from streams.bench.ctr import bench_backlog, bench_latency, replay_contenders
 from streams.bench.fraud import bench_fraud, bench_fraud_latency
 from streams.bench.memory import MEMORY_SCENARIOS
+from streams.bench.recovery import bench_recovery
 from streams.bench.report import BenchReport, started_now
 from streams.bench.runner import Input, Report, RunResult
 from streams.bench.soak import PIPELINES, bench_soak, bench_state, phase_name
 from streams.errors import ConfigError
 from streams.settings import Settings
 
-SCENARIOS = ("ctr", "replay", "latency", "fraud", "fraud-latency", *MEMORY_SCENARIOS)
+SCENARIOS = ("ctr", "replay", "latency", "fraud", "fraud-latency", *MEMORY_SCENARIOS, "recovery")
 # (rate, seconds, repeats) when not given: a soak runs once for 10 minutes, well below our rate.
 OTHER_DEFAULTS = (500.0, 20.0, 3)
-DEFAULTS = {"soak": (1000.0, 600.0, 1), "state": (*OTHER_DEFAULTS[:2], 1)}
+DEFAULTS = {
+    "soak": (1000.0, 600.0, 1),
+    "state": (*OTHER_DEFAULTS[:2], 1),
+    "recovery": (*OTHER_DEFAULTS[:2], 1),
+}
+# --events when not given: the recovery scenario's histories are that and five times that.
+EVENTS = {"recovery": 1_000_000}
+DEFAULT_EVENTS = 200_000
 
 
 @dataclass(frozen=True)
 class BenchOptions:
     scenario: str = "ctr"
-    events: int = 200_000
+    events: int = DEFAULT_EVENTS
     repeats: int = 3
     contenders: tuple[str, ...] = tuple(CTR_CONTENDERS)
     rate: float = 500.0
@@ -51,12 +59,13 @@ class BenchOptions:
     @classmethod
     def for_scenario(
         cls, scenario: str, *, rate: float | None = None, seconds: float | None = None,
-        repeats: int | None = None, **options: Any,
+        repeats: int | None = None, events: int | None = None, **options: Any,
     ) -> BenchOptions:  # fmt: skip
         """Options with the scenario's own defaults for what was not given."""
         default_rate, default_seconds, default_repeats = DEFAULTS.get(scenario, OTHER_DEFAULTS)
         return cls(
             scenario=scenario,
+            events=EVENTS.get(scenario, DEFAULT_EVENTS) if events is None else events,
             rate=default_rate if rate is None else rate,
             seconds=default_seconds if seconds is None else seconds,
             repeats=default_repeats if repeats is None else repeats,
@@ -103,10 +112,15 @@ def run_bench(settings: Settings, options: BenchOptions, command: str, report: R
         runs = bench_soak(settings, o.rate, o.seconds, o.repeats, o.out_dir, report)
     if o.scenario == "state":
         runs = bench_state(settings, o.keys, o.repeats, o.out_dir, report)
+    if o.scenario == "recovery":
+        runs = bench_recovery(settings, o.events, o.repeats, o.out_dir, report)
     names = {c.name: c.description for c in contenders}
     if o.scenario in MEMORY_SCENARIOS:
         names = {phase_name(p): f"this project's worker (`streams worker`, {p} pipeline only, 1 process)"
                  for p in PIPELINES}  # fmt: skip
+    if o.scenario == "recovery":
+        names = {r.contender: "this project's worker (`streams worker`, ctr pipeline, 1 process), restarted"
+                 for r in runs}  # fmt: skip
     if o.scenario == "fraud":
         names["ours"] = "this project's worker (`streams worker`, fraud pipeline, 1 process)"
     if o.scenario in ("latency", "fraud-latency"):

@@ -75,13 +75,19 @@ class Oracle:
     @classmethod
     def of(cls, messages: Iterable[tuple[bytes, bytes]]) -> Oracle:
         oracle = cls()
-        for _, value in messages:
+        for _ in oracle.counting(messages):
+            pass
+        return oracle
+
+    def counting(self, messages: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+        """``messages`` passed through, each counted on the way (a long input is never held whole)."""
+        for key, value in messages:
             event = orjson.loads(value)
             start = event["ts"] - event["ts"] % WINDOW_MS
-            counts = oracle.windows.setdefault((event["ad_id"], start), [0, 0])
+            counts = self.windows.setdefault((event["ad_id"], start), [0, 0])
             counts[event["type"] == "click"] += 1
-            oracle.by_type[event["type"]] += 1
-        return oracle
+            self.by_type[event["type"]] += 1
+            yield key, value
 
     @property
     def ads(self) -> list[str]:

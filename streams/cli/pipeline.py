@@ -135,14 +135,21 @@ def bench(
         str,
         typer.Option(
             help="ctr | replay (backlog catch-up) | latency (fixed rate) | fraud | fraud-latency | "
-            "soak (worker RSS at a steady rate) | state (worker RSS as keys grow)."
+            "soak (worker RSS at a steady rate) | state (worker RSS as keys grow) | "
+            "recovery (worker restart to caught-up after N and 5N events of history, with and without "
+            "snapshots, and after kill -9 with and without a static instance id)."
         ),
     ] = "ctr",
     events: Annotated[
-        int, typer.Option(min=1000, help="Impressions (transactions) in the pre-loaded backlog.")
-    ] = 200_000,
+        int | None,
+        typer.Option(
+            min=1000,
+            help="Impressions (transactions) in the pre-loaded backlog (200,000); recovery: N, the "
+            "shorter history (1,000,000; the longer one is 5N).",
+        ),
+    ] = None,
     repeats: Annotated[
-        int | None, typer.Option(min=1, help="Runs of every contender (default 3; soak, state: 1).")
+        int | None, typer.Option(min=1, help="Runs of every contender (default 3; soak, state, recovery: 1).")
     ] = None,
     contenders: Annotated[
         str, typer.Option(help="ctr, latency: comma-separated, of ours, naive-faust, quix, raw.")
@@ -172,7 +179,8 @@ def bench(
     no_docs: Annotated[bool, typer.Option("--no-docs", help="Leave the benchmarks page alone.")] = False,
 ) -> None:
     """Compare our worker with a naive Faust job, Quix Streams and a raw consumer on this machine;
-    measure our worker's memory at a steady rate (soak) and as its state grows (state)."""
+    measure our worker's memory at a steady rate (soak) and as its state grows (state), and its
+    restart time after a long history and after kill -9 (recovery)."""
     from streams.bench.memory import MEMORY_SCENARIOS
     from streams.bench.scenarios import BenchOptions, run_bench
     from streams.settings import project_dir
@@ -194,7 +202,9 @@ def bench(
     )
     command = shlex.join(["streams", *sys.argv[1:]])
     result = run_bench(load_settings(), options, command, lambda line: err.print(line, highlight=False))
-    what = "one row per phase" if scenario in MEMORY_SCENARIOS else f"medians of {options.repeats}"
+    what = f"medians of {options.repeats}"
+    if scenario in MEMORY_SCENARIOS or scenario == "recovery":
+        what = "one row per " + ("restart" if scenario == "recovery" else "phase")
     page = None if no_docs else docs or project_dir() / "docs" / "benchmarks.md"
     show_bench(result, f"streams bench --scenario {scenario} ({what})", out, page)
     if not result.ok:
@@ -215,6 +225,10 @@ def show_bench(result: Any, title: str, out: Path, page: Path | None) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    if result.scenario == "recovery":
+        from streams.bench.recovery_report import ratio_line
+
+        console.print(ratio_line(result.runs))
     for path in write_outputs(result, out, lambda line: err.print(f"warning: {line}")):
         console.print(f"wrote {path}")
     if page is not None:
