@@ -13,6 +13,20 @@ from dataclasses import dataclass
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 
+# Write timestamps (fencing). A pipeline's rows are written `USING TIMESTAMP FENCE_BASE + position`,
+# the position being the sum of the source partition's next offsets (over the pipeline's topics)
+# when the row was drained: a row's content is a function of that prefix of the log, so a later
+# position always holds a newer state, and a revoked worker's late ("zombie") write of an older
+# state loses to the new owner's write in Cassandra's last-write-wins, whatever order they land
+# in. The base lies above any wall-clock timestamp in microseconds (until the year 2255), so rows
+# written before fencing are overwritten; `retire` deletes at RETIRE_TIMESTAMP, above every fence.
+FENCE_BASE = 2**53
+RETIRE_TIMESTAMP = 2**62
+
+
+def fence(position: int) -> int:
+    return FENCE_BASE + position
+
 
 @dataclass(frozen=True)
 class Table:

@@ -88,9 +88,11 @@ class CtrPipeline(PartitionStates):
 
     def drain(self) -> Drained:
         rows = self.processor.drain()
+        tables = {AD_TABLE: "ads", CAMPAIGN_TABLE: "campaigns", CELL_TABLE: "cells"}
         drained = Drained(
-            rows={AD_TABLE: rows.ads, CAMPAIGN_TABLE: rows.campaigns, CELL_TABLE: rows.cells},
+            rows={table: getattr(rows, kind) for table, kind in tables.items()},
             records={self.results_topic: result_records(rows)} if len(rows) else {},
+            sources={table: rows.sources.get(kind, []) for table, kind in tables.items()},
         )
         for table, table_rows in drained.rows.items():
             if table_rows:

@@ -49,6 +49,7 @@ class CtrRows:
     ads: list[dict[str, Any]] = field(default_factory=list)
     campaigns: list[dict[str, Any]] = field(default_factory=list)
     cells: list[dict[str, Any]] = field(default_factory=list)
+    sources: dict[str, list[int]] = field(default_factory=dict)  # kind -> each row's partition
 
     def __len__(self) -> int:
         return len(self.ads) + len(self.campaigns) + len(self.cells)
@@ -95,14 +96,19 @@ class CtrProcessor:
         ads: list[tuple[WindowUpdate, str]] = []
         cells: list[tuple[WindowUpdate, str]] = []
         rows = CtrRows()
+        sources: dict[str, list[int]] = {"ads": [], "campaigns": [], "cells": []}
         for partition, state in sorted(self.states.items()):
             for update in drain(state, self.config):
                 if update.kind == "campaign":
                     rows.campaigns.append(self._campaign_row(update, partition))
+                    sources["campaigns"].append(partition)
                 elif update.kind == "ad":
                     ads.append((update, state.campaign_of[update.key[1]]))
+                    sources["ads"].append(partition)
                 else:
                     cells.append((update, state.campaign_of[update.key[2]]))
+                    sources["cells"].append(partition)
+        rows.sources = sources
         rows.ads = self._ad_rows(ads)
         rows.cells = self._cell_rows(cells)
         return rows

@@ -95,18 +95,25 @@ class Checkpoint:
     async def commit(
         self, pending: Pending, commit_offsets: Callable[[dict[TopicPartition, int]], Awaitable[Any]]
     ) -> None:
-        await self.write_rows(pending.drained.rows)
+        await self.write_rows(pending.drained.rows, pending.drained.stamps)
         await self.publish_records(pending.drained.records)
         await self.send_letters(pending.folded.letters)
         await commit_offsets(pending.offsets)
         self.observer.checkpointed(pending)
 
-    async def write_rows(self, rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        await asyncio.gather(*(self._write(table, batch) for table, batch in rows.items() if batch))
+    async def write_rows(
+        self, rows: Mapping[str, Sequence[Mapping[str, Any]]], stamps: Mapping[str, Sequence[int]]
+    ) -> None:
+        """Each table's rows, at their write timestamps where the pipeline gave their partitions."""
+        await asyncio.gather(
+            *(self._write(table, batch, stamps.get(table)) for table, batch in rows.items() if batch)
+        )
 
-    async def _write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    async def _write(
+        self, table: str, rows: Sequence[Mapping[str, Any]], stamps: Sequence[int] | None
+    ) -> None:
         started = time.perf_counter()
-        await self.sink.write(table, rows)
+        await self.sink.write(table, rows, stamps)
         self.observer.rows_written(table, len(rows), time.perf_counter() - started)
 
     async def publish_records(self, records: Mapping[str, Sequence[Record]]) -> None:

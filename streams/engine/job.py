@@ -18,6 +18,7 @@ from streams.engine.checkpoint import Checkpoint, Pending, TopicPartition
 from streams.engine.pipeline import Message, Pipeline
 from streams.engine.recovery import Recovery, fold_isolating
 from streams.engine.snapshots import Snapshots
+from streams.tables import fence
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +191,12 @@ class Job:
         for pipeline in self.pipelines:
             if names is None or pipeline.name in names:
                 pending, self.pending[pipeline.name] = self.pending[pipeline.name], Pending()
-                pending.drained = pipeline.drain()
+                pending.drained = drained = pipeline.drain()
+                positions = self._positions(pipeline, self.durable | pending.offsets)
+                stamp = {p: fence(sum(at.values())) for p, at in positions.items()}
+                drained.stamps = {t: [stamp[p] for p in parts] for t, parts in drained.sources.items()}
                 done.add(pending)
                 if self.snapshots is not None and pipeline.stateful:
-                    positions = self._positions(pipeline, self.durable | pending.offsets)
                     taken += self.snapshots.capture(pipeline, positions, final=final)
         await self.checkpoint.commit(done, commit)
         self.durable |= done.offsets

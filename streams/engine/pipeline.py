@@ -66,10 +66,21 @@ class Drained:
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     records: dict[str, list[Record]] = field(default_factory=dict)
     tallies: Counter[str] = field(default_factory=Counter)
+    # The source partition of each row (same order), for the rows' write timestamps (fencing:
+    # `tables.FENCE_BASE`); a table without it is written at the sink's own time.
+    sources: dict[str, list[int]] = field(default_factory=dict)
+    stamps: dict[str, list[int]] = field(default_factory=dict)  # set by the engine from `sources`
+
+    def put(self, table: str, rows: Sequence[dict[str, Any]], partition: int) -> None:
+        self.rows.setdefault(table, []).extend(rows)
+        self.sources.setdefault(table, []).extend([partition] * len(rows))
 
     def add(self, other: Drained) -> None:
         for table, rows in other.rows.items():
             self.rows.setdefault(table, []).extend(rows)
+        for fields, theirs in ((self.sources, other.sources), (self.stamps, other.stamps)):
+            for table, values in theirs.items():
+                fields.setdefault(table, []).extend(values)
         for topic, records in other.records.items():
             self.records.setdefault(topic, []).extend(records)
         self.tallies.update(other.tallies)

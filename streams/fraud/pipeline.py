@@ -52,7 +52,7 @@ class FraudPipeline(PartitionStates):
         out = self.processor.process([(tx, partition) for tx in txs], [(lb, partition) for lb in labels])
         if replay:
             return Folded()
-        self._keep(out)
+        self._keep(out, partition)
         t = folded.tallies
         t[f"processed:{self.transactions}"] += len(txs)
         t[f"processed:{self.labels}"] += len(labels)
@@ -66,13 +66,12 @@ class FraudPipeline(PartitionStates):
         folded.observations["fraud_score"] = [row["score"] for row in out.scores]
         return folded
 
-    def _keep(self, out: FraudOutput) -> None:
+    def _keep(self, out: FraudOutput, partition: int) -> None:
         """Label columns and score columns are separate cells of the same rows: order-free upserts
         (the sink writes rows with different columns as separate statements)."""
-        rows = self.out.rows
-        rows.setdefault(SCORES_TABLE, []).extend(out.scores)
-        rows.setdefault(TRANSACTIONS_TABLE, []).extend(out.transactions + out.label_transactions)
-        rows.setdefault(COHORT_TABLE, []).extend(out.cohort + out.label_cohort)
+        self.out.put(SCORES_TABLE, out.scores, partition)
+        self.out.put(TRANSACTIONS_TABLE, out.transactions + out.label_transactions, partition)
+        self.out.put(COHORT_TABLE, out.cohort + out.label_cohort, partition)
         self.out.records.setdefault(self.scores_topic, []).extend(out.results)
 
     def drain(self) -> Drained:

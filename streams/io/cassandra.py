@@ -196,19 +196,20 @@ class CassandraSink:
         self._max_attempts = max_attempts
         self._on_retry = on_retry
         self._ttl_s = dict(ttl_s or {})
-        self._prepared: dict[tuple[str, tuple[str, ...]], PreparedStatement] = {}
+        self._prepared: dict[tuple[str, tuple[str, ...], bool], PreparedStatement] = {}
         self._partition_keys: dict[str, tuple[str, ...]] = {}
 
     async def setup(self) -> None:
         """Nothing to do: the schema is applied by `apply_schema` before workers start."""
 
-    def _statement(self, table: str, columns: tuple[str, ...]) -> PreparedStatement:
-        key = (table, columns)
+    def _statement(self, table: str, columns: tuple[str, ...], stamped: bool) -> PreparedStatement:
+        key = (table, columns, stamped)
         if key not in self._prepared:
             names = ", ".join(columns)
             marks = ", ".join("?" for _ in columns)
             ttl = self._ttl_s.get(table, 0)
-            using = f" USING TTL {int(ttl)}" if ttl > 0 else ""
+            options = ([f"TTL {int(ttl)}"] if ttl > 0 else []) + (["TIMESTAMP ?"] if stamped else [])
+            using = f" USING {' AND '.join(options)}" if options else ""
             self._prepared[key] = self._session.prepare(
                 f"INSERT INTO {self._keyspace}.{check_identifier(table)} ({names}) VALUES ({marks}){using}"
             )
@@ -220,27 +221,34 @@ class CassandraSink:
             self._partition_keys[table] = tuple(column.name for column in meta.partition_key)
         return self._partition_keys[table]
 
-    async def write(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Upsert rows; returns once every row is durably acknowledged by Cassandra. Rows with
-        different columns (e.g. score cells and label cells of one table) are separate statements."""
+    async def write(
+        self, table: str, rows: Sequence[Mapping[str, Any]], stamps: Sequence[int] | None = None
+    ) -> None:
+        """Upsert rows (``stamps``: each one's write timestamp, `tables.FENCE_BASE`); returns once
+        every row is durably acknowledged by Cassandra. Rows with different columns (e.g. score
+        cells and label cells of one table) are separate statements."""
         if not rows:
             return
-        by_columns: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
-        for row in rows:
-            by_columns.setdefault(tuple(row), []).append(row)
+        by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
+        for i, row in enumerate(rows):
+            values = list(row.values())
+            if stamps is not None:
+                values.append(stamps[i])
+            by_columns.setdefault(tuple(row), []).append(values)
         requests: list[Statement] = []
         for columns, same in by_columns.items():
-            requests += self._requests(table, columns, same)
+            requests += self._requests(table, columns, same, stamped=stamps is not None)
         await asyncio.gather(*(self._execute(request) for request in requests))
 
     def _requests(
-        self, table: str, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]
+        self, table: str, columns: tuple[str, ...], rows: Sequence[list[Any]], *, stamped: bool
     ) -> list[Statement]:
-        statement = self._statement(table, columns)
-        key_columns = self._partition_key(table)
+        """``rows``: each row's values in ``columns`` order (then its write timestamp if stamped)."""
+        statement = self._statement(table, columns, stamped)
+        where = [columns.index(c) for c in self._partition_key(table)]
         partitions: dict[tuple[Any, ...], list[list[Any]]] = {}
-        for row in rows:
-            partitions.setdefault(tuple(row[c] for c in key_columns), []).append([row[c] for c in columns])
+        for values in rows:
+            partitions.setdefault(tuple(values[i] for i in where), []).append(values)
         by_replica: dict[Any, list[BoundStatement]] = {}
         for values in partitions.values():
             first = statement.bind(values[0])

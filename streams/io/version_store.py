@@ -18,6 +18,7 @@ from cassandra.concurrent import execute_concurrent_with_args
 from cassandra.query import SimpleStatement
 
 from streams.io.cassandra import check_identifier
+from streams.tables import RETIRE_TIMESTAMP
 
 REGISTRY_TABLE = "pipeline_versions"
 SERVING_TABLE = "serving_version"
@@ -183,7 +184,10 @@ def delete_version_rows(session: Session, keyspace: str, version: str) -> dict[s
         partition_key, _ = table_primary_key(session, keyspace, table)
         keys = list(version_partitions(session, keyspace, table, version, partition_key))
         where = " AND ".join(f"{c} = ?" for c in partition_key)
-        delete = session.prepare(f"DELETE FROM {keyspace}.{table} WHERE {where}")
+        # Above every fenced write timestamp (`tables.RETIRE_TIMESTAMP`): the rows go for good.
+        delete = session.prepare(
+            f"DELETE FROM {keyspace}.{table} USING TIMESTAMP {RETIRE_TIMESTAMP} WHERE {where}"
+        )
         results = execute_concurrent_with_args(
             session, delete, keys, concurrency=32, raise_on_first_error=True
         )

@@ -125,7 +125,7 @@ class Steps:
     def __init__(self) -> None:
         self.steps: list[str] = []
 
-    async def write(self, table: str, rows: Any) -> None:
+    async def write(self, table: str, rows: Any, stamps: Any = None) -> None:
         self.steps.append(f"rows:{table}")
 
     def output(self, topic: str) -> Any:

@@ -22,6 +22,7 @@ from streams.engine.testing import Harness, MemoryLog
 from streams.events import load_validator
 from streams.fraud.generator import TransactionGenerator, TransactionProfile
 from streams.settings import Settings
+from streams.sink import MemorySink
 from streams.worker import build_pipelines
 from tests.integration.ctr_oracle import CTR_WINDOWS, PROFILE, START, oracle
 
@@ -299,3 +300,51 @@ def test_the_state_format_is_the_same_in_every_process() -> None:
     code = "from tests.unit.test_snapshots import ctr_pipeline; print(ctr_pipeline().snapshot_format)"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert other.stdout.strip() == ctr_pipeline().snapshot_format
+
+
+class HeldSink(MemorySink):
+    """The shared sink's tables, reached through a gate: a write waits until it opens (a
+    revoked worker's batch in flight while the group moved on)."""
+
+    def __init__(self, shared: MemorySink) -> None:
+        self.__dict__.update(shared.__dict__)  # the same tables and cell stamps
+        self.gate = asyncio.Event()
+        self.held = 0
+        self.landed = 0
+
+    async def write(self, table: str, rows: Any, stamps: Any = None) -> None:
+        self.held += 1
+        await self.gate.wait()
+        await super().write(table, rows, stamps)
+        self.landed += 1
+
+
+def test_a_zombie_batch_landing_after_the_new_owners_writes_does_not_win() -> None:
+    """Worker A's first checkpoint is stuck in its Cassandra write; the group gives A's partitions
+    to B, which recovers and writes everything; then A's stale batch lands. Its rows carry A's
+    (lower) source positions as write timestamps, so B's newer cells stay."""
+    h = Harness([ctr_pipeline()])
+    clickstream(h.log, 3000)
+    assert h.sink is not None
+    held = HeldSink(h.sink)
+    zombie = Harness([ctr_pipeline()], h.log, h.group, h.outputs, held)
+
+    async def scenario() -> None:
+        job, consumer, task = zombie.start(OWNED)
+        await until(lambda: held.held > 0)  # A's first checkpoint is in flight, nothing committed
+        consumer.commit_now = lambda offsets: False  # type: ignore[method-assign]  # fenced by Kafka
+
+        async def refused(offsets: Any) -> None:
+            return None
+
+        consumer.commit = refused  # type: ignore[method-assign]
+        await h.successor([ctr_pipeline()]).run_until_idle(OWNED)  # B: everything, committed
+        assert ad_counts(h) == expected_counts(h.log)
+        job.stopping = True
+        held.gate.set()  # A's stale batch lands last
+        await until(lambda: held.landed == held.held)
+        await task
+
+    asyncio.run(scenario())
+    assert held.landed > 0
+    assert ad_counts(h) == expected_counts(h.log)
