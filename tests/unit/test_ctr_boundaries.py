@@ -187,3 +187,26 @@ def test_a_cell_update_carries_its_ad_counts_in_the_same_window() -> None:
     s1 = cells[("1h", "s1", "a1", T0)]
     assert (s1.counts.impressions, s1.counts.clicks) == (1, 1)
     assert s1.ad_counts is not None and (s1.ad_counts.impressions, s1.ad_counts.clicks) == (2, 1)
+
+
+def test_an_ad_seen_under_two_campaigns_in_one_batch_counts_every_event() -> None:
+    state = PartitionState(0)
+    apply_batch(
+        state,
+        [
+            AdEvent("i1", "impression", T0, "a1", "c1", "s1"),
+            AdEvent("i2", "impression", T0 + 1, "a1", "c2", "s1"),
+        ],
+        CONFIG,
+    )
+    counts = {(u.kind, u.key): u.counts.impressions for u in drain(state, CONFIG) if u.key[-1] == T0}
+    assert counts == {
+        ("ad", ("1m", "a1", T0)): 2,
+        ("ad", ("1h", "a1", T0)): 2,
+        ("campaign", ("1m", "c1", T0)): 1,
+        ("campaign", ("1m", "c2", T0)): 1,
+        ("campaign", ("1h", "c1", T0)): 1,
+        ("campaign", ("1h", "c2", T0)): 1,
+        ("cell", ("1h", "s1", "a1", T0)): 2,
+    }
+    assert state.campaign_of == {"a1": "c2"}  # the latest campaign names the ad's rows

@@ -6,13 +6,21 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import numpy as np
 import orjson
 import pytest
 from scipy import stats
 
 from streams.ctr.pipeline import SCHEMA_FILE, CtrPipeline
 from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE, CellPolicy, CtrProcessor
-from streams.ctr.smoothing import BetaPrior, PriorSet, fit_beta_moments, fit_priors
+from streams.ctr.smoothing import (
+    BetaPrior,
+    PriorSet,
+    estimate,
+    fit_beta_moments,
+    fit_priors,
+    prior_arrays_from_mean,
+)
 from streams.ctr.state import AdEvent, CtrConfig
 from streams.ctr.views import campaign_windows
 from streams.ctr.windows import WindowSpec
@@ -286,3 +294,29 @@ def test_fitted_priors_per_campaign_then_global_then_default() -> None:
     no_fit = fit_priors({"c2": cells["c2"]}, version="p8", default=default, min_impressions=100)
     assert no_fit.global_ is None and no_fit.campaigns == {}
     assert no_fit.for_campaign("c2") == BetaPrior(1.5, 400.0, "default", "p8")
+
+
+def test_one_estimate_exactly() -> None:
+    """`estimate` (readers' smoothing of summed campaign partials), every field."""
+    prior = BetaPrior(2.0, 600.0, "campaign", "p7")
+    est = estimate(40, 3, prior, LEVEL)
+    mean, low, high = posterior((2.0, 600.0), 40, 3)
+    assert (est.impressions, est.clicks, est.raw_ctr, est.prior) == (40, 3, 3 / 40, prior)
+    assert (est.ci_level, est.ci_method) == (LEVEL, "beta_posterior_equal_tailed")
+    assert est.smoothed_ctr == pytest.approx(5 / 642, rel=1e-12) == mean
+    assert (est.ci_low, est.ci_high) == pytest.approx((low, high), rel=1e-9)
+    nothing = estimate(0, 0, prior)
+    assert nothing.raw_ctr is None and nothing.smoothed_ctr == pytest.approx(2 / 602, rel=1e-12)
+    assert (nothing.ci_low, nothing.ci_high) == pytest.approx(stats.beta(2, 600).interval(0.95), rel=1e-9)
+
+
+def test_priors_from_a_mean_at_the_extremes_stay_proper() -> None:
+    """A mean of 0 or 1 is held 1e-9 inside (0, 1): finite, positive parameters, alpha floored at 1."""
+    alpha, beta = prior_arrays_from_mean(np.array([0.0, 1.0, 0.5, 0.01]), 10.0)
+    assert alpha.tolist() == pytest.approx([1.0, 10 * (1 - 1e-9), 5.0, 1.0], rel=1e-12)
+    assert beta.tolist() == pytest.approx([(1 - 1e-9) / 1e-9, 10 * 1e-9, 5.0, 99.0], rel=1e-6)
+    extremes = [(0.0, (1.0, (1 - 1e-9) / 1e-9)), (1.0, (10 * (1 - 1e-9), 10 * 1e-9)), (0.5, (5.0, 5.0))]
+    for mean, (a, b) in extremes:
+        prior = BetaPrior.from_mean(mean, 10.0, "ad", "p7")
+        assert (prior.alpha, prior.beta) == pytest.approx((a, b), rel=1e-6)
+        assert (prior.level, prior.version) == ("ad", "p7")

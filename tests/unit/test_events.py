@@ -221,3 +221,49 @@ def test_every_typed_decoder_is_held_to_its_schema() -> None:
     covered = {struct.__name__ for struct in TYPED_STRUCTS.values()}
     used = structs_used_in_source()
     assert used and used <= covered, used - covered
+
+
+class _CountingValidator:
+    """The ad-event schema's validator, counting its calls: whether the fast path decided."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._validate = load_validator(SCHEMAS / "ad_event.schema.json")
+
+    def __call__(self, event: object) -> object:
+        self.calls += 1
+        return self._validate(event)
+
+
+def test_the_typed_decoder_decides_a_valid_event_without_the_schema() -> None:
+    from streams.ctr.state import AdEventMessage
+    from streams.events import TypedDecoder
+
+    validator = _CountingValidator()
+    decoder = TypedDecoder(AdEventMessage, validator)
+    event = decoder.decode(_VALID_AD_BYTES)
+    assert isinstance(event, AdEventMessage) and event.impression_id == "i1" and validator.calls == 0
+    # a field the struct does not know: the schema decides, and the struct keeps the known fields
+    with_extra = decoder.decode(_VALID_AD_BYTES[:-1] + b',"x":"ok"}')
+    assert with_extra == event and validator.calls == 1
+    refused = decoder.decode(orjson.dumps({**_VALID_AD_EVENT, "impression_id": None}))
+    assert isinstance(refused, Rejected) and "impression_id" in refused.reason and validator.calls == 2
+    assert isinstance(decoder.decode(None), Rejected) and validator.calls == 2  # nothing to validate
+
+
+def test_a_click_without_its_impression_is_refused_by_the_struct_itself() -> None:
+    import msgspec
+
+    from streams.ctr.state import AdEventMessage
+
+    click = {k: v for k, v in _VALID_AD_EVENT.items() if k != "impression_id"}
+    with pytest.raises(msgspec.ValidationError, match="a click needs its impression_id"):
+        msgspec.json.decode(orjson.dumps(click), type=AdEventMessage)
+
+
+@pytest.mark.parametrize(("length", "cut"), [(1000, False), (1001, True)])
+def test_a_processing_error_keeps_a_thousand_characters_of_the_message(length: int, cut: bool) -> None:
+    from streams.events import processing_error
+
+    reason = processing_error(ValueError("m" * length)).reason
+    assert reason == "ValueError: " + "m" * 1000 + ("…" if cut else "")
