@@ -3,7 +3,10 @@ docs/mutation.md: the kill rate per module and every surviving mutant with its d
 it is harmless. Reasons already written in the report are kept for a survivor whose diff is
 unchanged; a new survivor is listed as unexplained (to be killed by a test or explained).
 
-    python -m tests.mutation [run|report] [mutmut run arguments...]
+    python -m tests.mutation [run|survivors|report] [mutmut run arguments...]
+
+``survivors`` re-runs only the mutants that were not killed last time (after new tests), keeping
+every other verdict: quicker than `make mutation`, which starts from scratch.
 """
 
 from __future__ import annotations
@@ -129,10 +132,15 @@ def main() -> None:
     if command == "run":
         run(args)
         report()
+    elif command == "survivors":
+        _, survivors = _results()
+        if survivors:
+            run([*args, *(s.name for s in survivors)])
+        report()
     elif command == "report":
         report()
     else:
-        sys.exit(f"usage: python -m tests.mutation [run|report] [mutmut run arguments]; not {command!r}")
+        sys.exit(f"usage: python -m tests.mutation [run|survivors|report] [mutmut args]; not {command!r}")
 
 
 if __name__ == "__main__":
