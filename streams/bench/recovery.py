@@ -46,6 +46,7 @@ HISTORIES = (1, 5)  # multiples of --events
 HISTORY_SEED, TAIL_SEED = 42, 1000  # event ids carry the seed: every tail has its own
 STALL_S = 900.0  # a whole-log recovery of a long history shows no progress until it is done
 INSTANCE_ID = "bench-slot-0"
+RETRY_PAUSE_S = 30.0
 SNAPSHOTS_OFF = {"STREAMS_WORKER__SNAPSHOTS": "false"}
 PIPELINE = CtrPipeline.name
 
@@ -173,14 +174,20 @@ def kill_restart(h: History, mode: str, extra: dict[str, str], repeat: int) -> R
     return measured_restart(h, mode, extra, repeat)
 
 
-def guarded(h: History, label: str, repeat: int, phase: Any) -> RunResult:
-    """One restart; a failure is its row's error, not the end of the scenario."""
-    try:
-        result: RunResult = phase()
-    except Exception as exc:  # the other rows' figures still count
-        result = RunResult(label, repeat, error=f"{type(exc).__name__}: {exc}")
-    finally:
-        h.stop()
+def guarded(h: History, label: str, repeat: int, phase: Any, attempts: int = 2) -> RunResult:
+    """One restart, tried again (after another tail) if it failed: other tests take the shared
+    services down for a while; a last failure is its row's error, not the end of the scenario."""
+    for attempt in range(1, attempts + 1):
+        try:
+            result: RunResult = phase()
+        except Exception as exc:  # the other rows' figures still count
+            result = RunResult(label, repeat, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            h.stop()
+        if result.error is None or attempt == attempts:
+            break
+        h.report(f"  {label}: attempt {attempt} failed ({result.error}): once more in {RETRY_PAUSE_S:.0f} s")
+        time.sleep(RETRY_PAUSE_S)
     h.report(f"  {describe(result)}")
     return result
 
