@@ -149,6 +149,25 @@ def test_a_long_queue_is_compacted_without_losing_its_late_entries() -> None:
     assert windows(state, late + DAY)[2] + 1 == windows(state, late + DAY - 1)[2]
 
 
+@pytest.mark.parametrize(
+    ("queued", "trimmed", "compacted"),
+    [(126, 64, False), (127, 64, False), (129, 65, False), (128, 65, True), (200, 150, True)],
+)
+def test_the_queue_is_compacted_once_more_than_64_trimmed_entries_are_over_half_of_it(
+    queued: int, trimmed: int, compacted: bool
+) -> None:
+    """``queued`` entries 1 ms apart, then one that trims the first ``trimmed`` (memory bound)."""
+    entries = [(T + i, 1.0) for i in range(queued)] + [(T + trimmed - 1 + DAY, 2.0)]
+    h = history(*entries).customers["c"]
+    assert (h.start, len(h.times)) == ((0, queued + 1 - trimmed) if compacted else (trimmed, queued + 1))
+    assert h.recent == entries[trimmed:]
+
+
+def test_an_entry_at_the_newest_time_is_not_out_of_order() -> None:
+    h = history((T, 1.0), (T, 2.0), (T - 1, 4.0), (T, 8.0)).customers["c"]
+    assert (h.late, h.reach) == ([2], [T, T, T, T])
+
+
 def test_a_card_used_on_the_device_exactly_an_hour_ago_is_not_counted() -> None:
     state = history((T, 10.0), device_id="d", card_id="k1")
 
@@ -324,6 +343,15 @@ def test_new_device_and_card_and_known_customer_flags() -> None:
         1,
     )
     assert empty["distinct_cards_device_1h"] == 0.0 and empty["ip_missing"] == 1.0
+
+
+def test_payment_methods_are_one_hot_and_an_unknown_one_is_all_zeros() -> None:
+    def one_hot(method: str) -> list[float]:
+        row = compute(FeatureState(), tx(0, T, payment_method=method), PREFIXES)
+        return [row[f"pm_{m}"] for m in ("invoice", "card", "paypal", "prepaid", "direct_debit")]
+
+    assert one_hot("invoice") == [1, 0, 0, 0, 0] and one_hot("prepaid") == [0, 0, 0, 1, 0]
+    assert one_hot("crypto") == [0, 0, 0, 0, 0]  # not in the schema: a dict handed in as it is
 
 
 def test_ip_country_is_the_first_octet_looked_up() -> None:
