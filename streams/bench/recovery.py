@@ -13,7 +13,7 @@ shortest history only. Every restart is checked against the oracle of everything
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -175,8 +175,11 @@ def kill_restart(h: History, mode: str, extra: dict[str, str], repeat: int) -> R
 
 
 def guarded(h: History, label: str, repeat: int, phase: Any, attempts: int = 2) -> RunResult:
-    """One restart, tried again (after another tail) if it failed: other tests take the shared
-    services down for a while; a last failure is its row's error, not the end of the scenario."""
+    """One restart, tried again (after another tail) if it failed or was wrong: other tests take the
+    shared services down for a while (a snapshot not saved during an outage sends the restart to
+    the log). The row says which try it shows and what went wrong before; a last failure is its
+    row's error, not the end of the scenario."""
+    failures: list[str] = []
     for attempt in range(1, attempts + 1):
         try:
             result: RunResult = phase()
@@ -184,10 +187,16 @@ def guarded(h: History, label: str, repeat: int, phase: Any, attempts: int = 2) 
             result = RunResult(label, repeat, error=f"{type(exc).__name__}: {exc}")
         finally:
             h.stop()
-        if result.error is None or attempt == attempts:
+        if result.ok or attempt == attempts:
             break
-        h.report(f"  {label}: attempt {attempt} failed ({result.error}): once more in {RETRY_PAUSE_S:.0f} s")
+        failures.append(describe(result))
+        h.report(f"  try {attempt} failed: {failures[-1]}; once more in {RETRY_PAUSE_S:.0f} s")
         time.sleep(RETRY_PAUSE_S)
+    if failures and result.recovery is not None and result.check is not None:
+        result.recovery = replace(result.recovery, attempt=attempt)
+        result.check = replace(
+            result.check, summary=f"{result.check.summary}; try {attempt}, before: {failures}"
+        )
     h.report(f"  {describe(result)}")
     return result
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from streams.bench import recovery
 from streams.bench.check import Check
 from streams.bench.recovery import recoveries
 from streams.bench.recovery_report import (
@@ -17,6 +18,7 @@ from streams.bench.recovery_report import (
     RecoveryFigures,
     events_label,
     ratio_line,
+    recovery_row,
     recovery_table,
     snapshot_ratio,
     verdict,
@@ -99,6 +101,7 @@ def test_table_has_one_row_per_restart_and_failures_say_no() -> None:
     assert rows[0] == ["1M, snapshot", "1,002,698 msgs", "3.2", "0", "1.50", "6 / 0 of 6", "yes"]
     assert rows[1][:5] == ["1M, whole log", "1,002,698 msgs", "41.0", "1,002,698", "(not read)"]
     assert rows[2] == ["kill -9, static id", "", "n/a", "n/a", "n/a", "n/a", "no"]
+    assert recovery_row(run_of(figures("static", attempt=2)), "x")[-1] == "yes (try 2)"
     _, repeated = recovery_table([*runs[:1], run_of(figures("snapshot"), repeat=2)])
     assert [row[0] for row in repeated] == ["1M, snapshot #1", "1M, snapshot #2"]
 
@@ -132,3 +135,33 @@ def test_oracle_counting_passes_messages_through_and_equals_the_oracle_of_all() 
     assert list(oracle.counting(iter(tail))) == tail
     expected = Oracle.of(first + tail)
     assert (oracle.windows, oracle.by_type) == (expected.windows, expected.by_type)
+
+
+class FakeHistory:
+    def __init__(self) -> None:
+        self.stops = 0
+        self.lines: list[str] = []
+
+    def stop(self) -> None:
+        self.stops += 1
+
+    def report(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def test_a_failed_or_wrong_restart_is_tried_once_more_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(recovery, "RETRY_PAUSE_S", 0.0)
+    h = FakeHistory()
+    tries = iter([run_of(figures("snapshot", recoveries={"log": 6})), run_of(figures("snapshot"))])
+    result = recovery.guarded(h, "1M, snapshot", 1, lambda: next(tries))  # type: ignore[arg-type]
+    assert result.ok and result.recovery is not None and result.recovery.attempt == 2
+    assert result.check is not None and "try 2, before:" in result.check.summary
+    assert h.stops == 2 and any("try 1 failed" in line for line in h.lines)
+
+    def broken() -> RunResult:
+        raise RuntimeError("Cassandra is down")
+
+    failed = recovery.guarded(h, "kill -9, dynamic", 1, broken)  # type: ignore[arg-type]
+    assert failed.error == "RuntimeError: Cassandra is down" and not failed.ok
+    first = recovery.guarded(h, "1M, whole log", 1, lambda: run_of(figures("log")))  # type: ignore[arg-type]
+    assert first.ok and first.recovery is not None and first.recovery.attempt == 1
