@@ -80,7 +80,7 @@ def _messages() -> dict[int, list[LogMessage]]:
     return by_partition
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test: mutmut runs a mutant against the tests that reached it, set-up included
 def rows() -> dict[str, list[dict[str, object]]]:
     processor = CtrProcessor(CONFIG, PRIORS, "v3", ci_level=LEVEL, cell_policy=POLICY)
     validator = load_validator(load_settings().schemas_dir / SCHEMA_FILE)
@@ -286,7 +286,13 @@ def test_fitted_priors_per_campaign_then_global_then_default() -> None:
         "global",
         "p8",
     )
-    assert fitted.default == BetaPrior(1.5, 400.0, "default", "p8")
+    assert fitted.default == BetaPrior(1.5, 400.0, "default", "p8") and fitted.version == "p8"
+    # min_cells reaches both fits: 4 cells are more than c1 has, 5 more than all of them
+    assert fit_priors({"c1": FIT_CELLS}, version="p8", default=default, min_impressions=100, min_cells=4) == (
+        PriorSet("p8", BetaPrior(1.5, 400.0, "default", "p8"))
+    )
+    pooled = fit_priors(cells, version="p8", default=default, min_impressions=100, min_cells=4)
+    assert set(pooled.campaigns) == set() and pooled.global_ is not None
     assert fitted.for_campaign("c1").level == "campaign" and fitted.for_campaign("c2").level == "global"
 
     floored = fit_priors({"c3": cells["c3"]}, version="p8", default=default, min_impressions=100)
