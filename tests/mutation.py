@@ -135,6 +135,8 @@ def main() -> None:
     elif command == "survivors":
         _, survivors = _results()
         if survivors:
+            # Which tests reach which function is collected again: a changed test may reach more.
+            Path("mutants/mutmut-stats.json").unlink(missing_ok=True)
             run([*args, *(s.name for s in survivors)])
         report()
     elif command == "report":
