@@ -25,9 +25,10 @@ class MetricsObserver:
     ) -> None:
         self.m, self.fraud = metrics, fraud
         self.latency_topics = tuple(latency_topics)  # their Kafka time to durable: fraud latency
-        for topic in source_topics:  # dashboards and alerts see 0, not "no data"
-            metrics.dead_letter_fallbacks.labels(topic)
-            metrics.dead_letter_failures.labels(topic)
+        for topic in source_topics:  # dashboards, alerts and rate() see 0, not "no data"
+            for counter in (metrics.consumed, metrics.processed, metrics.dead_letter_fallbacks,
+                            metrics.dead_letter_failures):  # fmt: skip
+                counter.labels(topic)
         self._reported: set[TopicPartition] = set()
 
     # The job
