@@ -425,3 +425,12 @@ def test_an_out_of_order_decision_is_forgotten_by_its_own_time() -> None:
     assert list(fraud.state(0).decisions) == ["t0", "t1", "t2", "t3"]
     fraud.process([(tx(4, T + HOUR + 11), 0)], [])
     assert list(fraud.state(0).decisions) == ["t2", "t3", "t4"]
+
+
+def test_a_decision_exactly_at_the_horizon_stays_once_older_ones_are_forgotten() -> None:
+    fraud = processor(HOUR)
+    fraud.process([(tx(0, T), 0), (tx(1, T + 1), 0), (tx(2, T + HOUR + 1), 0)], [])
+    assert list(fraud.state(0).decisions) == ["t1", "t2"]  # horizon T + 1: t0 goes, t1 stays
+    late = processor(HOUR)
+    late.process([(tx(0, T), 0), (tx(1, T + 10), 0), (tx(2, T + 1), 0), (tx(3, T + HOUR + 1), 0)], [])
+    assert list(late.state(0).decisions) == ["t1", "t2", "t3"]  # t2 (out of order) at the horizon stays
