@@ -220,7 +220,9 @@ def read_partition(
         consumer.assign([TopicPartition(topic, partition, first)])
         messages: list[Message] = []
         while not messages or (messages[-1].offset() or 0) < end - 1:
-            for message in consumer.consume(5000, timeout=5):
+            next_offset = (messages[-1].offset() or 0) + 1 if messages else first
+            # No more than are left: a consume asking for more waits out its whole timeout.
+            for message in consumer.consume(max(1, min(5000, end - next_offset)), timeout=5):
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
