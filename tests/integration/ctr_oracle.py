@@ -216,10 +216,28 @@ def assert_rows_match_oracle(settings: Settings, expected: Mapping[str, Any]) ->
     """Every ad, campaign (summed over partitions) and cell row equals the oracle; final flags too."""
     ad_rows = assert_ctr_rows_match(settings, expected)
 
-    # Final exactly when the partition's watermark passed end + grace; smoothing fields present.
+    # Final exactly when the partition's watermark passed end + grace; the posterior exactly.
     for r in ad_rows:
         watermark = expected["watermark_of"][expected["partition_of_ad"][r.ad_id]]
         assert r.final == (r.window_end + expected["grace"] <= watermark), (r.window, r.ad_id, r.window_start)
-        assert r.ci_low <= r.smoothed_ctr <= r.ci_high
         assert r.pipeline_version == settings.worker.pipeline_version and r.prior_version
+        assert_posterior(settings, r)
     return ad_rows
+
+
+def assert_posterior(settings: Settings, row: Any) -> None:
+    """The row's smoothed CTR and interval are those of Beta(alpha + clicks, beta + misses) under
+    the prior the prior file gives its campaign (restated here: the file read, scipy's Beta), at
+    the configured level, equal-tailed."""
+    from scipy.stats import beta as beta_distribution
+
+    priors = orjson.loads(settings.ctr.prior_file.read_bytes())
+    prior = priors["campaigns"].get(row.campaign_id) or priors["default"]
+    assert row.prior_level == prior["level"], (row.ad_id, row.prior_level)
+    a = prior["alpha"] + row.clicks
+    # misses floored at 0: a window can hold clicks whose impressions fell in the window before
+    b = prior["beta"] + max(row.impressions - row.clicks, 0)
+    tail = (1 - settings.ctr.ci_level) / 2
+    want = (a / (a + b), beta_distribution.ppf(tail, a, b), beta_distribution.ppf(1 - tail, a, b))
+    got = (row.smoothed_ctr, row.ci_low, row.ci_high)
+    assert all(abs(x - y) <= 1e-9 * max(1.0, abs(y)) for x, y in zip(got, want, strict=True)), (row, want)
