@@ -210,3 +210,17 @@ def test_an_ad_seen_under_two_campaigns_in_one_batch_counts_every_event() -> Non
         ("cell", ("1h", "s1", "a1", T0)): 2,
     }
     assert state.campaign_of == {"a1": "c2"}  # the latest campaign names the ad's rows
+
+
+def test_hopping_windows_alone_close_on_time() -> None:
+    """The earliest close of a new event is its oldest hopping window's end plus grace."""
+    hopping = CtrConfig((CONFIG.windows[1],), cell_window="1h", grace_ms=GRACE, dedupe_horizon_ms=HORIZON)
+    state = PartitionState(0)
+    apply(state, ev("e", T0), hopping)
+    list(drain(state, hopping))
+    oldest = T0 - 55 * MIN
+    assert state.next_close == oldest + HOUR + GRACE
+    apply(state, ev("w", oldest + HOUR + GRACE), hopping)
+    finals = {(u.kind, u.key): u.final for u in drain(state, hopping)}
+    assert finals[("ad", ("1h", "a1", oldest))] is True
+    assert finals[("ad", ("1h", "a1", oldest + 5 * MIN))] is False

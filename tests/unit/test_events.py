@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from typing import Annotated
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import example, given
@@ -252,13 +254,12 @@ def test_the_typed_decoder_decides_a_valid_event_without_the_schema() -> None:
 
 
 def test_a_click_without_its_impression_is_refused_by_the_struct_itself() -> None:
-    import msgspec
-
     from streams.ctr.state import AdEventMessage
 
     click = {k: v for k, v in _VALID_AD_EVENT.items() if k != "impression_id"}
-    with pytest.raises(msgspec.ValidationError, match="a click needs its impression_id"):
+    with pytest.raises(msgspec.ValidationError) as refused:
         msgspec.json.decode(orjson.dumps(click), type=AdEventMessage)
+    assert str(refused.value) == "a click needs its impression_id"
 
 
 @pytest.mark.parametrize(("length", "cut"), [(1000, False), (1001, True)])
@@ -267,3 +268,46 @@ def test_a_processing_error_keeps_a_thousand_characters_of_the_message(length: i
 
     reason = processing_error(ValueError("m" * length)).reason
     assert reason == "ValueError: " + "m" * 1000 + ("…" if cut else "")
+
+
+def test_the_reasons_of_the_schema_path_word_for_word() -> None:
+    validator = load_validator(SCHEMAS / smoke.SCHEMA_FILE)
+    assert decode(None, validator) == Rejected("malformed_json", "empty message value (null)")
+    assert decode(b"[1]", validator) == Rejected("schema_violation", "expected a JSON object, got list")
+
+    def broken(event: object) -> object:
+        raise ValueError("boom " + "x" * 600)
+
+    reason = ("could not be validated: ValueError: boom " + "x" * 600)[:500]
+    assert decode(b"{}", broken) == Rejected("schema_violation", reason)
+
+
+class Strict(msgspec.Struct, forbid_unknown_fields=True):
+    event_id: Annotated[str, msgspec.Meta(min_length=5)]
+
+
+def test_a_struct_stricter_than_the_schema_is_a_schema_violation_that_says_so() -> None:
+    """Valid by the schema, refused by the struct: a bug of the struct, named in the rejection."""
+    from streams.events import TypedDecoder
+
+    decoder = TypedDecoder(Strict, load_validator(SCHEMAS / smoke.SCHEMA_FILE))
+    assert decoder.decode(b'{"event_id": "e-long", "run_id": "r", "ts": 1700000000000}') == Strict("e-long")
+    rejected = decoder.decode(b'{"event_id": "e", "run_id": "r", "ts": 1700000000000}')
+    assert isinstance(rejected, Rejected) and rejected.kind == "schema_violation"
+    assert rejected.reason.startswith("valid by the schema but not as Strict: Expected `str` of length >= 5")
+
+
+@pytest.mark.parametrize(
+    ("reason", "max_chars", "capped"),
+    [("abc", 3, "abc"), ("abcd", 3, "ab…"), ("abc", 1, "…"), ("abc", 0, ""), ("\ud800x", 100, "\\ud800x")],
+)
+def test_capped_reasons_at_their_limits(reason: str, max_chars: int, capped: str) -> None:
+    from streams.events import capped_reason
+
+    assert capped_reason(reason, max_chars) == capped
+
+
+def test_a_schema_without_properties_still_validates(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "any.schema.json"
+    path.write_text('{"type": "object"}')
+    assert decode(b'{"a": 1.0}', load_validator(path)) == {"a": 1.0}
