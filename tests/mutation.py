@@ -76,7 +76,7 @@ def _known_reasons() -> dict[tuple[str, str], str]:
     if not REPORT.exists():
         return {}
     entry = re.compile(
-        r"^#### `([^`]+)` \([^)]*\)\n+```diff\n(.*?)\n```\n+(.*?)(?=\n#### |\n## |\Z)", re.M | re.S
+        r"^#### `([^`]+)` \([^)]*\)\n+```diff\n(.*?)\n```\n+(.*?)(?=\n#{2,4} |\Z)", re.M | re.S
     )
     return {(m[1], m[2].strip()): m[3].strip() for m in entry.finditer(REPORT.read_text())}
 
