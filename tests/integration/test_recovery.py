@@ -94,3 +94,62 @@ def test_a_restart_uses_snapshots_and_refuses_the_corrupt_and_the_cut_ones(
     refolded = metric(text, "streams_recovery_messages_total", pipeline="ctr")
     assert 0 < refolded < 6_000, refolded  # the tail after the older snapshots, not the history
     assert_rows_match_oracle(settings, oracle(read_partitions(settings, topic)))
+
+
+def test_the_cassandra_store_keeps_chunks_prunes_and_notices_a_missing_chunk(
+    isolated: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store itself: a state split over chunks comes back whole; with a chunk gone (a write cut
+    short by kill -9) it is `incomplete` and the older snapshot is restored; pruning keeps the
+    newest."""
+    import asyncio
+
+    from streams.engine.snapshots import Snapshot, SnapshotInfo, Snapshots, checksum
+    from streams.engine.testing import Recorder
+    from streams.io import snapshot_store
+    from streams.io.snapshot_store import CassandraSnapshotStore
+
+    monkeypatch.setattr(snapshot_store, "CHUNK_BYTES", 1000)
+
+    class Restored:  # the part of a pipeline `Snapshots.restore` uses
+        name, topics, snapshot_format = "ctr", ("ad-events",), "ctr/x"
+        state: bytes | None = None
+
+        def restore(self, partition: int, data: bytes) -> None:
+            self.state = data
+
+        def forget(self, partitions: object) -> None:
+            self.state = None
+
+    def snapshot(offset: int, data: bytes) -> Snapshot:
+        info = SnapshotInfo("ctr", 0, {"ad-events": offset}, "ctr/x", "pins", checksum(data), len(data), 1)
+        return Snapshot(info, data)
+
+    older, newer = bytes(range(256)) * 18, bytes(reversed(range(256))) * 20  # 5 and 6 chunks
+    cluster, session = connect(isolated.cassandra, keyspace=isolated.cassandra.keyspace)
+    try:
+        store = CassandraSnapshotStore(session, isolated.cassandra.keyspace, "v1")
+        recorder = Recorder()
+
+        async def scenario() -> None:
+            await store.save(snapshot(100, older))
+            await store.save(snapshot(200, newer))
+            found = await store.candidates("ctr", 0)
+            assert [(i.snapshot_id, i.chunks) for i in found] == [(200, 6), (100, 5)]
+            assert await store.data(found[0]) == newer and await store.data(found[1]) == older
+            session.execute(
+                "DELETE FROM state_snapshots WHERE pipeline_version = 'v1' AND pipeline = 'ctr' "
+                "AND source_partition = 0 AND snapshot_id = 200 AND chunk = 3"
+            )
+            assert await store.data(found[0]) is None
+            pipeline = Restored()
+            snapshots = Snapshots(store, "pins", recorder)
+            assert await snapshots.restore(pipeline, 0, {"ad-events": 250}) == {"ad-events": 100}  # type: ignore[arg-type]
+            assert pipeline.state == older
+            assert recorder.seen("snapshot_rejected") == ["incomplete"]
+            await store.prune("ctr", 0, 200)
+            assert [i.snapshot_id for i in await store.candidates("ctr", 0)] == [200]
+
+        asyncio.run(scenario())
+    finally:
+        cluster.shutdown()
