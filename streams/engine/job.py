@@ -194,7 +194,10 @@ class Job:
                 pending.drained = drained = pipeline.drain()
                 positions = self._positions(pipeline, self.durable | pending.offsets)
                 stamp = {p: fence(sum(at.values())) for p, at in positions.items()}
-                drained.stamps = {t: [stamp[p] for p in parts] for t, parts in drained.sources.items()}
+                # A partition lost since it was folded has no position: its leftovers get the lowest
+                # fence, so whatever its next owner writes wins (and its offsets are not committed).
+                lowest, sources = fence(0), drained.sources
+                drained.stamps = {t: [stamp.get(p, lowest) for p in parts] for t, parts in sources.items()}
                 done.add(pending)
                 if self.snapshots is not None and pipeline.stateful:
                     taken += self.snapshots.capture(pipeline, positions, final=final)

@@ -17,6 +17,7 @@ from streams.compose import compose
 from streams.ctr.generator import ClickstreamGenerator
 from streams.ctr.pipeline import SCHEMA_FILE, CtrPipeline
 from streams.ctr.processor import CtrProcessor
+from streams.engine.job import Pacing
 from streams.engine.snapshots import MemorySnapshotStore, Snapshot
 from streams.engine.testing import Harness, MemoryLog
 from streams.events import load_validator
@@ -348,3 +349,20 @@ def test_a_zombie_batch_landing_after_the_new_owners_writes_does_not_win() -> No
     asyncio.run(scenario())
     assert held.landed > 0
     assert ad_counts(h) == expected_counts(h.log)
+
+
+def test_rows_folded_for_a_partition_lost_before_the_checkpoint_lose_to_its_next_owner() -> None:
+    h = Harness(fraud_pipelines(), pacing=Pacing(100, 60.0, 60.0))  # no checkpoint until the stop
+    fraud_log(h.log, fraud_scenario(400, seed=5), first_half=True)
+
+    async def scenario() -> None:
+        job, consumer, task = h.start(FRAUD_OWNED)
+        await until(lambda: bool(job.pending["fraud"].offsets))
+        job.stopping = True  # folded, not checkpointed: then partition 0 is lost
+        consumer.rebalance("lost", [("transactions", 0), ("labels", 0)])
+        await task
+
+    asyncio.run(scenario())
+    asyncio.run(h.successor(fraud_pipelines()).run_until_idle([("transactions", 0), ("labels", 0)]))
+    expected = reference(h.log, fraud_pipelines, FRAUD_OWNED)
+    assert all_rows(h) == all_rows(expected)
