@@ -125,7 +125,6 @@ def start_workers(settings: Settings, version: str, count: int) -> list[ManagedP
             env = {
                 "STREAMS_WORKER__PIPELINE_VERSION": version,
                 "STREAMS_WORKER__METRICS_PORT": str(next(ports)),
-                "STREAMS_WORKER__INSTANCE_ID": f"slot-{i}",  # static membership: fast restarts
             }
             process.start([sys.executable, "-m", "streams", "worker"], env=env)
         processes.append(process)
