@@ -24,7 +24,12 @@ from tests.integration.kafka_records import Located
 
 SEC = 1000
 # Short windows so that a short run closes many: 10 s tumbling, 1 min hopping every 10 s, 5 s grace.
-CTR_WINDOWS = CtrSettings(tumbling="10s", hopping="1m", hop_every="10s", grace="5s", dedupe_horizon="1m")
+# Low back-off thresholds: a short run has cells on both sides of them (cells of ~20 impressions,
+# ads of ~100 per minute), so the e2e posterior check covers the ad back-off path too.
+CTR_WINDOWS = CtrSettings(
+    tumbling="10s", hopping="1m", hop_every="10s", grace="5s", dedupe_horizon="1m",
+    min_cell_impressions=30, min_ad_impressions=60,
+)  # fmt: skip
 TUMBLING, HOPPING, HOP, GRACE, HORIZON = 10 * SEC, 60 * SEC, 10 * SEC, 5 * SEC, 60 * SEC
 START = 1_700_000_000_000 - 1_700_000_000_000 % (60 * SEC)
 PROFILE = ClickstreamProfile(
@@ -222,21 +227,41 @@ def assert_rows_match_oracle(settings: Settings, expected: Mapping[str, Any]) ->
         assert r.final == (r.window_end + expected["grace"] <= watermark), (r.window, r.ad_id, r.window_start)
         assert r.pipeline_version == settings.worker.pipeline_version and r.prior_version
         assert_posterior(settings, r)
+    levels = Counter()
+    for cell in ctr_rows(settings)["cells"]:
+        ad = expected["ads"].get((cell.window, cell.ad_id, cell.window_start), (0, 0))
+        if cell.final or cell.prior_level != "ad":  # an open cell may hold an older ad count
+            assert_posterior(settings, cell, ad_counts=ad)
+            levels[cell.prior_level] += 1
+    print(f"cell posteriors checked by prior level: {dict(levels)}")
     return ad_rows
 
 
-def assert_posterior(settings: Settings, row: Any) -> None:
+def assert_posterior(settings: Settings, row: Any, ad_counts: Sequence[int] | None = None) -> None:
     """The row's smoothed CTR and interval are those of Beta(alpha + clicks, beta + misses) under
     the prior the prior file gives its campaign (restated here: the file read, scipy's Beta), at
-    the configured level, equal-tailed."""
+    the configured level, equal-tailed. A cell (``ad_counts``: its ad's [impressions, clicks] in
+    the window) with fewer than min_cell_impressions whose ad has min_ad_impressions borrows a
+    prior of backoff_strength pseudo-impressions at the ad's smoothed mean (alpha at least 1)."""
     from scipy.stats import beta as beta_distribution
 
-    priors = orjson.loads(settings.ctr.prior_file.read_bytes())
+    ctr = settings.ctr
+    priors = orjson.loads(ctr.prior_file.read_bytes())
     prior = priors["campaigns"].get(row.campaign_id) or priors["default"]
-    assert row.prior_level == prior["level"], (row.ad_id, row.prior_level)
-    a = prior["alpha"] + row.clicks
+    alpha, beta, level = prior["alpha"], prior["beta"], prior["level"]
+    if (
+        ad_counts is not None
+        and row.impressions < ctr.min_cell_impressions
+        and ad_counts[0] >= ctr.min_ad_impressions
+    ):
+        n, c = ad_counts
+        mean = (alpha + c) / (alpha + beta + max(n, c))
+        alpha = max(mean * ctr.backoff_strength, 1.0)
+        beta, level = alpha * (1 - mean) / mean, "ad"
+    assert row.prior_level == level, (row, level)
+    a = alpha + row.clicks
     # misses floored at 0: a window can hold clicks whose impressions fell in the window before
-    b = prior["beta"] + max(row.impressions - row.clicks, 0)
+    b = beta + max(row.impressions - row.clicks, 0)
     tail = (1 - settings.ctr.ci_level) / 2
     want = (a / (a + b), beta_distribution.ppf(tail, a, b), beta_distribution.ppf(1 - tail, a, b))
     got = (row.smoothed_ctr, row.ci_low, row.ci_high)
