@@ -105,7 +105,8 @@ class CtrProcessor:
                 elif update.kind == "ad":
                     ads.append((update, state.campaign_of[update.key[1]]))
                     sources["ads"].append(partition)
-                else:
+                elif not update.refresh or update.counts.impressions < self.cell_policy.min_cell_impressions:
+                    # refreshed only if it may borrow from its ad (a denser cell's row does not depend on it)
                     cells.append((update, state.campaign_of[update.key[2]]))
                     sources["cells"].append(partition)
         rows.sources = sources

@@ -97,6 +97,9 @@ class PartitionState:
     campaigns: dict[CampaignKey, Counts] = field(default_factory=dict)
     cells: dict[CellKey, Counts] = field(default_factory=dict)
     campaign_of: dict[str, str] = field(default_factory=dict)  # ad_id -> campaign_id
+    # (window, ad_id, start) -> the segments with a cell in it: a cell's row depends on its ad's
+    # counts (back-off), so the cells of an ad whose counts changed are drained again.
+    cell_segments: dict[AdKey, list[str]] = field(default_factory=dict)
     # Changed since the last drain, per kind, in first-change order (dicts as ordered sets).
     dirty: dict[str, dict[Any, None]] = field(default_factory=lambda: {kind: {} for kind in KINDS})
     next_close: int | None = None  # the earliest end + grace of an open window
@@ -178,6 +181,8 @@ def _count(
                 counts = table.get(key)
                 if counts is None:
                     counts = table[key] = Counts()
+                    if kind == "cell":
+                        state.cell_segments.setdefault((name, ids[1], pane - offset), []).append(ids[0])
                     closes = pane - offset + close_after
                     if state.next_close is None or closes < state.next_close:
                         state.next_close = closes
@@ -199,6 +204,7 @@ class WindowUpdate:
     counts: Counts
     final: bool
     ad_counts: Counts | None = None  # for a cell: its ad's counts in the same window (backoff)
+    refresh: bool = False  # a cell unchanged itself, drained because its ad's counts changed
 
 
 def drain(state: PartitionState, config: CtrConfig) -> Iterator[WindowUpdate]:
@@ -211,17 +217,33 @@ def drain(state: PartitionState, config: CtrConfig) -> Iterator[WindowUpdate]:
     closed = _closed(state, config, watermark) if _closing(state, watermark) else None
     for kind in KINDS:
         table, final = tables[kind], closed[kind] if closed else {}
-        for key in {**state.dirty[kind], **final}:
+        changed = {**state.dirty[kind], **final}
+        refreshed = _refreshed(state, changed) if kind == "cell" else {}
+        for key in {**changed, **refreshed}:
             counts = table[key]
             ad_counts = state.ads.get((key[0], key[2], key[3])) if kind == "cell" else None
-            yield WindowUpdate(kind, key, Counts(counts.impressions, counts.clicks), key in final, ad_counts)
+            yield WindowUpdate(kind, key, Counts(counts.impressions, counts.clicks), key in final, ad_counts,
+                               key in refreshed)  # fmt: skip
     if closed:
         for kind in KINDS:
             for key in closed[kind]:
                 del tables[kind][key]
+        for key in closed["ad"]:
+            state.cell_segments.pop(key, None)
     for dirty in state.dirty.values():
         dirty.clear()
     _forget_old_ids(state, watermark - config.dedupe_horizon_ms, config.grace_ms)
+
+
+def _refreshed(state: PartitionState, changed: dict[Any, None]) -> dict[Any, None]:
+    """The cells not changed themselves whose ad's counts changed (in the cells' window)."""
+    refreshed: dict[Any, None] = {}
+    for window, ad_id, start in state.dirty["ad"]:
+        for segment in state.cell_segments.get((window, ad_id, start), ()):
+            key = (window, segment, ad_id, start)
+            if key not in changed:
+                refreshed[key] = None
+    return refreshed
 
 
 def _closing(state: PartitionState, watermark: int) -> bool:
