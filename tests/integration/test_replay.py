@@ -166,10 +166,11 @@ def test_replay_verify_promote_retire(ctr_settings: Settings, tmp_path: Path) ->
             second_half_ms = int(time.time() * 1000)  # Kafka record time of the live traffic below
 
             # Second half arrives live while v1b (same code and pins) replays from the beginning:
-            # paced so that it lasts well past the replay's start (about 20 s).
+            # paced so that it lasts well past the replay's start (about 35 s: a worker starting on a
+            # busy machine takes 10-20 s).
             def live_traffic() -> None:
-                produce_clickstream(base, seed=42, impressions=6000, start_ms=START + 60 * SEC, rate=600)
-                assert produce(base.kafka, t.transactions, txs[1500:], rate=150).failed == 0
+                produce_clickstream(base, seed=42, impressions=6000, start_ms=START + 60 * SEC, rate=400)
+                assert produce(base.kafka, t.transactions, txs[1500:], rate=100).failed == 0
 
             with ThreadPoolExecutor(1) as pool:
                 live = pool.submit(live_traffic)
