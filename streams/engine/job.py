@@ -111,6 +111,8 @@ class Job:
                 if ready:
                     await self.flush(consumer.commit, ready)
                     last_flush |= dict.fromkeys(ready, time.monotonic())
+                elif not messages:
+                    await self.snapshot_idle()
         finally:
             await consumer.close()  # checkpoints and commits through `on_revoke`
             self.stopped.set()
@@ -205,6 +207,18 @@ class Job:
         self.durable |= done.offsets
         if taken:
             assert self.snapshots is not None
+            await self.snapshots.save(taken)
+
+    async def snapshot_idle(self) -> None:
+        """Snapshots that fell due while nothing new came in (a burst, then quiet): everything
+        folded is durable, so each state covers exactly the durable offsets."""
+        if self.snapshots is None:
+            return
+        taken = []
+        for pipeline in self.pipelines:
+            if pipeline.stateful and not self.pending[pipeline.name].offsets:
+                taken += self.snapshots.capture(pipeline, self._positions(pipeline, self.durable))
+        if taken:
             await self.snapshots.save(taken)
 
     def _positions(

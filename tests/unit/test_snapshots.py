@@ -18,7 +18,7 @@ from streams.ctr.generator import ClickstreamGenerator
 from streams.ctr.pipeline import SCHEMA_FILE, CtrPipeline
 from streams.ctr.processor import CtrProcessor
 from streams.engine.job import Pacing
-from streams.engine.snapshots import MemorySnapshotStore, Snapshot
+from streams.engine.snapshots import MemorySnapshotStore, Snapshot, SnapshotPolicy
 from streams.engine.testing import Harness, MemoryLog
 from streams.events import load_validator
 from streams.fraud.generator import TransactionGenerator, TransactionProfile
@@ -366,3 +366,24 @@ def test_rows_folded_for_a_partition_lost_before_the_checkpoint_lose_to_its_next
     asyncio.run(h.successor(fraud_pipelines()).run_until_idle([("transactions", 0), ("labels", 0)]))
     expected = reference(h.log, fraud_pipelines, FRAUD_OWNED)
     assert all_rows(h) == all_rows(expected)
+
+
+def test_a_worker_gone_quiet_after_a_burst_snapshots_without_new_messages() -> None:
+    """The interval falls due after the last message: the idle job saves the snapshot then, so a
+    kill -9 in a quiet period restores it (not only a clean stop)."""
+    store = MemorySnapshotStore()
+    h = Harness([ctr_pipeline()], snapshots=store,
+                policy=SnapshotPolicy(interval_s=0.3, every_messages=10**9))  # fmt: skip
+    clickstream(h.log, 1500)
+    end = {tp: len(h.log.partitions[tp]) for tp in OWNED}
+
+    async def scenario() -> None:
+        job, _, task = h.start(OWNED)
+        await until(lambda: all(job.durable.get(tp) == n for tp, n in end.items()))
+        await until(lambda: len(store.kept) == 2, timeout_s=5)  # while it runs, before any stop
+        covered = {p: max(kept) for (_, p), kept in store.kept.items()}
+        assert covered == {p: end[(TOPIC, p)] for p in (0, 1)}
+        await job.stop()
+        await task
+
+    asyncio.run(scenario())
