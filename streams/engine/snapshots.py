@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -25,8 +24,6 @@ from typing import Protocol
 from streams.engine.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
-
-ENVELOPE = 1  # how a snapshot is stored; each pipeline adds its state's own format
 
 
 @dataclass(frozen=True)
@@ -222,12 +219,10 @@ class MemorySnapshotStore:
 
     def __init__(self) -> None:
         self.kept: dict[tuple[str, int], dict[int, Snapshot]] = {}
-        self.saves: Counter[tuple[str, int]] = Counter()
 
     async def save(self, snapshot: Snapshot) -> None:
         info = snapshot.info
         self.kept.setdefault((info.pipeline, info.partition), {})[info.snapshot_id] = snapshot
-        self.saves[(info.pipeline, info.partition)] += 1
 
     async def candidates(self, pipeline: str, partition: int) -> list[SnapshotInfo]:
         kept = self.kept.get((pipeline, partition), {})
