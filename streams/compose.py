@@ -36,6 +36,8 @@ T = TypeVar("T")
 MAX_TTL_S = 630_720_000
 MODEL_ARRAYS = ("mean", "scale", "coef")
 
+HOUR_MS = 3_600_000
+
 
 @dataclass(frozen=True)
 class CtrParams:
@@ -56,6 +58,8 @@ class FraudParams:
     policy: DecisionPolicy
     ip_prefixes: Mapping[str, str]
     label_horizon_ms: int
+    dedupe_horizon_ms: int
+    history_horizon_ms: int
     review_budget: int
     metrics_days: int
     metrics_interval_s: float
@@ -127,6 +131,8 @@ def fraud_params(fraud: FraudSettings, model: PinnedFile, ip_countries: PinnedFi
         policy=policy,
         ip_prefixes=MappingProxyType(parse(ip_countries, "an IP prefix table", ip_prefixes_from_bytes)),
         label_horizon_ms=fraud.label_horizon_days * DAY_MS,
+        dedupe_horizon_ms=fraud.dedupe_horizon_hours * HOUR_MS,
+        history_horizon_ms=fraud.history_horizon_days * DAY_MS,
         review_budget=fraud.review_budget,
         metrics_days=fraud.metrics_days,
         metrics_interval_s=fraud.metrics_interval_s,

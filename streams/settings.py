@@ -129,7 +129,12 @@ class FraudSettings(_Group):
     review_at: float = Field(0.7, ge=0, le=1)
     holdout_share: float = Field(0.05, gt=0, le=1)
     review_budget: int = Field(50, ge=1, description="manual reviews per day: k of precision@k")
-    label_horizon_days: int = Field(90, ge=1)
+    label_horizon_days: int = Field(90, ge=1, description="a label joins a decision at most this old")
+    # Transaction ids seen again within it are duplicates (payment idempotency keys live 24 h);
+    # decisions stay in memory this long, older ones are looked up in the archive by the label join.
+    dedupe_horizon_hours: int = Field(24, ge=1)
+    # A customer idle this long is new again; a device or card not used this long is new again.
+    history_horizon_days: int = Field(30, ge=1)
     batch_timeout_s: float = Field(0.02, gt=0, description="scoring waits at most this long to fill a batch")
     # Each transaction's rows are written once whatever the interval: a short one while working
     # through a backlog bounds the rows held in memory without costing throughput.

@@ -21,7 +21,10 @@ CTR_PINS = (
     "tumbling", "hopping", "hop_every", "grace", "dedupe_horizon", "ci_level",
     "min_cell_impressions", "min_ad_impressions", "backoff_strength", "ttl_s",
 )  # fmt: skip
-FRAUD_PINS = ("disable_invoice_at", "review_at", "holdout_share", "review_budget", "label_horizon_days")
+FRAUD_PINS = (
+    "disable_invoice_at", "review_at", "holdout_share", "review_budget", "label_horizon_days",
+    "dedupe_horizon_hours", "history_horizon_days",
+)  # fmt: skip
 
 
 def content_pin(path: Path, data: bytes) -> dict[str, str]:

@@ -30,10 +30,11 @@ from streams.engine.snapshots import SnapshotPolicy, Snapshots
 from streams.errors import ConfigError
 from streams.events import load_validator
 from streams.fraud.messages import label_decoder, transaction_decoder
-from streams.fraud.pipeline import LABEL_SCHEMA, TRANSACTION_SCHEMA, FraudPipeline
+from streams.fraud.pipeline import LABEL_SCHEMA, TRANSACTION_SCHEMA, FraudPipeline, Lookup
 from streams.fraud.processor import FraudProcessor
 from streams.host import Timer, run_host
 from streams.io.cassandra import CassandraSink, connect
+from streams.io.fraud_store import DecisionArchive
 from streams.io.kafka import RecordOutput, check_access, is_transient, make_producer, read_partition
 from streams.io.snapshot_store import CassandraSnapshotStore
 from streams.lifecycle import bootstrap, ensure_registered
@@ -48,8 +49,10 @@ from streams.versions import group_name, params_digest, result_topic
 log = logging.getLogger(__name__)
 
 
-def build_pipelines(composition: Composition) -> list[Pipeline]:
-    """Every pipeline this worker runs, from the checked parameters (pure: no I/O but schemas)."""
+def build_pipelines(composition: Composition, fraud_lookup: Lookup | None = None) -> list[Pipeline]:
+    """Every pipeline this worker runs, from the checked parameters (pure: no I/O but schemas);
+    ``fraud_lookup``: the archive the label join reads (without one, decisions stay in memory for
+    the whole label horizon)."""
     settings, version = composition.settings, composition.version
     t, schemas = settings.topics, settings.schemas_dir
     pipelines: list[Pipeline] = []
@@ -62,13 +65,18 @@ def build_pipelines(composition: Composition) -> list[Pipeline]:
         pipelines.append(CtrPipeline(processor, load_validator(schemas / AD_SCHEMA), t.ad_events, results))
     if "fraud" in settings.worker.pipelines:
         f = composition.fraud
-        fraud = FraudProcessor(f.model, f.policy, f.ip_prefixes, version, label_horizon_ms=f.label_horizon_ms)
+        fraud = FraudProcessor(
+            f.model, f.policy, f.ip_prefixes, version, label_horizon_ms=f.label_horizon_ms,
+            dedupe_horizon_ms=f.dedupe_horizon_ms, history_horizon_ms=f.history_horizon_ms,
+            archive=fraud_lookup is not None,
+        )  # fmt: skip
         decoders = (
             transaction_decoder(load_validator(schemas / TRANSACTION_SCHEMA)),
             label_decoder(load_validator(schemas / LABEL_SCHEMA)),
         )
         topics = (t.transactions, t.labels)
-        pipelines.append(FraudPipeline(fraud, decoders, topics, result_topic(t.fraud_scores, version)))
+        scores = result_topic(t.fraud_scores, version)
+        pipelines.append(FraudPipeline(fraud, decoders, topics, scores, fraud_lookup))
     return pipelines
 
 
@@ -106,7 +114,8 @@ def build_job(
     """The engine's job; with a Cassandra ``session``, state snapshots are kept in it."""
     settings = composition.settings
     w, t = settings.worker, settings.topics
-    pipelines = build_pipelines(composition)
+    lookup = None if session is None else DecisionArchive(session, settings.cassandra.keyspace).find
+    pipelines = build_pipelines(composition, lookup)
     timed = (t.transactions,) if any(p.name == "fraud" for p in pipelines) else ()
     sources = [topic for p in pipelines for topic in p.topics]
     observer = MetricsObserver(metrics, fraud_metrics, latency_topics=timed, source_topics=sources)

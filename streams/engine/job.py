@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from streams.engine.checkpoint import Checkpoint, Pending, TopicPartition
-from streams.engine.pipeline import Message, Pipeline
+from streams.engine.pipeline import Message, Pipeline, fold_prepared
 from streams.engine.recovery import Recovery, fold_isolating
 from streams.engine.snapshots import Snapshots
 from streams.tables import fence
@@ -184,7 +184,7 @@ class Job:
         await self.recovery.rebuild_to(pipeline, partition, durable)
         tail = await self.recovery.read(pipeline.topics, partition, spans_pending)
         # Folded before on this same state, so it folds again; its letters and tallies are pending.
-        pipeline.fold(partition, tail, replay=False)
+        await fold_prepared(pipeline, partition, tail, replay=False)
 
     async def flush(self, commit: Any, names: Sequence[str] | None = None, *, final: bool = False) -> None:
         """Drain the pipelines named (all by default) and checkpoint what they folded, in one round;

@@ -150,6 +150,15 @@ class Pipeline(Protocol):
         ...
 
 
+async def fold_prepared(pipeline: Pipeline, partition: int, batch: Batch, *, replay: bool) -> Folded:
+    """``pipeline.fold``, after the pipeline's optional ``async prepare(partition, batch)``: the
+    reads a fold needs (e.g. archived rows a label joins), done before the pure fold."""
+    prepare = getattr(pipeline, "prepare", None)
+    if prepare is not None:
+        await prepare(partition, batch)
+    return pipeline.fold(partition, batch, replay=replay)
+
+
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")  # default factories' addresses: not part of a layout
 
 

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from streams.engine.pipeline import Batch, Folded, Message, Pipeline, coordinates_of
+from streams.engine.pipeline import Batch, Folded, Message, Pipeline, coordinates_of, fold_prepared
 from streams.engine.snapshots import SnapshotObserver, Snapshots
 from streams.errors import RuntimeServiceError
 from streams.events import DeadLetter, processing_error
@@ -35,7 +35,9 @@ async def fold_isolating(
     """``pipeline.fold`` of a batch; if it raises, ``reset()`` the partition to its state before the
     batch and fold the messages one by one, dead-lettering each one that raises."""
     try:
-        return pipeline.fold(partition, batch, replay=replay)
+        return await fold_prepared(pipeline, partition, batch, replay=replay)
+    except RuntimeServiceError:
+        raise  # a service the preparation reads is down: not the message's fault
     except Exception as exc:
         log.warning("%s: folding a batch of partition %d failed (%r): isolating the message",
                     pipeline.name, partition, exc)  # fmt: skip
@@ -45,7 +47,7 @@ async def fold_isolating(
     for topic, messages in batch.items():
         for message in messages:
             try:
-                folded.add(pipeline.fold(partition, {topic: [message]}, replay=replay))
+                folded.add(await fold_prepared(pipeline, partition, {topic: [message]}, replay=replay))
                 kept.append((topic, message))
             except Exception as exc:
                 at = coordinates_of(message)
@@ -53,7 +55,7 @@ async def fold_isolating(
                 folded.letters.append(DeadLetter(message.value() or b"", at, processing_error(exc)))
                 await reset()  # the failed fold may have changed the state half-way
                 for kept_topic, kept_message in kept:  # the same again: tallies already counted
-                    pipeline.fold(partition, {kept_topic: [kept_message]}, replay=replay)
+                    await fold_prepared(pipeline, partition, {kept_topic: [kept_message]}, replay=replay)
     return folded
 
 

@@ -12,6 +12,13 @@ Missing optional fields are imputed with documented defaults and flagged:
 amount z-score 0 without history, basket_items 1, unknown device/card/ip/country -> no
 mismatch and not new, is_new_customer -> "no history in state".
 
+State is bounded by a history horizon (``history_horizon_ms``, pinned in the version; 30 days by
+default): a customer whose newest transaction is older than the partition's watermark minus the
+horizon is new again (no history, no known devices or cards), and a device or card the customer
+has not used within the horizon is new again. The rule reads the watermark *before* the
+transaction, which only grows, so forgetting such entries (a sweep at every new event hour, in
+log order) never changes a feature: state is what results need, and replays are unaffected.
+
 The customer's last 24 h are kept in arrival order, as a queue trimmed from its front to what is
 within 24 h of the customer's newest time. Next to each time is the running maximum of the times
 (``reach``): it never decreases, so the start of each window is found by bisection, and as long
@@ -77,8 +84,8 @@ class CustomerHistory:
     ew_mean: float = 0.0  # of log(amount)
     ew_var: float = 0.0
     n: int = 0
-    devices: set[str] = field(default_factory=set)
-    cards: set[str] = field(default_factory=set)
+    devices: dict[str, int] = field(default_factory=dict)  # device -> newest time used
+    cards: dict[str, int] = field(default_factory=dict)  # card -> newest time used
 
     @property
     def recent(self) -> list[tuple[int, float]]:
@@ -92,6 +99,13 @@ class FeatureState:
 
     customers: dict[str, CustomerHistory] = field(default_factory=dict)
     device_cards: dict[str, dict[str, int]] = field(default_factory=dict)  # device -> card -> last ts
+    watermark: int | None = None  # the newest transaction time folded
+    swept_hour: int = 0  # the event hour (ts // HOUR) of the last sweep
+    horizon_ms: int = 30 * DAY  # the history horizon (set by the processor)
+
+    def known_since(self) -> int | None:
+        """Entries last used before this time are forgotten (None: nothing is, yet)."""
+        return None if self.watermark is None else self.watermark - self.horizon_ms
 
 
 def ip_country(ip: str | None, prefixes: Mapping[str, str]) -> str | None:
@@ -103,12 +117,55 @@ def ip_country(ip: str | None, prefixes: Mapping[str, str]) -> str | None:
 def advance(state: FeatureState, tx: TransactionMessage, prefixes: Mapping[str, str]) -> list[float]:
     """The feature vector of ``tx`` (in `FEATURES` order) from what the partition saw before it;
     then ``tx`` is folded into the state."""
-    history = state.customers.get(tx.customer_id)
+    history = _history(state, tx.customer_id)
     row = _row(state, history, tx, prefixes)
     if history is None:
         history = state.customers[tx.customer_id] = CustomerHistory()
     _fold(state, history, tx, row[0])
     return row
+
+
+def _history(state: FeatureState, customer: str) -> CustomerHistory | None:
+    """The customer's history, unless the customer has been idle beyond the horizon (forgotten)."""
+    history = state.customers.get(customer)
+    if history is not None and _idle(state, history):
+        del state.customers[customer]
+        return None
+    return history
+
+
+def _idle(state: FeatureState, history: CustomerHistory) -> bool:
+    """Whether the customer's newest transaction is older than the horizon before the watermark."""
+    return state.watermark is not None and history.reach[-1] < state.watermark - state.horizon_ms
+
+
+def _known(seen: dict[str, int], key: str | None, since: int | None) -> bool:
+    if not key:
+        return False
+    last = seen.get(key)
+    return last is not None and (since is None or last >= since)
+
+
+def sweep(state: FeatureState) -> None:
+    """Forget what no feature can use any more: customers idle beyond the horizon, devices and
+    cards a customer has not used within it, devices whose cards were all last used a day before
+    the watermark. (Features never read these entries: forgetting them changes no result.)"""
+    since = state.known_since()
+    if since is None:
+        return
+    idle = [c for c, history in state.customers.items() if history.reach[-1] < since]
+    for customer in idle:
+        del state.customers[customer]
+    for history in state.customers.values():
+        for seen in (history.devices, history.cards):
+            if seen and min(seen.values()) < since:
+                for key in [k for k, last in seen.items() if last < since]:
+                    del seen[key]
+    assert state.watermark is not None
+    stale = state.watermark - DAY
+    gone = [d for d, cards in state.device_cards.items() if max(cards.values(), default=stale) <= stale]
+    for device in gone:
+        del state.device_cards[device]
 
 
 def compute(
@@ -121,7 +178,7 @@ def compute(
 def update(state: FeatureState, tx: TransactionMessage | Mapping[str, Any]) -> None:
     """Fold ``tx`` into the state, after it has been scored."""
     tx = as_transaction(tx)
-    history = state.customers.get(tx.customer_id)
+    history = _history(state, tx.customer_id)
     if history is None:
         history = state.customers[tx.customer_id] = CustomerHistory()
     _fold(state, history, tx, log1p(tx.amount))
@@ -129,7 +186,8 @@ def update(state: FeatureState, tx: TransactionMessage | Mapping[str, Any]) -> N
 
 def features_of(state: FeatureState, tx: TransactionMessage, prefixes: Mapping[str, str]) -> list[float]:
     """The feature vector of ``tx``, in `FEATURES` order (state is not changed)."""
-    return _row(state, state.customers.get(tx.customer_id), tx, prefixes)
+    history = state.customers.get(tx.customer_id)
+    return _row(state, None if history is None or _idle(state, history) else history, tx, prefixes)
 
 
 def _row(
@@ -146,8 +204,9 @@ def _row(
         has_history = True
         count_1m, count_1h, count_24h, sum_1h, sum_24h = _windows(history, ts)
         z = (log_amount - history.ew_mean) / sqrt(history.ew_var + 0.05)
-        new_device = 1.0 if device and device not in history.devices else 0.0
-        new_card = 1.0 if card and card not in history.cards else 0.0
+        since = state.known_since()
+        new_device = 1.0 if device and not _known(history.devices, device, since) else 0.0
+        new_card = 1.0 if card and not _known(history.cards, card, since) else 0.0
     billing, shipping = tx.billing_country, tx.shipping_country
     ip = tx.ip
     from_ip = prefixes.get(ip.split(".", 1)[0]) if ip else None
@@ -180,11 +239,12 @@ def _row(
 
 
 def _distinct_cards(state: FeatureState, device: str, card: str | None, ts: int) -> int:
-    """Cards used on the device in the last hour, counting the transaction's own card."""
+    """Cards used on the device in the last hour, counting the transaction's own card (a card
+    last used a day before the watermark no longer counts: it may have been forgotten)."""
     cards = state.device_cards.get(device)
     others = 0
     if cards:
-        after = ts - HOUR
+        after = ts - HOUR if state.watermark is None else max(ts - HOUR, state.watermark - DAY)
         for other, last in cards.items():
             if after < last <= ts and other != card:
                 others += 1
@@ -252,7 +312,7 @@ def _fold(state: FeatureState, history: CustomerHistory, tx: TransactionMessage,
     history.n += 1
     device, card = tx.device_id, tx.card_id
     if device:
-        history.devices.add(device)
+        _touch(history.devices, device, ts)
         cards = state.device_cards.get(device)
         if cards is None:
             cards = state.device_cards[device] = {}
@@ -264,4 +324,15 @@ def _fold(state: FeatureState, history: CustomerHistory, tx: TransactionMessage,
                     if last <= ts - DAY:
                         del cards[other]
     if card:
-        history.cards.add(card)
+        _touch(history.cards, card, ts)
+    if state.watermark is None or ts > state.watermark:
+        state.watermark = ts
+        if ts // HOUR > state.swept_hour:  # a new event hour: in log order, so replays sweep alike
+            state.swept_hour = ts // HOUR
+            sweep(state)
+
+
+def _touch(seen: dict[str, int], key: str, ts: int) -> None:
+    last = seen.get(key)
+    if last is None or ts > last:
+        seen[key] = ts

@@ -1,15 +1,22 @@
 """The fraud pipeline the engine drives: transactions and their delayed labels, co-partitioned by
-customer, folded together per partition; scores for a whole batch at once."""
+customer, folded together per partition; scores for a whole batch at once.
+
+Before a batch is folded (`prepare`), the transactions its labels name that the partition no longer
+holds in memory are looked up in the archive (`Lookup`, given by the host: the
+``fraud_transactions`` rows in Cassandra); the processor decides which of them count.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
-from streams.engine.pipeline import Batch, Drained, Folded, PartitionStates, decode_all
+from streams.engine.pipeline import Batch, Drained, Folded, Message, PartitionStates, decode_all
 from streams.fraud.processor import (
     COHORT_TABLE,
     SCORES_TABLE,
     TRANSACTIONS_TABLE,
+    Archived,
     FraudOutput,
     FraudProcessor,
     PartitionFraud,
@@ -25,6 +32,10 @@ class Decoder(Protocol):
     def decode(self, raw: bytes | None) -> Any: ...
 
 
+# (pipeline version, transaction ids) -> the archived decisions among them, by id
+Lookup = Callable[[str, Sequence[str]], Awaitable[dict[str, Archived]]]
+
+
 class FraudPipeline(PartitionStates):
     stateful = True
     name = "fraud"
@@ -37,20 +48,48 @@ class FraudPipeline(PartitionStates):
         decoders: tuple[Decoder, Decoder],
         topics: tuple[str, str],
         scores_topic: str,
+        lookup: Lookup | None = None,
     ) -> None:
+        """Without ``lookup`` the processor must keep its decisions for the whole label horizon
+        (``archive=False``)."""
         self.processor = processor
+        self.lookup = lookup
+        self._labels: dict[int, tuple[Sequence[Message], list[Any], Folded]] = {}
         self.tx_decoder, self.label_decoder = decoders
         self.transactions, self.labels = topics
         self.topics = topics
         self.scores_topic = scores_topic
         self.out = Drained()
 
+    async def prepare(self, partition: int, batch: Batch) -> None:
+        """Decode the batch's labels and look up the transactions they name that are not in memory."""
+        messages = batch.get(self.labels, ())
+        if not messages or self.lookup is None:
+            return
+        decoded = Folded()
+        labels, _ = decode_all(self.label_decoder.decode, messages, decoded.letters)
+        self._labels[partition] = (messages, labels, decoded)
+        ids = self.processor.unknown(partition, {label.transaction_id for label in labels})
+        if ids:
+            self.processor.looked_up[partition] = await self.lookup(self.processor.version, sorted(ids))
+
+    def _decoded_labels(self, partition: int, messages: Sequence[Message], letters: list[Any]) -> list[Any]:
+        kept = self._labels.pop(partition, None)
+        if kept is not None and kept[0] is messages:  # decoded by `prepare` for this very batch
+            letters += kept[2].letters
+            return kept[1]
+        labels, _ = decode_all(self.label_decoder.decode, messages, letters)
+        return labels
+
     def fold(self, partition: int, batch: Batch, *, replay: bool = False) -> Folded:
         folded = Folded()
-        txs, _ = decode_all(self.tx_decoder.decode, batch.get(self.transactions, ()), folded.letters)
-        labels, _ = decode_all(self.label_decoder.decode, batch.get(self.labels, ()), folded.letters)
-        out = self.processor.process([(tx, partition) for tx in txs], [(lb, partition) for lb in labels])
+        txs, sources = decode_all(self.tx_decoder.decode, batch.get(self.transactions, ()), folded.letters)
+        labels = self._decoded_labels(partition, batch.get(self.labels, ()), folded.letters)
+        offsets = [message.offset() or 0 for message in sources]
+        process = self.processor.process
+        out = process([(tx, partition) for tx in txs], [(lb, partition) for lb in labels], offsets)
         if replay:
+            self.processor.seal([partition], durable=True)  # a rebuild: these rows were written before
             return Folded()
         self._keep(out, partition)
         t = folded.tallies
@@ -76,4 +115,5 @@ class FraudPipeline(PartitionStates):
 
     def drain(self) -> Drained:
         out, self.out = self.out, Drained()
+        self.processor.seal()
         return out

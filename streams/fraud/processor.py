@@ -4,12 +4,22 @@ Labels are joined against the partition's own decisions (transactions and labels
 by customer, so they are co-partitioned). A label whose transaction is not known yet waits until
 the partition's transaction watermark passes the label's time; if the transaction has still not
 appeared, the label is an orphan (counted). This makes the join depend only on the log, not on
-how fast the two topics happen to be consumed during a replay.
+how fast the two topics happen to be consumed during a replay. A label joins a transaction
+decided within ``label_horizon_ms`` before the label's own time.
+
+Decisions are not kept for the label horizon (90 days of transaction ids would not fit in memory):
+a decision stays in memory while it is within the dedupe horizon (``dedupe_horizon_ms``, a
+transaction id seen again within it is a duplicate) and until its rows are durable. A label whose
+transaction has left memory is joined with the archived row (``fraud_transactions``), which the
+pipeline looks up before folding (`Lookup`): a row counts only if this partition decided it at an
+earlier offset, so a row written ahead of the fold (a crash before the commit, a rebuild) cannot
+join a label the log would not. At any fold, a decision earlier in the log is in memory or
+durable, so the join is the same whichever of the two answers.
 
 The work is per batch: one pass folds each transaction into its partition's features (a row of
 floats each), then the batch is scored, explained and binned for drift with numpy at once, and
-the rows are built. Only the partitions a batch touches are visited for labels and eviction; a
-partition nobody touched has nothing new to release or forget.
+the rows are built. Only the partitions a batch touches are visited for labels; decisions are
+forgotten when the pipeline drains (`seal`).
 """
 
 from __future__ import annotations
@@ -18,7 +28,6 @@ import heapq
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -83,13 +92,29 @@ class PartitionFraud:
     features: FeatureState = field(default_factory=FeatureState)
     decisions: dict[str, int] = field(default_factory=dict)  # transaction id -> ts, decision order
     # The decisions by time, for eviction: those not older than an earlier one (in decision order,
-    # so in time order, from `in_order_start` on), and a heap of the (ts, id) of the others.
+    # so in time order, from `in_order_start` on), and a heap of the (ts, number, id) of the others.
     in_order: list[str] = field(default_factory=list)
     in_order_start: int = 0
-    out_of_order: list[tuple[int, str]] = field(default_factory=list)
+    out_of_order: list[tuple[int, int, str]] = field(default_factory=list)
     forgotten: int = 0  # decisions deleted since `decisions` was last compacted
     watermark: int | None = None  # largest transaction time seen
     labels: LabelQueue = field(default_factory=LabelQueue)
+    position: int = 0  # the transaction offset after the last one folded
+    numbered: int = 0  # decisions made so far (the number of the next one)
+    # Decisions drained before the last drain are durable: those numbered below `sealed`, the
+    # first `sealed_in_order` of `in_order`. Only these may be forgotten.
+    sealed: int = 0
+    sealed_in_order: int = 0
+    redecided: dict[str, int] = field(default_factory=dict)  # id decided again -> its number
+
+
+@dataclass(frozen=True)
+class Archived:
+    """A decision's archived row, as the label join needs it."""
+
+    ts: int
+    source_partition: int | None
+    source_offset: int | None
 
 
 @dataclass
@@ -100,8 +125,13 @@ class FraudOutput:
     results: list[tuple[bytes, dict[str, Any]]] = field(default_factory=list)
     label_transactions: list[dict[str, Any]] = field(default_factory=list)
     label_cohort: list[dict[str, Any]] = field(default_factory=list)
+    offsets: list[int | None] = field(default_factory=list)  # of each scored transaction
     duplicates: int = 0
     orphans: int = 0
+
+
+def _partition(item: tuple[tuple[Transaction, int], int | None]) -> int:
+    return item[0][1]
 
 
 class FraudProcessor:
@@ -113,13 +143,22 @@ class FraudProcessor:
         pipeline_version: str,
         *,
         label_horizon_ms: int = 90 * DAY_MS,
+        dedupe_horizon_ms: int = DAY_MS,
+        history_horizon_ms: int = 30 * DAY_MS,
+        archive: bool = True,
     ) -> None:
+        """``archive``: labels of forgotten decisions are joined with archived rows (`looked_up`);
+        without one, decisions are kept in memory for the whole label horizon."""
         self.model = model
         self.policy = policy
         self.prefixes = dict(ip_prefixes)
         self.version = pipeline_version
         self.label_horizon_ms = label_horizon_ms
+        self.dedupe_horizon_ms = dedupe_horizon_ms
+        self.history_horizon_ms = history_horizon_ms
+        self.memory_horizon_ms = dedupe_horizon_ms if archive else max(dedupe_horizon_ms, label_horizon_ms)
         self.states: dict[int, PartitionFraud] = {}
+        self.looked_up: dict[int, dict[str, Archived]] = {}  # partition -> found before this fold
         self._live = LiveHistograms(model)  # against this model's edges: a new model is a new version
 
     @property
@@ -130,19 +169,31 @@ class FraudProcessor:
     def state(self, partition: int) -> PartitionFraud:
         if partition not in self.states:
             self.states[partition] = PartitionFraud()
+            self.states[partition].features.horizon_ms = self.history_horizon_ms
         return self.states[partition]
 
+    def unknown(self, partition: int, transaction_ids: Iterable[str]) -> list[str]:
+        """Which of these transactions the partition does not hold in memory (to look up)."""
+        state = self.states.get(partition)
+        decisions = state.decisions if state is not None else {}
+        return [tx_id for tx_id in transaction_ids if tx_id not in decisions]
+
     def process(
-        self, transactions: Sequence[tuple[Transaction, int]], labels: Sequence[tuple[Label, int]]
+        self,
+        transactions: Sequence[tuple[Transaction, int]],
+        labels: Sequence[tuple[Label, int]],
+        offsets: Sequence[int] | None = None,
     ) -> FraudOutput:
         """Score the new transactions (in order, each from what its partition saw before it), then
-        join the labels; a transaction id already decided in its partition is a duplicate."""
+        join the labels; a transaction id decided in its partition within the dedupe horizon is a
+        duplicate. ``offsets``: each transaction's offset in its topic (None: unknown)."""
         out = FraudOutput()
         fresh: list[TransactionMessage] = []
         partitions: list[int] = []
         rows: list[list[float]] = []
         touched: set[int] = set()
-        for partition, run in itertools.groupby(transactions, key=itemgetter(1)):
+        at: Iterable[int | None] = offsets if offsets is not None else itertools.repeat(None)
+        for partition, run in itertools.groupby(zip(transactions, at, strict=False), key=_partition):
             touched.add(partition)
             before = len(fresh)
             self._fold(self.state(partition), run, fresh, rows, out)
@@ -159,13 +210,13 @@ class FraudProcessor:
         for partition, state in self.states.items():
             if partition in touched:
                 self._release_labels(partition, state, arrived.get(partition, ()), out)
-                self._evict(state)
+        self.looked_up.clear()
         return out
 
     def _fold(
         self,
         state: PartitionFraud,
-        run: Iterable[tuple[Transaction, int]],
+        run: Iterable[tuple[tuple[Transaction, int], int | None]],
         fresh: list[TransactionMessage],
         rows: list[list[float]],
         out: FraudOutput,
@@ -174,21 +225,30 @@ class FraudProcessor:
         computed and folded into the state, one after the other."""
         decisions, in_order, labels = state.decisions, state.in_order, state.labels
         features, prefixes, watermark = state.features, self.prefixes, state.watermark
-        for tx, _ in run:
+        dedupe, offsets = self.dedupe_horizon_ms, out.offsets
+        for (tx, _), offset in run:
             if type(tx) is not TransactionMessage:
                 tx = as_transaction(tx)
+            if offset is not None:
+                state.position = offset + 1
             tx_id, ts = tx.transaction_id, tx.ts
-            if tx_id in decisions:  # seen before, in this batch or earlier
-                out.duplicates += 1
+            seen = decisions.get(tx_id)
+            if seen is not None and watermark is not None and seen >= watermark - dedupe:
+                out.duplicates += 1  # seen within the dedupe horizon, in this batch or earlier
                 continue
             rows.append(advance(features, tx, prefixes))  # its features, then its fold: no leak
             fresh.append(tx)
+            offsets.append(offset)
+            if seen is not None:  # decided again after the horizon: one entry, the newest
+                del decisions[tx_id]
+                state.redecided[tx_id] = state.numbered  # not forgotten through its older entries
             decisions[tx_id] = ts
             if watermark is None or ts >= watermark:
                 in_order.append(tx_id)
                 watermark = ts
             else:
-                heapq.heappush(state.out_of_order, (ts, tx_id))
+                heapq.heappush(state.out_of_order, (ts, state.numbered, tx_id))
+            state.numbered += 1
             if labels.by_transaction:
                 labels.decided(tx_id)
         state.watermark = watermark
@@ -209,8 +269,8 @@ class FraudProcessor:
         version, model_version = self.version, self.model.version
         policy, risky_from = self.policy, self.policy.disable_invoice_at
         scored, stored, cohort, results = out.scores, out.transactions, out.cohort, out.results
-        for tx, partition, score, why, features in zip(
-            fresh, partitions, scores.tolist(), reasons, rows, strict=True
+        for tx, partition, score, why, features, offset in zip(
+            fresh, partitions, scores.tolist(), reasons, rows, out.offsets, strict=True
         ):
             tx_id, customer, ts = tx.transaction_id, tx.customer_id, tx.ts
             decision, holdout = (ALLOW, False) if score < risky_from else decide(tx_id, score, policy)
@@ -224,8 +284,8 @@ class FraudProcessor:
             stored.append(
                 {"pipeline_version": version, "transaction_id": tx_id, "score": score, "decision": decision,
                  "holdout": holdout, "customer_id": customer, "ts": ts, "cohort_day": cohort_day,
-                 "source_partition": partition, "reasons": why, "model_version": model_version,
-                 "features": features}
+                 "source_partition": partition, "source_offset": offset, "reasons": why,
+                 "model_version": model_version, "features": features}
             )  # fmt: skip
             cohort.append(
                 {"pipeline_version": version, "transaction_id": tx_id, "score": score, "decision": decision,
@@ -252,9 +312,23 @@ class FraudProcessor:
             if not self._settle(partition, state, label, out):
                 queue.wait(label)
 
+    def _decided_at(self, partition: int, state: PartitionFraud, tx_id: str) -> int | None:
+        """The time of the partition's decision of ``tx_id`` earlier in its log, if any: in memory,
+        or archived (found by the lookup before this fold, at an offset already folded)."""
+        ts = state.decisions.get(tx_id)
+        if ts is not None:
+            return ts
+        row = self.looked_up.get(partition, {}).get(tx_id)
+        if row is None or row.source_partition != partition or row.source_offset is None:
+            return None
+        return row.ts if row.source_offset < state.position else None
+
     def _settle(self, partition: int, state: PartitionFraud, label: LabelMessage, out: FraudOutput) -> bool:
         """Join or count the label as an orphan (True), or leave it waiting (False)."""
-        ts = state.decisions.get(label.transaction_id)
+        ts = self._decided_at(partition, state, label.transaction_id)
+        if ts is not None and ts < label.ts - self.label_horizon_ms:
+            out.orphans += 1  # decided too long before its label
+            return True
         if ts is not None:
             version, tx_id = self.version, label.transaction_id
             out.label_transactions.append(
@@ -271,26 +345,53 @@ class FraudProcessor:
             return True
         return False
 
+    def seal(self, partitions: Iterable[int] | None = None, *, durable: bool = False) -> None:
+        """At a drain: forget the decisions past the memory horizon whose rows are durable (those
+        drained before this drain; all of them if ``durable``: a rebuild of ``partitions``, whose
+        rows were written before); what is drained now becomes durable at the next drain."""
+        chosen = (
+            self.states.values()
+            if partitions is None
+            else [self.states[p] for p in partitions if p in self.states]
+        )
+        for state in chosen:
+            if durable:
+                state.sealed, state.sealed_in_order = state.numbered, len(state.in_order)
+            self._evict(state)
+            state.sealed, state.sealed_in_order = state.numbered, len(state.in_order)
+
     def _evict(self, state: PartitionFraud) -> None:
-        """Once the oldest decision (in decision order) is past the label horizon, forget every
-        decision past it."""
+        """Forget every durable decision past the memory horizon (in time order; one not durable
+        yet stops the pass, and is forgotten at a later drain)."""
+        if state.redecided:
+            state.redecided = {k: n for k, n in state.redecided.items() if n >= state.sealed}
         if state.watermark is None or not state.decisions:
             return
-        horizon = state.watermark - self.label_horizon_ms
-        if next(iter(state.decisions.values())) >= horizon:
-            return
+        horizon = state.watermark - self.memory_horizon_ms
         decisions, in_order, start = state.decisions, state.in_order, state.in_order_start
-        forgotten = state.forgotten
-        while start < len(in_order) and decisions[in_order[start]] < horizon:
-            del decisions[in_order[start]]
+        forgotten, sealed_in_order, redecided = state.forgotten, state.sealed_in_order, state.redecided
+
+        def forget(tx_id: str) -> int:
+            """1 if the decision is forgotten now, 0 if it is gone already or must stay."""
+            ts = decisions.get(tx_id)
+            if ts is None or ts >= horizon or tx_id in redecided:
+                return 0
+            del decisions[tx_id]
+            return 1
+
+        while start < sealed_in_order:
+            ts = decisions.get(in_order[start])
+            if ts is not None and ts >= horizon:
+                break  # in time order: the rest are newer (or not durable yet)
+            forgotten += forget(in_order[start])
             start += 1
-            forgotten += 1
-        while state.out_of_order and state.out_of_order[0][0] < horizon:
-            del decisions[heapq.heappop(state.out_of_order)[1]]
-            forgotten += 1
+        heap = state.out_of_order
+        while heap and heap[0][0] < horizon and heap[0][1] < state.sealed:
+            forgotten += forget(heapq.heappop(heap)[2])
         if 2 * start > len(in_order):
             del in_order[:start]
+            sealed_in_order -= start
             start = 0
         if forgotten > len(decisions):  # deleted entries slow down finding the oldest one
             state.decisions, forgotten = dict(decisions), 0
-        state.in_order_start, state.forgotten = start, forgotten
+        state.in_order_start, state.forgotten, state.sealed_in_order = start, forgotten, sealed_in_order

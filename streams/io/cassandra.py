@@ -12,7 +12,14 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from cassandra import AuthenticationFailed, OperationTimedOut, Unauthorized, Unavailable, WriteTimeout
+from cassandra import (
+    AuthenticationFailed,
+    InvalidRequest,
+    OperationTimedOut,
+    Unauthorized,
+    Unavailable,
+    WriteTimeout,
+)
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
@@ -111,6 +118,23 @@ def schema_statements(schema_dir: Path, keyspace: str, replication_factor: int) 
 _CREATES = re.compile(
     r"^CREATE (KEYSPACE|TABLE) IF NOT EXISTS ([a-z0-9_]+)(?:\.([a-z0-9_]+))?", re.IGNORECASE
 )
+_ADDS = re.compile(r"^ALTER TABLE ([a-z0-9_]+)\.([a-z0-9_]+) ADD ([a-z0-9_]+) ", re.IGNORECASE)
+
+
+def _exists(metadata: Any, statement: str) -> bool:
+    """Whether what a schema statement creates (a keyspace, a table, a column) exists already."""
+    created = _CREATES.match(statement)
+    if created:
+        kind, name, table = created.groups()
+        existing = metadata.keyspaces.get(name)
+        return existing is not None and (kind.upper() == "KEYSPACE" or table in existing.tables)
+    added = _ADDS.match(statement)
+    if added:
+        name, table, column = added.groups()
+        existing = metadata.keyspaces.get(name)
+        found = existing.tables.get(table) if existing is not None else None
+        return found is not None and column in found.columns
+    return False
 
 
 def apply_schema(session: Session, schema_dir: Path, keyspace: str, replication_factor: int) -> None:
@@ -118,14 +142,13 @@ def apply_schema(session: Session, schema_dir: Path, keyspace: str, replication_
     server, so an application role needs no CREATE permission once an admin has applied the schema."""
     metadata = session.cluster.metadata
     for statement in schema_statements(schema_dir, keyspace, replication_factor):
-        created = _CREATES.match(statement)
-        if created:
-            kind, name, table = created.groups()
-            existing = metadata.keyspaces.get(name)
-            if existing is not None and (kind.upper() == "KEYSPACE" or table in existing.tables):
-                continue
+        if _exists(metadata, statement):
+            continue
         try:
             session.execute(statement, timeout=60)
+        except InvalidRequest as exc:  # the column exists (the driver's metadata was behind)
+            if not (_ADDS.match(statement) and "exist" in str(exc)):
+                raise
         except Unauthorized as exc:
             raise ConfigError(
                 f"the Cassandra role may not create the schema ({exc}); "

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Sequence
 from typing import Any
 
-from cassandra.cluster import Session
+from cassandra import OperationTimedOut, ReadTimeout, Unavailable
+from cassandra.cluster import NoHostAvailable, Session
+from cassandra.query import PreparedStatement
 
 from streams.fraud.evaluation import ScoredOutcome
-from streams.fraud.processor import COHORT_TABLE, SCORES_TABLE, TRANSACTIONS_TABLE
-from streams.io.cassandra import check_identifier
+from streams.fraud.processor import COHORT_TABLE, SCORES_TABLE, TRANSACTIONS_TABLE, Archived
+from streams.io.cassandra import as_asyncio, check_identifier
+
+log = logging.getLogger(__name__)
+_TRANSIENT = (OperationTimedOut, ReadTimeout, Unavailable, NoHostAvailable)
 
 METRICS_TABLE = "fraud_cohort_metrics"
 
@@ -79,3 +87,43 @@ def scan_training_rows(session: Session, keyspace: str, version: str) -> list[di
         f"FROM {check_identifier(keyspace)}.{TRANSACTIONS_TABLE}"
     )
     return [dict(r._asdict()) for r in rows if r.pipeline_version == version and r.features]
+
+
+class DecisionArchive:
+    """The fraud pipeline's `Lookup`: the archived decisions (``fraud_transactions`` rows with a
+    score) of some transaction ids, read concurrently. Transient errors are retried for ever, as
+    the sink does: while Cassandra is down the batch waits, it is never folded without them."""
+
+    def __init__(self, session: Session, keyspace: str, *, concurrency: int = 32) -> None:
+        self.session = session
+        self.cql = (
+            f"SELECT transaction_id, ts, score, source_partition, source_offset "
+            f"FROM {check_identifier(keyspace)}.{TRANSACTIONS_TABLE} "
+            "WHERE pipeline_version = ? AND transaction_id = ?"
+        )
+        self._prepared: PreparedStatement | None = None
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def find(self, version: str, transaction_ids: Sequence[str]) -> dict[str, Archived]:
+        rows = await asyncio.gather(*(self._one(version, tx_id) for tx_id in transaction_ids))
+        return {tx_id: row for tx_id, row in zip(transaction_ids, rows, strict=True) if row is not None}
+
+    async def _one(self, version: str, tx_id: str) -> Archived | None:
+        if self._prepared is None:
+            self._prepared = self.session.prepare(self.cql)
+        async with self._slots:
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    response = self.session.execute_async(self._prepared, (version, tx_id))
+                    found = list(await as_asyncio(response))
+                    break
+                except _TRANSIENT as exc:
+                    if attempt == 1 or attempt % 10 == 0:
+                        log.warning("reading archived decisions failing (attempt %d): %s", attempt, exc)
+                    await asyncio.sleep(min(0.1 * 2 ** min(attempt, 6), 5.0))
+        if not found or found[0].score is None:  # no row, or only a label's cells
+            return None
+        row = found[0]
+        return Archived(row.ts, row.source_partition, row.source_offset)

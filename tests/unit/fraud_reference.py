@@ -5,6 +5,13 @@ transaction, decisions kept as objects). Test-only: `test_fraud_batch` checks th
 
 Copied from ``streams/fraud/features.py``, ``processor.py`` and ``model.py`` (``as_matrix``,
 ``FraudModel.reasons``) at commit b46dedf; only names were changed. Do not optimise it.
+
+Since then, the horizons that bound the state were added as plain rules (nothing is ever
+forgotten here): with W the partition's watermark before a transaction, a customer whose newest
+transaction is older than W minus the history horizon is new again, and so is a device or card
+the customer last used before it; a card counts on a device only if used after W minus a day; a
+transaction id is a duplicate only if decided at or after W minus the dedupe horizon; a label
+joins a decision only if it is at most the label horizon older than the label.
 """
 
 from __future__ import annotations
@@ -31,14 +38,29 @@ class CustomerHistory:
     ew_mean: float = 0.0  # of log(amount)
     ew_var: float = 0.0
     n: int = 0
-    devices: set[str] = field(default_factory=set)
-    cards: set[str] = field(default_factory=set)
+    newest: int = 0
+    devices: dict[str, int] = field(default_factory=dict)  # -> newest time used
+    cards: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
 class FeatureState:
     customers: dict[str, CustomerHistory] = field(default_factory=dict)
     device_cards: dict[str, dict[str, int]] = field(default_factory=dict)  # device -> card -> last ts
+    watermark: int | None = None
+    horizon_ms: int = 30 * DAY
+
+
+def current(state: FeatureState, customer: str) -> CustomerHistory | None:
+    """The customer's history unless it is idle beyond the horizon."""
+    history = state.customers.get(customer)
+    if history is None or state.watermark is None:
+        return history
+    return history if history.newest >= state.watermark - state.horizon_ms else None
+
+
+def known(state: FeatureState, seen: dict[str, int], key: str) -> bool:
+    return key in seen and (state.watermark is None or seen[key] >= state.watermark - state.horizon_ms)
 
 
 def ip_country(ip: str | None, prefixes: Mapping[str, str]) -> str | None:
@@ -49,7 +71,7 @@ def ip_country(ip: str | None, prefixes: Mapping[str, str]) -> str | None:
 
 def compute(state: FeatureState, tx: Mapping[str, Any], prefixes: Mapping[str, str]) -> dict[str, float]:
     ts, amount = tx["ts"], float(tx["amount"])
-    history = state.customers.get(tx["customer_id"])
+    history = current(state, tx["customer_id"])
     recent = [(t, a) for t, a in history.recent if ts - DAY < t <= ts] if history else []
     in_hour = [(t, a) for t, a in recent if t > ts - HOUR]
     log_amount = math.log1p(amount)
@@ -59,8 +81,10 @@ def compute(state: FeatureState, tx: Mapping[str, Any], prefixes: Mapping[str, s
         z = (log_amount - history.ew_mean) / math.sqrt(history.ew_var + 0.05)
     device, card = tx.get("device_id"), tx.get("card_id")
     cards_on_device = state.device_cards.get(device, {}) if device else {}
+    fresh_after = -math.inf if state.watermark is None else state.watermark - DAY
     distinct_cards = len(
-        {c for c, last in cards_on_device.items() if ts - HOUR < last <= ts} | ({card} if card else set())
+        {c for c, last in cards_on_device.items() if ts - HOUR < last <= ts and last > fresh_after}
+        | ({card} if card else set())
     )
     billing, shipping = tx.get("billing_country"), tx.get("shipping_country")
     from_ip = ip_country(tx.get("ip"), prefixes)
@@ -78,9 +102,13 @@ def compute(state: FeatureState, tx: Mapping[str, Any], prefixes: Mapping[str, s
         "no_history": 0.0 if has_history else 1.0,
         "distinct_cards_device_1h": float(distinct_cards),
         "device_missing": 0.0 if device else 1.0,
-        "new_device": 1.0 if device and has_history and history and device not in history.devices else 0.0,
+        "new_device": 1.0
+        if device and has_history and history and not known(state, history.devices, device)
+        else 0.0,
         "card_missing": 0.0 if card else 1.0,
-        "new_card": 1.0 if card and has_history and history and card not in history.cards else 0.0,
+        "new_card": 1.0
+        if card and has_history and history and not known(state, history.cards, card)
+        else 0.0,
         "is_new_customer": float(new_customer) if new_customer is not None else (0.0 if has_history else 1.0),
         "is_new_customer_missing": 1.0 if new_customer is None else 0.0,
         "billing_shipping_mismatch": 1.0 if billing and shipping and billing != shipping else 0.0,
@@ -98,7 +126,10 @@ def compute(state: FeatureState, tx: Mapping[str, Any], prefixes: Mapping[str, s
 
 def update(state: FeatureState, tx: Mapping[str, Any]) -> None:
     ts, amount = tx["ts"], float(tx["amount"])
-    history = state.customers.setdefault(tx["customer_id"], CustomerHistory())
+    history = current(state, tx["customer_id"])
+    if history is None:
+        history = state.customers[tx["customer_id"]] = CustomerHistory()
+    history.newest = ts if history.n == 0 else max(history.newest, ts)
     history.recent.append((ts, amount))
     newest = max(t for t, _ in history.recent)
     while history.recent and history.recent[0][0] <= newest - DAY:
@@ -112,7 +143,7 @@ def update(state: FeatureState, tx: Mapping[str, Any]) -> None:
         history.ew_var = (1 - EW_ALPHA) * (history.ew_var + EW_ALPHA * delta * delta)
     history.n += 1
     if tx.get("device_id"):
-        history.devices.add(tx["device_id"])
+        history.devices[tx["device_id"]] = max(history.devices.get(tx["device_id"], ts), ts)
         cards = state.device_cards.setdefault(tx["device_id"], {})
         if tx.get("card_id"):
             cards[tx["card_id"]] = max(cards.get(tx["card_id"], ts), ts)
@@ -120,7 +151,8 @@ def update(state: FeatureState, tx: Mapping[str, Any]) -> None:
                 if last <= ts - DAY:
                     del cards[card]
     if tx.get("card_id"):
-        history.cards.add(tx["card_id"])
+        history.cards[tx["card_id"]] = max(history.cards.get(tx["card_id"], ts), ts)
+    state.watermark = ts if state.watermark is None else max(state.watermark, ts)
 
 
 def as_matrix(rows: list[dict[str, float]]) -> np.ndarray:
@@ -156,6 +188,7 @@ class FraudOutput:
     results: list[tuple[bytes, dict[str, Any]]] = field(default_factory=list)
     label_transactions: list[dict[str, Any]] = field(default_factory=list)
     label_cohort: list[dict[str, Any]] = field(default_factory=list)
+    offsets: list[int | None] = field(default_factory=list)
     duplicates: int = 0
     orphans: int = 0
 
@@ -169,30 +202,45 @@ class ReferenceProcessor:
         pipeline_version: str,
         *,
         label_horizon_ms: int = 90 * DAY_MS,
+        dedupe_horizon_ms: int = DAY_MS,
+        history_horizon_ms: int = 30 * DAY_MS,
     ) -> None:
         self.model = model
         self.policy = policy
         self.prefixes = dict(ip_prefixes)
         self.version = pipeline_version
         self.label_horizon_ms = label_horizon_ms
+        self.dedupe_horizon_ms = dedupe_horizon_ms
+        self.history_horizon_ms = history_horizon_ms
         self.states: dict[int, PartitionFraud] = {}
         self.live_counts: dict[tuple[str, int], list[int]] = {}
 
     def state(self, partition: int) -> PartitionFraud:
         if partition not in self.states:
             self.states[partition] = PartitionFraud()
+            self.states[partition].features.horizon_ms = self.history_horizon_ms
         return self.states[partition]
 
     def process(
-        self, transactions: list[tuple[dict[str, Any], int]], labels: list[tuple[dict[str, Any], int]]
+        self,
+        transactions: list[tuple[dict[str, Any], int]],
+        labels: list[tuple[dict[str, Any], int]],
+        offsets: list[int] | None = None,
     ) -> FraudOutput:
         out = FraudOutput()
         fresh: list[tuple[dict[str, Any], int, dict[str, float]]] = []
-        for tx, partition in transactions:
+        for i, (tx, partition) in enumerate(transactions):
             state = self.state(partition)
-            if tx["transaction_id"] in state.decisions:
+            decided = state.decisions.get(tx["transaction_id"])
+            if (
+                decided is not None
+                and state.watermark is not None
+                and decided.ts >= state.watermark - self.dedupe_horizon_ms
+            ):
                 out.duplicates += 1
                 continue
+            state.decisions.pop(tx["transaction_id"], None)
+            out.offsets.append(offsets[i] if offsets is not None else None)
             fresh.append((tx, partition, compute(state.features, tx, self.prefixes)))
             update(state.features, tx)
             state.decisions[tx["transaction_id"]] = Decided(tx["ts"] // DAY_MS, tx["ts"])
@@ -203,7 +251,6 @@ class ReferenceProcessor:
             self.state(partition).pending.append(label)
         for partition, state in self.states.items():
             self._release_labels(partition, state, out)
-            self._evict(state)
         return out
 
     def _score(self, fresh: list[tuple[dict[str, Any], int, dict[str, float]]], out: FraudOutput) -> None:
@@ -211,7 +258,7 @@ class ReferenceProcessor:
         scores, contributions = self.model.score(x)
         why = reasons(self.model, contributions)
         self._observe(x, [tx["ts"] for tx, _, _ in fresh])
-        for i, (tx, partition, _) in enumerate(fresh):
+        for i, ((tx, partition, _), offset) in enumerate(zip(fresh, out.offsets, strict=True)):
             score = float(scores[i])
             decision, holdout = decide(tx["transaction_id"], score, self.policy)
             common = {
@@ -241,6 +288,7 @@ class ReferenceProcessor:
                     "ts": tx["ts"],
                     "cohort_day": cohort_day,
                     "source_partition": partition,
+                    "source_offset": offset,
                     "reasons": why[i],
                     "model_version": self.model.version,
                     "features": x[i].tolist(),
@@ -259,7 +307,9 @@ class ReferenceProcessor:
         waiting = []
         for label in state.pending:
             decided = state.decisions.get(label["transaction_id"])
-            if decided is not None:
+            if decided is not None and decided.ts < label["ts"] - self.label_horizon_ms:
+                out.orphans += 1
+            elif decided is not None:
                 fields = {"is_fraud": label["is_fraud"], "label_source": label["source"]}
                 key = {"pipeline_version": self.version, "transaction_id": label["transaction_id"]}
                 out.label_transactions.append({**key, **fields, "label_ts": label["ts"]})
@@ -271,13 +321,6 @@ class ReferenceProcessor:
             else:
                 waiting.append(label)
         state.pending = waiting
-
-    def _evict(self, state: PartitionFraud) -> None:
-        if state.watermark is None:
-            return
-        horizon = state.watermark - self.label_horizon_ms
-        if state.decisions and next(iter(state.decisions.values())).ts < horizon:
-            state.decisions = {k: d for k, d in state.decisions.items() if d.ts >= horizon}
 
     def _observe(self, x: np.ndarray, ts: list[int]) -> None:
         buckets = np.array([season_bucket(t) for t in ts])

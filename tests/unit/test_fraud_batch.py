@@ -20,7 +20,7 @@ from streams.fraud.features import DAY, HOUR, MIN, PAYMENT_METHODS
 from streams.fraud.generator import TransactionGenerator, TransactionProfile
 from streams.fraud.messages import as_label, as_transaction
 from streams.fraud.model import FraudModel
-from streams.fraud.processor import FraudOutput, FraudProcessor
+from streams.fraud.processor import Archived, FraudOutput, FraudProcessor
 from streams.settings import load_settings
 from tests.unit.fraud_reference import ReferenceProcessor
 
@@ -110,58 +110,138 @@ def rows(out: Any) -> str:
     return repr([(name, getattr(out, name)) for name in FraudOutput.__dataclass_fields__])
 
 
+def customers(histories: dict[str, Any], since: int | None) -> list[Any]:
+    """The customers whose history can still decide a feature, with the devices and cards that
+    can (what a sweep may have forgotten already is left out on both sides)."""
+
+    def kept(seen: dict[str, int]) -> list[tuple[str, int]]:
+        return sorted((k, last) for k, last in seen.items() if since is None or last >= since)
+
+    def newest(h: Any) -> int:
+        return h.newest if hasattr(h, "newest") else h.reach[-1]
+
+    return sorted(
+        (c, list(h.recent), h.ew_mean, h.ew_var, h.n, kept(h.devices), kept(h.cards))
+        for c, h in histories.items()
+        if since is None or newest(h) >= since
+    )
+
+
+def device_cards(features: Any) -> list[Any]:
+    stale = None if features.watermark is None else features.watermark - DAY
+    found = []
+    for device, cards in features.device_cards.items():
+        fresh = [(c, last) for c, last in cards.items() if stale is None or last > stale]
+        if fresh:
+            found.append((device, fresh))
+    return sorted(found)
+
+
 def reference_state(processor: ReferenceProcessor) -> str:
-    return repr(
-        [
+    found = []
+    for partition, state in processor.states.items():
+        f, w = state.features, state.watermark
+        since = None if f.watermark is None else f.watermark - f.horizon_ms
+        dedupe = None if w is None else w - processor.dedupe_horizon_ms
+        found.append(
             (
                 partition,
-                state.watermark,
-                [(tx_id, decided.ts) for tx_id, decided in state.decisions.items()],
+                w,
+                sorted(
+                    (tx_id, d.ts) for tx_id, d in state.decisions.items() if dedupe is None or d.ts >= dedupe
+                ),
                 [(lb["transaction_id"], lb["ts"], lb["is_fraud"], lb["source"]) for lb in state.pending],
-                [
-                    (c, list(h.recent), h.ew_mean, h.ew_var, h.n, sorted(h.devices), sorted(h.cards))
-                    for c, h in state.features.customers.items()
-                ],
-                [(device, list(cards.items())) for device, cards in state.features.device_cards.items()],
+                customers(f.customers, since),
+                device_cards(f),
             )
-            for partition, state in processor.states.items()
-        ]
-    )
+        )
+    return repr(found)
 
 
 def batch_state(processor: FraudProcessor) -> str:
-    return repr(
-        [
+    found = []
+    for partition, state in processor.states.items():
+        f, w = state.features, state.watermark
+        since = None if f.watermark is None else f.watermark - f.horizon_ms
+        dedupe = None if w is None else w - processor.dedupe_horizon_ms
+        found.append(
             (
                 partition,
-                state.watermark,
-                list(state.decisions.items()),
+                w,
+                sorted(
+                    (tx_id, ts) for tx_id, ts in state.decisions.items() if dedupe is None or ts >= dedupe
+                ),
                 [(lb.transaction_id, lb.ts, lb.is_fraud, lb.source) for lb in state.labels.waiting.values()],
-                [
-                    (c, h.recent, h.ew_mean, h.ew_var, h.n, sorted(h.devices), sorted(h.cards))
-                    for c, h in state.features.customers.items()
-                ],
-                [(device, list(cards.items())) for device, cards in state.features.device_cards.items()],
+                customers(f.customers, since),
+                device_cards(f),
             )
-            for partition, state in processor.states.items()
-        ]
-    )
+        )
+    return repr(found)
+
+
+class Archive:
+    """The durable rows a worker's label join looks up: each batch's rows once it is drained."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Archived] = {}
+        self.offsets: dict[int, int] = {}  # partition -> the next transaction offset
+
+    def number(self, txs: list[tuple[Any, int]]) -> list[int]:
+        numbers = []
+        for _, partition in txs:
+            numbers.append(self.offsets.get(partition, 0))
+            self.offsets[partition] = numbers[-1] + 1
+        return numbers
+
+    def prepare(self, processor: FraudProcessor, labels: list[tuple[Any, int]]) -> None:
+        for partition in {p for _, p in labels}:
+            ids = {lb["transaction_id"] if isinstance(lb, dict) else lb.transaction_id for lb, p in labels
+                   if p == partition}  # fmt: skip
+            found = {i: self.rows[i] for i in processor.unknown(partition, ids) if i in self.rows}
+            processor.looked_up[partition] = found
+
+    def drained(self, out: FraudOutput) -> None:
+        for row in out.transactions:
+            self.rows[row["transaction_id"]] = Archived(
+                row["ts"], row["source_partition"], row["source_offset"]
+            )
 
 
 def run_both(
-    batches: list[list[Event]], policy: DecisionPolicy, horizon_ms: int, state_every: int = 1
+    batches: list[list[Event]],
+    policy: DecisionPolicy,
+    horizon_ms: int,
+    state_every: int = 1,
+    dedupe_ms: int = DAY,
+    history_ms: int = 30 * DAY,
 ) -> None:
-    reference = ReferenceProcessor(model(), policy, PREFIXES, "v", label_horizon_ms=horizon_ms)
-    batched = FraudProcessor(model(), policy, PREFIXES, "v", label_horizon_ms=horizon_ms)
+    """The reference keeps every decision; the batch processor forgets them at each drain past
+    the dedupe horizon, and its label join reads the forgotten ones from an archive."""
+    horizons = {
+        "label_horizon_ms": horizon_ms,
+        "dedupe_horizon_ms": dedupe_ms,
+        "history_horizon_ms": history_ms,
+    }
+    reference = ReferenceProcessor(model(), policy, PREFIXES, "v", **horizons)
+    batched = FraudProcessor(model(), policy, PREFIXES, "v", **horizons)
+    archive = Archive()
     for number, batch in enumerate(batches, 1):
         txs = [(tx, p) for kind, tx, p, _ in batch if kind == "tx"]
         labels = [(label, p) for kind, label, p, _ in batch if kind == "label"]
-        expected = reference.process(txs, labels)
+        offsets = archive.number(txs)
+        expected = reference.process(txs, labels, offsets)
+        got_labels = [
+            (lb if as_dict else as_label(lb), p) for kind, lb, p, as_dict in batch if kind == "label"
+        ]
+        archive.prepare(batched, got_labels)
         got = batched.process(
             [(tx if as_dict else as_transaction(tx), p) for kind, tx, p, as_dict in batch if kind == "tx"],
-            [(lb if as_dict else as_label(lb), p) for kind, lb, p, as_dict in batch if kind == "label"],
+            got_labels,
+            offsets,
         )
         assert rows(got) == rows(expected)
+        batched.seal()
+        archive.drained(got)
         if number % state_every == 0 or number == len(batches):
             assert batch_state(batched) == reference_state(reference)
     assert batched.live_counts == reference.live_counts
@@ -173,12 +253,19 @@ def run_both(
     streams(),
     st.sampled_from([(0.0, 0.0, 0.5), (0.05, 0.5, 0.3), (0.3, 0.7, 0.05), (0.2, 0.2, 1.0)]),
     st.sampled_from([HOUR, DAY, 90 * DAY]),
+    st.sampled_from([HOUR, DAY]),
+    st.sampled_from([HOUR, 2 * DAY, 30 * DAY]),
 )
 def test_the_batch_processor_equals_the_reference(
-    batches: list[list[Event]], thresholds: tuple[float, float, float], horizon_ms: int
+    batches: list[list[Event]],
+    thresholds: tuple[float, float, float],
+    horizon_ms: int,
+    dedupe_ms: int,
+    history_ms: int,
 ) -> None:
     disable_at, review_at, holdout = thresholds
-    run_both(batches, DecisionPolicy(disable_at, review_at, holdout), horizon_ms)
+    policy = DecisionPolicy(disable_at, review_at, holdout)
+    run_both(batches, policy, horizon_ms, dedupe_ms=dedupe_ms, history_ms=history_ms)
 
 
 @pytest.mark.parametrize(("batch_size", "horizon_ms"), [(2, 2 * DAY), (137, 2 * DAY), (5000, 90 * DAY)])

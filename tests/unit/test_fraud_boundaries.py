@@ -3,7 +3,8 @@ expected values worked out by hand: the 1 min / 1 h / 24 h windows (``ts - windo
 both the in-order path and the path that rescans for out-of-order entries, distinct cards per
 device in the last hour, ``night`` (hours 0-5 UTC), the amount history (EWMA), the 24 h trim of
 the customer queue and of the device's cards, and the label join (orphan once the watermark
-reaches the label's time, decisions forgotten once older than the horizon)."""
+reaches the label's time, a label horizon, a dedupe horizon, decisions forgotten once durable and
+past it, the archive's rows), and the history horizon (idle customers, devices and cards)."""
 
 from __future__ import annotations
 
@@ -404,33 +405,148 @@ def test_a_waiting_label_joins_when_its_transaction_arrives_and_labels_keep_thei
     assert out.label_cohort[0]["cohort_day"] == T // DAY and out.orphans == 0
 
 
-def test_a_decision_is_forgotten_once_older_than_the_horizon() -> None:
-    fraud = processor(HOUR)
+def dedupe_processor(dedupe: int, label_horizon: int = 90 * DAY) -> FraudProcessor:
+    model = FraudModel.load(load_settings().fraud.model_file)
+    return FraudProcessor(model, DecisionPolicy(), PREFIXES, "v", label_horizon_ms=label_horizon,
+                          dedupe_horizon_ms=dedupe)  # fmt: skip
+
+
+def test_an_id_is_a_duplicate_while_its_decision_is_within_the_dedupe_horizon_of_the_watermark() -> None:
+    fraud = dedupe_processor(HOUR)
     fraud.process([(tx(0, T), 0), (tx(1, T + HOUR), 0)], [])
-    assert list(fraud.state(0).decisions) == ["t0", "t1"]  # exactly the horizon old: kept
-    assert len(fraud.process([], [(label(0, T), 0)]).label_transactions) == 1
-    fraud.process([(tx(2, T + HOUR + 1), 0)], [])
-    assert list(fraud.state(0).decisions) == ["t1", "t2"]
-    out = fraud.process([], [(label(0, T), 0)])
-    assert out.label_transactions == [] and out.orphans == 1
-    again = fraud.process([(tx(0, T + HOUR + 2), 0)], [])  # no longer a duplicate
-    assert again.duplicates == 0 and len(again.scores) == 1
+    assert fraud.process([(tx(0, T + HOUR), 0)], []).duplicates == 1  # exactly the horizon old: in
+    fraud.process([(tx(2, T + HOUR + 1), 0)], [])  # the watermark moves one past it
+    again = fraud.process([(tx(0, T + HOUR + 2), 0)], [])
+    assert again.duplicates == 0 and len(again.scores) == 1  # decided anew
+    assert fraud.process([(tx(0, T + HOUR + 3), 0)], []).duplicates == 1  # and a duplicate of that
 
 
-def test_an_out_of_order_decision_is_forgotten_by_its_own_time() -> None:
-    fraud = processor(HOUR)
-    fraud.process([(tx(0, T + 10), 0), (tx(1, T), 0), (tx(2, T + HOUR), 0)], [])
-    assert list(fraud.state(0).decisions) == ["t0", "t1", "t2"]
-    fraud.process([(tx(3, T + HOUR + 1), 0)], [])  # t1 is past the horizon, but t0 is not
-    assert list(fraud.state(0).decisions) == ["t0", "t1", "t2", "t3"]
+def test_the_dedupe_rule_does_not_depend_on_when_decisions_are_forgotten() -> None:
+    """Whether the pipeline drained (and so forgot) between two copies or not, the verdict is the
+    watermark's: the copy two hours later is a new decision both ways."""
+    verdicts = []
+    for drain in (False, True):
+        fraud = dedupe_processor(HOUR)
+        fraud.process([(tx(0, T), 0), (tx(1, T + 2 * HOUR), 0)], [], [0, 1])
+        if drain:
+            fraud.seal(), fraud.seal()  # durable after the second drain: forgotten
+            assert "t0" not in fraud.state(0).decisions
+        verdicts.append(fraud.process([(tx(0, T + 2 * HOUR), 0)], [], [2]).duplicates)
+    assert verdicts == [0, 0]
+
+
+def test_a_label_joins_a_decision_at_most_the_label_horizon_older_than_the_label() -> None:
+    fraud = dedupe_processor(HOUR, label_horizon=DAY)
+    fraud.process([(tx(0, T), 0), (tx(1, T + 1), 0)], [])
+    out = fraud.process([], [(label(0, T + DAY), 0), (label(1, T + DAY + 2), 0)])
+    assert [row["transaction_id"] for row in out.label_transactions] == ["t0"]  # exactly a day: in
+    assert out.orphans == 1  # a day and a millisecond: out
+
+
+def test_decisions_are_forgotten_past_the_dedupe_horizon_only_once_drained_twice() -> None:
+    """Drained once: their rows are being written. Drained twice: durable, and forgotten if past
+    the horizon; in time order, an out-of-order decision by its own time."""
+    fraud = dedupe_processor(HOUR)
+    fraud.process([(tx(0, T + 10), 0), (tx(1, T), 0), (tx(2, T + HOUR), 0), (tx(3, T + HOUR + 1), 0)], [])
+    fraud.seal()
+    assert list(fraud.state(0).decisions) == ["t0", "t1", "t2", "t3"]  # not durable yet
     fraud.process([(tx(4, T + HOUR + 11), 0)], [])
+    fraud.seal()  # t0 (T + 10) and t1 (T) are past T + 11; t4 is not durable yet
     assert list(fraud.state(0).decisions) == ["t2", "t3", "t4"]
+    fraud.process([(tx(5, T + 2 * HOUR + 11), 0)], [])
+    fraud.seal()
+    assert list(fraud.state(0).decisions) == ["t4", "t5"]  # t4 (T + HOUR + 11) is exactly in
+    fraud.process([(tx(6, T + 4 * HOUR), 0)], [])
+    fraud.seal()
+    assert list(fraud.state(0).decisions) == ["t6"]
 
 
-def test_a_decision_exactly_at_the_horizon_stays_once_older_ones_are_forgotten() -> None:
-    fraud = processor(HOUR)
-    fraud.process([(tx(0, T), 0), (tx(1, T + 1), 0), (tx(2, T + HOUR + 1), 0)], [])
-    assert list(fraud.state(0).decisions) == ["t1", "t2"]  # horizon T + 1: t0 goes, t1 stays
-    late = processor(HOUR)
-    late.process([(tx(0, T), 0), (tx(1, T + 10), 0), (tx(2, T + 1), 0), (tx(3, T + HOUR + 1), 0)], [])
-    assert list(late.state(0).decisions) == ["t1", "t2", "t3"]  # t2 (out of order) at the horizon stays
+def test_a_rebuild_seals_what_it_folds_but_only_its_own_partition() -> None:
+    fraud = dedupe_processor(HOUR)
+    fraud.process([(tx(0, T), 0), (tx(1, T + 2 * HOUR), 0), (tx(2, T), 1), (tx(3, T + 2 * HOUR), 1)], [])
+    fraud.seal([0], durable=True)
+    assert list(fraud.state(0).decisions) == ["t1"] and list(fraud.state(1).decisions) == ["t2", "t3"]
+
+
+def archived(ts: int, partition: int, offset: int | None) -> Any:
+    from streams.fraud.processor import Archived
+
+    return Archived(ts, partition, offset)
+
+
+def test_a_label_of_a_forgotten_decision_joins_the_archived_row_decided_earlier_in_the_log() -> None:
+    fraud = dedupe_processor(HOUR)
+    fraud.process([(tx(0, T), 0), (tx(1, T + 2 * HOUR), 0)], [], [40, 41])
+    fraud.seal(), fraud.seal()
+    assert fraud.unknown(0, ["t0", "t1"]) == ["t0"]
+    fraud.looked_up[0] = {"t0": archived(T, 0, 40)}
+    out = fraud.process([], [(label(0, T + 3 * HOUR), 0)])
+    assert [(r["transaction_id"], r["cohort_day"]) for r in out.label_cohort] == [("t0", T // DAY)]
+    assert fraud.looked_up == {}  # used for one fold only
+
+
+@pytest.mark.parametrize(
+    ("row", "why"),
+    [
+        (archived(T, 0, 42), "written ahead of the fold (a crash before the commit)"),
+        (archived(T, 1, 40), "decided in another partition"),
+        (archived(T, 0, None), "from code that did not record offsets"),
+    ],
+)
+def test_an_archived_row_the_log_did_not_decide_here_before_does_not_join(row: Any, why: str) -> None:
+    fraud = dedupe_processor(HOUR)
+    fraud.process([(tx(1, T + 2 * HOUR), 0)], [], [41])
+    fraud.looked_up[0] = {"t0": row}
+    out = fraud.process([], [(label(0, T + HOUR), 0)])
+    assert out.label_transactions == [] and out.orphans == 1, why
+
+
+# The history horizon: a customer idle beyond it is new again, so is a device or card not used
+# within it; a card counts on a device only if used after the watermark minus a day.
+
+
+def test_a_customer_idle_beyond_the_history_horizon_is_new_again() -> None:
+    state = FeatureState(horizon_ms=DAY)
+    for i, ts in enumerate((T, T + 5 * DAY)):  # the other customer moves the watermark
+        advance(state, as_transaction(tx(i, ts, customer="c" if i == 0 else "other")), PREFIXES)
+    row = compute(state, tx(9, T + 5 * DAY, device_id="d"), PREFIXES)
+    assert row["no_history"] == 1.0 and row["amount_z"] == 0.0
+    state2 = FeatureState(horizon_ms=DAY)
+    advance(state2, as_transaction(tx(0, T)), PREFIXES)
+    advance(state2, as_transaction(tx(1, T + DAY, customer="other")), PREFIXES)
+    assert compute(state2, tx(9, T + DAY), PREFIXES)["no_history"] == 0.0  # exactly the horizon: known
+
+
+def test_a_device_or_card_not_used_within_the_history_horizon_is_new_again() -> None:
+    state = FeatureState(horizon_ms=2 * DAY)
+    advance(state, as_transaction(tx(0, T, device_id="d", card_id="k")), PREFIXES)
+    advance(state, as_transaction(tx(1, T + DAY + 1, device_id="e", card_id="m")), PREFIXES)
+    assert compute(state, tx(2, T + 2 * DAY, device_id="d", card_id="k"), PREFIXES)["new_device"] == 0.0
+    advance(state, as_transaction(tx(3, T + 2 * DAY + 1, device_id="e", card_id="m")), PREFIXES)
+    row = compute(state, tx(4, T + 2 * DAY + 1, device_id="d", card_id="k"), PREFIXES)
+    assert (row["new_device"], row["new_card"], row["no_history"]) == (1.0, 1.0, 0.0)
+
+
+def test_a_card_last_used_a_day_before_the_watermark_no_longer_counts_on_its_device() -> None:
+    state = FeatureState()
+    advance(state, as_transaction(tx(0, T, device_id="d", card_id="k1")), PREFIXES)
+    advance(state, as_transaction(tx(1, T + DAY, customer="other")), PREFIXES)
+    late = tx(2, T + 1, device_id="d", card_id="k2")  # a day late: k1 was used a millisecond before
+    assert compute(state, late, PREFIXES)["distinct_cards_device_1h"] == 1.0
+    state2 = FeatureState()
+    advance(state2, as_transaction(tx(0, T + 1, device_id="d", card_id="k1")), PREFIXES)
+    advance(state2, as_transaction(tx(1, T + DAY, customer="other")), PREFIXES)
+    assert (
+        compute(state2, tx(2, T + 2, device_id="d", card_id="k2"), PREFIXES)["distinct_cards_device_1h"]
+        == 2.0
+    )
+
+
+def test_a_sweep_at_each_new_event_hour_forgets_what_no_feature_reads() -> None:
+    state = FeatureState(horizon_ms=DAY)
+    advance(state, as_transaction(tx(0, T, device_id="d", card_id="k")), PREFIXES)
+    advance(state, as_transaction(tx(1, T + DAY, customer="other")), PREFIXES)  # swept: c is in
+    advance(state, as_transaction(tx(2, T + DAY + HOUR - 1, customer="other")), PREFIXES)
+    assert set(state.customers) == {"c", "other"}  # c is idle now, but no new hour: not swept
+    advance(state, as_transaction(tx(3, T + DAY + HOUR, customer="other")), PREFIXES)
+    assert set(state.customers) == {"other"} and state.device_cards == {}

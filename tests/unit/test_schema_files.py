@@ -25,8 +25,27 @@ def test_cql_is_idempotent_and_keyspace_is_filled_in() -> None:
     statements = schema_statements(SCHEMA_DIR, "ks_test", 3)
     assert statements[0].startswith("CREATE KEYSPACE IF NOT EXISTS ks_test")
     assert "'replication_factor': 3" in statements[0]
-    assert all("IF NOT EXISTS" in s for s in statements)
+    adds = [s for s in statements if s.startswith("ALTER TABLE")]
+    assert all("IF NOT EXISTS" in s for s in statements if s not in adds)
+    assert adds == ["ALTER TABLE ks_test.fraud_transactions ADD source_offset bigint"]
     assert any("ks_test.smoke_events" in s for s in statements)
+
+
+def test_a_column_add_is_skipped_where_the_column_exists() -> None:
+    """A keyspace from before the column gets it; one created from today's files has it (skipped)."""
+    from types import SimpleNamespace
+
+    from streams.io.cassandra import _exists
+
+    add = "ALTER TABLE ks.fraud_transactions ADD source_offset bigint"
+
+    def metadata(columns: list[str]) -> SimpleNamespace:
+        table = SimpleNamespace(columns=dict.fromkeys(columns))
+        return SimpleNamespace(keyspaces={"ks": SimpleNamespace(tables={"fraud_transactions": table})})
+
+    assert _exists(metadata(["transaction_id", "source_offset"]), add)
+    assert not _exists(metadata(["transaction_id"]), add)
+    assert not _exists(SimpleNamespace(keyspaces={}), add)
 
 
 def test_a_keyspace_name_that_is_not_an_identifier_is_refused() -> None:
