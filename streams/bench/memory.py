@@ -65,6 +65,14 @@ class SoakFigures:
     sample_s: float
     samples: tuple[RssSample, ...]
     peak_hwm_mib: float  # VmHWM at the end: the largest RSS of the whole run, catch-up included
+    time_scale: float = 1.0  # seconds of event time per second of wall time
+    keys: int = 0  # distinct keys (customers, ads) in what was produced
+    idle_mib: float = NAN  # serving, before the first event
+
+    @property
+    def state_per_key_bytes(self) -> float:
+        """RSS above the idle worker at the end, per key: what the state costs per customer (ad)."""
+        return (self.end_mib - self.idle_mib) * MIB / self.keys if self.keys else NAN
 
     @property
     def steady(self) -> list[RssSample]:
@@ -118,7 +126,8 @@ class SoakFigures:
             "growth_mib": growth_mib, "growth_pct": growth_pct,
             "slope_mib_per_min_second_half": self.slope_mib_per_min,
             "bytes_per_event": self.bytes_per_event, "most_behind": self.most_behind,
-            "peak_hwm_mib": self.peak_hwm_mib,
+            "peak_hwm_mib": self.peak_hwm_mib, "time_scale": self.time_scale, "keys": self.keys,
+            "idle_mib": self.idle_mib, "state_per_key_bytes": self.state_per_key_bytes,
             "samples": {"columns": ["seconds", "rss_mib", "done", "behind"],
                         "rows": [s.to_json() for s in self.samples]},
         }  # fmt: skip

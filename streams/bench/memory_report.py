@@ -10,8 +10,8 @@ from typing import Any
 from streams.bench.memory import KEY_NAMES, TARGET_KEYS, SoakFigures, StateFigures, least_squares_slope
 from streams.bench.runner import RunResult
 
-SOAK_HEADER = ["phase", "events/s", "RSS start", "RSS end", "peak", "growth (%)", "MiB/min, 2nd half",
-               "bytes/event", "most behind", "correct"]  # fmt: skip
+SOAK_HEADER = ["phase", "events/s", "event time x", "RSS start", "RSS end", "peak", "growth (%)",
+               "MiB/min, 2nd half", "bytes/event", "state bytes/key", "most behind", "correct"]  # fmt: skip
 STATE_HEADER = ["phase", "keys", "events/s", "RSS first", "10 % keys", "50 %", "100 %", "settled",
                 "bytes/key", "at target", "correct"]  # fmt: skip
 TARGETS = " and ".join(f"{TARGET_KEYS[p]:,} {KEY_NAMES[p]}" for p in TARGET_KEYS)
@@ -37,10 +37,11 @@ def _correct(run: RunResult) -> str:
 def soak_row(run: RunResult, figures: SoakFigures, label: str) -> list[str]:
     growth_mib, growth_pct = figures.growth
     return [
-        label, _num(figures.offered_per_s), _num(figures.start_mib), _num(figures.end_mib),
-        _num(figures.peak_mib), f"{_signed(growth_mib, 1)} ({_signed(growth_pct, 1)} %)",
+        label, _num(figures.offered_per_s), _num(figures.time_scale, "{:,.0f}"), _num(figures.start_mib),
+        _num(figures.end_mib), _num(figures.peak_mib),
+        f"{_signed(growth_mib, 1)} ({_signed(growth_pct, 1)} %)",
         _signed(figures.slope_mib_per_min, 2), _signed(figures.bytes_per_event, 0),
-        f"{figures.most_behind:,}", _correct(run),
+        _num(figures.state_per_key_bytes), f"{figures.most_behind:,}", _correct(run),
     ]  # fmt: skip
 
 
@@ -96,7 +97,9 @@ def memory_notes(scenario: str, runs: Sequence[RunResult]) -> list[str]:
             f"- RSS in MiB (VmRSS), sampled every {every}; start and end are the first and last samples "
             "of the measured period, peak its largest; the slope is the least-squares fit over its "
             "second half; bytes/event is that slope over the offered rate; most behind = produced but "
-            "not yet done, at worst, in the measured period."
+            "not yet done, at worst, in the measured period. event time x = seconds of event time per "
+            "second (a scaled soak reaches the 24 h horizons within the run); state bytes/key = RSS at "
+            "the end above the idle worker's, over the distinct keys (customers, ads) produced."
         )
     else:
         notes.append(

@@ -43,6 +43,8 @@ class BenchOptions:
     workers: tuple[int, ...] = (1, 2)
     keys: int = 1_000_000
     out_dir: Path = Path(".streams/bench")
+    pipelines: tuple[str, ...] = PIPELINES  # soak, state: the phases
+    time_scale: float = 1.0  # soak: seconds of event time per second
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -55,6 +57,12 @@ class BenchOptions:
             raise ConfigError("--workers needs positive process counts, e.g. 1,2")
         if self.keys < 1000:
             raise ConfigError("--keys needs at least 1000 (the CTR phase sweeps a tenth as many ads)")
+        if not self.pipelines or any(p not in PIPELINES for p in self.pipelines):
+            raise ConfigError(
+                f"--pipelines takes some of {','.join(PIPELINES)}, not {','.join(self.pipelines)!r}"
+            )
+        if self.time_scale < 1:
+            raise ConfigError("--time-scale is event seconds per wall second: 1 or more")
 
     @classmethod
     def for_scenario(
@@ -109,9 +117,11 @@ def run_bench(settings: Settings, options: BenchOptions, command: str, report: R
     if o.scenario in ("latency", "fraud-latency"):
         runs += bench_fraud_latency(settings, o.rate, o.seconds, o.repeats, o.out_dir, report)
     if o.scenario == "soak":
-        runs = bench_soak(settings, o.rate, o.seconds, o.repeats, o.out_dir, report)
+        runs = bench_soak(
+            settings, o.rate, o.seconds, o.repeats, o.out_dir, report, o.pipelines, o.time_scale
+        )
     if o.scenario == "state":
-        runs = bench_state(settings, o.keys, o.repeats, o.out_dir, report)
+        runs = bench_state(settings, o.keys, o.repeats, o.out_dir, report, o.pipelines)
     if o.scenario == "recovery":
         runs = bench_recovery(settings, o.events, o.repeats, o.out_dir, report)
     names = {c.name: c.description for c in contenders}

@@ -2,12 +2,15 @@
 worker process with that one pipeline (``STREAMS_WORKER__PIPELINES``) so that growth is attributable:
 
 - ``soak``: traffic at a steady ``--rate`` for a warm-up plus ``--seconds``, with event time
-  following the wall clock (windows close and state is evicted as in production), the worker's RSS
-  sampled every 2 s. The CTR phase first catches up on history as long as its longest non-window
-  horizon (dedupe horizon + grace: 11 min by default) at the same rate, so the dedupe ids are at
-  their steady size when the warm-up begins; without it a 10-minute soak would only show them
-  filling up. The fraud state's horizons (24 h of amounts per customer, 90 days of decisions for
-  the label join) are beyond any soak: what each transaction adds shows up in the slope.
+  following the wall clock, or ``--time-scale`` times faster (windows close and state is evicted as
+  in production, in event time), the worker's RSS sampled every 2 s. Each phase first catches up on
+  history as long as its longest non-window horizon at the same rate, so its state is at its steady
+  size when the warm-up begins: for CTR the dedupe horizon + grace (11 min by default), for fraud
+  the 24 h of amounts per customer and the dedupe horizon of its decisions (24 h), which a soak
+  reaches only with event time scaled (``--time-scale 60``: 1.44M transactions at 1,000/s); a
+  history beyond ``HISTORY_CAP`` events is skipped (said in the report), and then the slope shows
+  the state filling up. Decisions past the dedupe horizon leave memory (the label join reads them
+  from Cassandra), so nothing is kept for the 90-day label horizon.
 - ``state``: a backlog with one event per key (``--keys`` customers, a tenth as many ads), RSS at
   every progress of the worker, so at 10 %, 50 % and 100 % of the keys seen.
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -68,6 +71,7 @@ DRAIN_TIMEOUT_S = 180.0
 SETTLE_S = 5.0
 CTR_SWEEP_SPAN_MS = 50_000  # the whole sweep within a minute of event time: no window closes during it
 FRAUD_SWEEP_RATE = 1000  # transactions per second of event time
+HISTORY_CAP = 5_000_000  # events: a longer history would take the soak's time catching up
 LAG = "streams_consumer_lag_records"
 Body = Callable[[RunContext, OurWorker, Callable[[], JobProcess], RunResult], None]
 
@@ -90,9 +94,22 @@ def phase_topics(pipeline: str, run_id: str) -> tuple[str, dict[str, str]]:
 
 
 def history_seconds(settings: Settings, pipeline: str) -> float:
-    if pipeline != "ctr":
-        return 0.0
+    """Event time the phase's state needs to reach its steady size (its longest non-window horizon)."""
+    if pipeline == "fraud":
+        return max(86_400.0, settings.fraud.dedupe_horizon_hours * 3600.0)
     return (parse_duration_ms(settings.ctr.dedupe_horizon) + parse_duration_ms(settings.ctr.grace)) / 1000
+
+
+class KeyCounter:
+    """Counts the distinct keys (customers, ads) of the messages that go through it."""
+
+    def __init__(self) -> None:
+        self.keys: set[bytes] = set()
+
+    def __call__(self, messages: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in messages:
+            self.keys.add(key)
+            yield key, value
 
 
 def live_traffic(
@@ -208,32 +225,42 @@ def feed_and_sample(
         producer.join(timeout=30)
 
 
-def soak_body(settings: Settings, pipeline: str, rate: float, seconds: float, report: Report) -> Body:
+def soak_body(
+    settings: Settings, pipeline: str, rate: float, seconds: float, report: Report, time_scale: float = 1.0
+) -> Body:
+    event_rate = rate / time_scale  # events per second of event time
+
     def body(run: RunContext, worker: OurWorker, start: Callable[[], JobProcess], result: RunResult) -> None:
-        history_s, history, catch_up_s = history_seconds(settings, pipeline), 0, None
+        history_s, history, catch_up_s, keys = history_seconds(settings, pipeline), 0, None, KeyCounter()
+        count = int(rate * history_s / time_scale)
+        if count > HISTORY_CAP:
+            report(f"  no history: {history_s:.0f} s of event time would be {count:,} events (scale event "
+                   "time with --time-scale): the state fills up during the soak")  # fmt: skip
+            history_s = 0.0
         if history_s:
-            count = int(rate * history_s)
-            report(f"  pre-loading {history_s:.0f} s of history at {rate:,.0f}/s ({count:,} events)")
+            report(f"  pre-loading {history_s:.0f} s of event time at {rate:,.0f}/s ({count:,} events)")
             begin = now_ms() - int(history_s * 1000)
-            history = preload(settings, run.topic, live_traffic(settings, pipeline, count, start_ms=begin,
-                                                                rate=rate, seed=7))  # fmt: skip
+            traffic = live_traffic(settings, pipeline, count, start_ms=begin, rate=event_rate, seed=7)
+            history = preload(settings, run.topic, keys(traffic))
         job = start()
+        wait_serving([job], worker.name)
+        idle_mib = rss_mib(job.proc.pid)
         if history:
             backlog, _ = watch_backlog([job], worker.name, run.topic, history)
             catch_up_s = backlog.startup_s + backlog.seconds
             report(f"  caught up on the history in {catch_up_s:.0f} s")
         else:
-            wait_serving([job], worker.name)
             time.sleep(ASSIGN_S)
         count = int(rate * (WARMUP_S + seconds))
-        report(f"  live: {count:,} events at {rate:,.0f}/s ({WARMUP_S:.0f} s warm-up, then {seconds:.0f} s)")
-        messages = live_traffic(settings, pipeline, count, start_ms=now_ms(), rate=rate)
+        report(f"  live: {count:,} events at {rate:,.0f}/s ({WARMUP_S:.0f} s warm-up, then {seconds:.0f} s), "
+               f"event time x{time_scale:g}")  # fmt: skip
+        messages = keys(live_traffic(settings, pipeline, count, start_ms=now_ms(), rate=event_rate))
         samples, offered, text = feed_and_sample(
             settings.kafka, job, worker.name, run.topic, messages, rate, history
         )
         result.memory = SoakFigures(
             pipeline, offered.rate, WARMUP_S, seconds, history_s, history, catch_up_s, SAMPLE_S,
-            tuple(samples), peak_rss_mib(job.proc.pid),
+            tuple(samples), peak_rss_mib(job.proc.pid), time_scale, len(keys.keys), idle_mib,
         )  # fmt: skip
         result.check = caught_up(samples[-1].done, history + offered.sent, text, run.topic)
 
@@ -267,26 +294,32 @@ def state_body(settings: Settings, pipeline: str, keys: int, report: Report) -> 
 
 
 def bench_soak(
-    settings: Settings, rate: float, seconds: float, repeats: int, out_dir: Path, report: Report
-) -> list[RunResult]:
+    settings: Settings, rate: float, seconds: float, repeats: int, out_dir: Path, report: Report,
+    pipelines: Sequence[str] = PIPELINES, time_scale: float = 1.0,
+) -> list[RunResult]:  # fmt: skip
     runs = []
     with bench_keyspace(settings) as (keyspace, session):
         for repeat in range(1, repeats + 1):
-            for pipeline in PIPELINES:
+            for pipeline in pipelines:
                 report(f"repeat {repeat}/{repeats}: {phase_name(pipeline)} soak at {rate:,.0f} events/s")
-                body = soak_body(settings, pipeline, rate, seconds, report)
+                body = soak_body(settings, pipeline, rate, seconds, report, time_scale)
                 runs.append(run_phase(settings, keyspace, session, pipeline, repeat, out_dir, report, body))
     return runs
 
 
 def bench_state(
-    settings: Settings, keys: int, repeats: int, out_dir: Path, report: Report
+    settings: Settings,
+    keys: int,
+    repeats: int,
+    out_dir: Path,
+    report: Report,
+    pipelines: Sequence[str] = PIPELINES,
 ) -> list[RunResult]:
     """``keys`` customers in the fraud phase, a tenth as many ads in the CTR phase (as in the issue)."""
     runs = []
     with bench_keyspace(settings) as (keyspace, session):
         for repeat in range(1, repeats + 1):
-            for pipeline in PIPELINES:
+            for pipeline in pipelines:
                 count = keys // 10 if pipeline == "ctr" else keys
                 report(
                     f"repeat {repeat}/{repeats}: {phase_name(pipeline)} over {count:,} {KEY_NAMES[pipeline]}"

@@ -163,6 +163,16 @@ def bench(
         typer.Option(min=1, help="latency: how long to offer them (20); soak: after a 30 s warm-up (600)."),
     ] = None,
     workers: Annotated[str, typer.Option(help="replay: worker process counts to compare, e.g. 1,2.")] = "1,2",
+    pipelines: Annotated[
+        str, typer.Option(help="soak, state: the phases to run, of ctr,fraud.")
+    ] = "ctr,fraud",
+    time_scale: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="soak: seconds of event time per second (60: the fraud phase reaches its 24 h horizons).",
+        ),
+    ] = 1.0,
     keys: Annotated[
         int,
         typer.Option(
@@ -199,6 +209,8 @@ def bench(
         workers=process_counts,
         keys=keys,
         out_dir=out,
+        pipelines=tuple(name.strip() for name in pipelines.split(",") if name.strip()),
+        time_scale=time_scale,
     )
     command = shlex.join(["streams", *sys.argv[1:]])
     result = run_bench(load_settings(), options, command, lambda line: err.print(line, highlight=False))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -196,7 +197,11 @@ def test_soak_figures_judge_the_steady_phase_by_its_trend() -> None:
     settled = soak_figures(lambda t: 300.0 + min(t, 300) / 10)
     assert settled.slope_mib_per_min == pytest.approx(0.0, abs=1e-9) and settled.growth[0] == 27.0
     assert "+0.00 MiB/min" in settled.summary()
-    assert table_rows(memory_report("soak", [RunResult("ours (ctr)", 1, memory=settled)]))[1][0][6] == "+0.00"
+    assert table_rows(memory_report("soak", [RunResult("ours (ctr)", 1, memory=settled)]))[1][0][7] == "+0.00"
+    # State per key: RSS at the end above the idle worker's, over the keys produced.
+    keyed = replace(settled, keys=1000, idle_mib=100.0)
+    assert keyed.state_per_key_bytes == pytest.approx((330.0 - 100.0) * MIB / 1000)
+    assert math.isnan(settled.state_per_key_bytes)
     json = leaking.to_json()
     assert json["samples"]["columns"] == ["seconds", "rss_mib", "done", "behind"]
     assert json["slope_mib_per_min_second_half"] == pytest.approx(1.0)
@@ -239,8 +244,8 @@ def test_memory_tables_have_one_row_per_phase() -> None:
     soak = RunResult("ours (ctr)", 1, memory=soak_figures(lambda t: 300.0 + t / 60), check=Check(True, "ok"))
     failed = RunResult("ours (fraud)", 1, error="RuntimeServiceError: worker exited")
     header, rows = table_rows(memory_report("soak", [soak, failed]))
-    assert header[:3] == ["phase", "events/s", "RSS start"]
-    assert rows[0][0] == "ours (ctr)" and rows[0][5:7] == ["+10.0 (+3.3 %)", "+1.00"] and rows[0][-1] == "yes"
+    assert header[:4] == ["phase", "events/s", "event time x", "RSS start"]
+    assert rows[0][0] == "ours (ctr)" and rows[0][6:8] == ["+10.0 (+3.3 %)", "+1.00"] and rows[0][-1] == "yes"
     assert rows[1][:2] == ["ours (fraud)", "failed"] and rows[1][-1] == "no" and len(rows[1]) == len(header)
     text = markdown(memory_report("soak", [soak, failed]))
     assert "One row per phase and repeat (1 repeat(s))." in text
