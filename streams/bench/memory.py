@@ -68,6 +68,12 @@ class SoakFigures:
     time_scale: float = 1.0  # seconds of event time per second of wall time
     keys: int = 0  # distinct keys (customers, ads) in what was produced
     idle_mib: float = NAN  # serving, before the first event
+    state_bytes: int = 0  # the newest snapshot of each partition at the end, summed (0: none)
+
+    @property
+    def snapshot_per_key_bytes(self) -> float:
+        """The state as stored, per key: what each customer (ad) costs the state itself."""
+        return self.state_bytes / self.keys if self.keys and self.state_bytes else NAN
 
     @property
     def state_per_key_bytes(self) -> float:
@@ -128,6 +134,7 @@ class SoakFigures:
             "bytes_per_event": self.bytes_per_event, "most_behind": self.most_behind,
             "peak_hwm_mib": self.peak_hwm_mib, "time_scale": self.time_scale, "keys": self.keys,
             "idle_mib": self.idle_mib, "state_per_key_bytes": self.state_per_key_bytes,
+            "state_bytes": self.state_bytes, "snapshot_per_key_bytes": self.snapshot_per_key_bytes,
             "samples": {"columns": ["seconds", "rss_mib", "done", "behind"],
                         "rows": [s.to_json() for s in self.samples]},
         }  # fmt: skip

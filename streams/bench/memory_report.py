@@ -11,7 +11,8 @@ from streams.bench.memory import KEY_NAMES, TARGET_KEYS, SoakFigures, StateFigur
 from streams.bench.runner import RunResult
 
 SOAK_HEADER = ["phase", "events/s", "event time x", "RSS start", "RSS end", "peak", "growth (%)",
-               "MiB/min, 2nd half", "bytes/event", "state bytes/key", "most behind", "correct"]  # fmt: skip
+               "MiB/min, 2nd half", "bytes/event", "RSS bytes/key", "snapshot bytes/key", "most behind",
+               "correct"]  # fmt: skip
 STATE_HEADER = ["phase", "keys", "events/s", "RSS first", "10 % keys", "50 %", "100 %", "settled",
                 "bytes/key", "at target", "correct"]  # fmt: skip
 TARGETS = " and ".join(f"{TARGET_KEYS[p]:,} {KEY_NAMES[p]}" for p in TARGET_KEYS)
@@ -41,7 +42,8 @@ def soak_row(run: RunResult, figures: SoakFigures, label: str) -> list[str]:
         _num(figures.end_mib), _num(figures.peak_mib),
         f"{_signed(growth_mib, 1)} ({_signed(growth_pct, 1)} %)",
         _signed(figures.slope_mib_per_min, 2), _signed(figures.bytes_per_event, 0),
-        _num(figures.state_per_key_bytes), f"{figures.most_behind:,}", _correct(run),
+        _num(figures.state_per_key_bytes), _num(figures.snapshot_per_key_bytes), f"{figures.most_behind:,}",
+        _correct(run),
     ]  # fmt: skip
 
 
@@ -98,8 +100,10 @@ def memory_notes(scenario: str, runs: Sequence[RunResult]) -> list[str]:
             "of the measured period, peak its largest; the slope is the least-squares fit over its "
             "second half; bytes/event is that slope over the offered rate; most behind = produced but "
             "not yet done, at worst, in the measured period. event time x = seconds of event time per "
-            "second (a scaled soak reaches the 24 h horizons within the run); state bytes/key = RSS at "
-            "the end above the idle worker's, over the distinct keys (customers, ads) produced."
+            "second (a scaled soak reaches the 24 h horizons within the run); RSS bytes/key = RSS at the "
+            "end above the idle worker's (consumer buffers, batches and the interpreter's arenas "
+            "included), over the distinct keys (customers, ads) produced; snapshot bytes/key = the "
+            "newest snapshot of every partition at the end (the state itself, msgpack) over those keys."
         )
     else:
         notes.append(

@@ -20,6 +20,7 @@ consumer lag gauge must read 0 at the end.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -58,6 +59,7 @@ from streams.bench.workload import Oracle, ad_event_stream, ad_sweep
 from streams.ctr.windows import parse_duration_ms
 from streams.errors import RuntimeServiceError
 from streams.io.kafka import ensure_topics
+from streams.io.snapshot_store import CassandraSnapshotStore
 from streams.produce import ProduceReport, produce
 from streams.scrape import total
 from streams.settings import KafkaSettings, Settings
@@ -225,9 +227,24 @@ def feed_and_sample(
         producer.join(timeout=30)
 
 
+def state_bytes(settings: Settings, session: Any, run: RunContext, worker: OurWorker, pipeline: str) -> int:
+    """The size of the worker's state: its newest snapshot of each partition, in Cassandra."""
+    store = CassandraSnapshotStore(session, run.keyspace, worker.version(run))
+
+    async def newest() -> int:
+        sizes = []
+        for partition in range(settings.kafka.partitions):
+            found = await store.candidates(pipeline, partition)
+            sizes.append(max(found, key=lambda info: info.snapshot_id).size if found else 0)
+        return sum(sizes)
+
+    return asyncio.run(newest())
+
+
 def soak_body(
-    settings: Settings, pipeline: str, rate: float, seconds: float, report: Report, time_scale: float = 1.0
-) -> Body:
+    settings: Settings, pipeline: str, rate: float, seconds: float, report: Report, time_scale: float = 1.0,
+    session: Any = None,
+) -> Body:  # fmt: skip
     event_rate = rate / time_scale  # events per second of event time
 
     def body(run: RunContext, worker: OurWorker, start: Callable[[], JobProcess], result: RunResult) -> None:
@@ -261,6 +278,7 @@ def soak_body(
         result.memory = SoakFigures(
             pipeline, offered.rate, WARMUP_S, seconds, history_s, history, catch_up_s, SAMPLE_S,
             tuple(samples), peak_rss_mib(job.proc.pid), time_scale, len(keys.keys), idle_mib,
+            state_bytes(settings, session, run, worker, pipeline) if session is not None else 0,
         )  # fmt: skip
         result.check = caught_up(samples[-1].done, history + offered.sent, text, run.topic)
 
@@ -302,7 +320,7 @@ def bench_soak(
         for repeat in range(1, repeats + 1):
             for pipeline in pipelines:
                 report(f"repeat {repeat}/{repeats}: {phase_name(pipeline)} soak at {rate:,.0f} events/s")
-                body = soak_body(settings, pipeline, rate, seconds, report, time_scale)
+                body = soak_body(settings, pipeline, rate, seconds, report, time_scale, session)
                 runs.append(run_phase(settings, keyspace, session, pipeline, repeat, out_dir, report, body))
     return runs
 
