@@ -13,7 +13,7 @@ from streams.ctr.smoothing import (
     BetaPrior,
     PriorSet,
     posterior,
-    prior_arrays_from_mean,
+    backoff_prior,
 )
 from streams.ctr.state import (
     AdEvent,
@@ -136,18 +136,22 @@ class CtrProcessor:
         return rows
 
     def _cell_rows(self, cells: list[tuple[WindowUpdate, str]]) -> list[dict[str, Any]]:
-        """Sparse cells borrow from their ad when it has enough data, else from the campaign prior."""
+        """Sparse cells borrow from the rest of their ad (its other segments) when that has enough
+        data, else stand on the campaign prior. The borrowed prior has exactly the back-off strength
+        in pseudo-impressions, centred on the rest's posterior mean under the campaign prior: a cell
+        is never pulled toward its own counts, and never harder than the policy says."""
         policy = self.cell_policy
         campaign_priors = [self.priors.for_campaign(campaign) for _, campaign in cells]
         n = np.array([u.counts.impressions for u, _ in cells], dtype=float)
         c = np.array([u.counts.clicks for u, _ in cells], dtype=float)
-        ad_n = np.array([u.ad_counts.impressions if u.ad_counts else 0 for u, _ in cells], dtype=float)
-        ad_c = np.array([u.ad_counts.clicks if u.ad_counts else 0 for u, _ in cells], dtype=float)
+        rest_n = np.array([u.ad_counts.impressions if u.ad_counts else 0 for u, _ in cells], dtype=float) - n
+        rest_c = np.array([u.ad_counts.clicks if u.ad_counts else 0 for u, _ in cells], dtype=float) - c
+        rest_n, rest_c = np.maximum(rest_n, 0), np.maximum(rest_c, 0)
         alpha = np.array([p.alpha for p in campaign_priors], dtype=float)
         beta = np.array([p.beta for p in campaign_priors], dtype=float)
-        ad_mean = (alpha + ad_c) / (alpha + beta + np.maximum(ad_n, ad_c))
-        backoff = (n < policy.min_cell_impressions) & (ad_n >= policy.min_ad_impressions)
-        ad_alpha, ad_beta = prior_arrays_from_mean(ad_mean, policy.backoff_strength)
+        rest_mean = (alpha + rest_c) / (alpha + beta + np.maximum(rest_n, rest_c))
+        backoff = (n < policy.min_cell_impressions) & (rest_n >= policy.min_ad_impressions)
+        ad_alpha, ad_beta = backoff_prior(rest_mean, policy.backoff_strength)
         alpha = np.where(backoff, ad_alpha, alpha)
         beta = np.where(backoff, ad_beta, beta)
         mean, low, high = posterior(n, c, alpha, beta, self.ci_level)

@@ -61,11 +61,11 @@ def posterior(
     return a / (a + b), betaincinv(a, b, tail), betaincinv(a, b, 1 - tail)
 
 
-def prior_arrays_from_mean(mean: Floats, strength: float) -> tuple[Floats, Floats]:
-    """`BetaPrior.from_mean`, vectorised: alpha floored at `MIN_ALPHA`."""
+def backoff_prior(mean: Floats, strength: float) -> tuple[Floats, Floats]:
+    """Beta(mean * strength, (1 - mean) * strength) per element: exactly ``strength``
+    pseudo-impressions (alpha may be below 1; flooring it would raise the strength)."""
     mean = np.clip(mean, 1e-9, 1 - 1e-9)
-    alpha = np.maximum(mean * strength, MIN_ALPHA)
-    return alpha, alpha * (1 - mean) / mean
+    return mean * strength, (1 - mean) * strength
 
 
 def estimate(impressions: int, clicks: int, prior: BetaPrior, ci_level: float = 0.95) -> CtrEstimate:

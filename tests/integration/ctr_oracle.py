@@ -241,8 +241,9 @@ def assert_posterior(settings: Settings, row: Any, ad_counts: Sequence[int] | No
     """The row's smoothed CTR and interval are those of Beta(alpha + clicks, beta + misses) under
     the prior the prior file gives its campaign (restated here: the file read, scipy's Beta), at
     the configured level, equal-tailed. A cell (``ad_counts``: its ad's [impressions, clicks] in
-    the window) with fewer than min_cell_impressions whose ad has min_ad_impressions borrows a
-    prior of backoff_strength pseudo-impressions at the ad's smoothed mean (alpha at least 1)."""
+    the window) with fewer than min_cell_impressions whose ad has min_ad_impressions in its other
+    segments borrows a prior of exactly backoff_strength pseudo-impressions at the smoothed mean of
+    those other segments (the cell's own counts left out)."""
     from scipy.stats import beta as beta_distribution
 
     ctr = settings.ctr
@@ -252,12 +253,11 @@ def assert_posterior(settings: Settings, row: Any, ad_counts: Sequence[int] | No
     if (
         ad_counts is not None
         and row.impressions < ctr.min_cell_impressions
-        and ad_counts[0] >= ctr.min_ad_impressions
+        and ad_counts[0] - row.impressions >= ctr.min_ad_impressions
     ):
-        n, c = ad_counts
+        n, c = ad_counts[0] - row.impressions, max(ad_counts[1] - row.clicks, 0)
         mean = (alpha + c) / (alpha + beta + max(n, c))
-        alpha = max(mean * ctr.backoff_strength, 1.0)
-        beta, level = alpha * (1 - mean) / mean, "ad"
+        alpha, beta, level = mean * ctr.backoff_strength, (1 - mean) * ctr.backoff_strength, "ad"
     assert row.prior_level == level, (row, level)
     a = alpha + row.clicks
     # misses floored at 0: a window can hold clicks whose impressions fell in the window before

@@ -16,10 +16,10 @@ from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE, CellPoli
 from streams.ctr.smoothing import (
     BetaPrior,
     PriorSet,
+    backoff_prior,
     estimate,
     fit_beta_moments,
     fit_priors,
-    prior_arrays_from_mean,
 )
 from streams.ctr.state import AdEvent, CtrConfig
 from streams.ctr.views import campaign_windows
@@ -44,16 +44,18 @@ PRIORS = PriorSet("p7", DEFAULT, campaigns={"c1": CAMPAIGN_C1})
 # (ad, campaign, partition, segment) -> (impressions, clicks) in the hour [T0, T0 + 1h)
 TRAFFIC = {
     ("a1", "c1", 0, "s1"): (35, 3),  # dense cell (35 >= 10)
-    ("a1", "c1", 0, "s2"): (5, 0),  # sparse cell of a busy ad (40 >= 30): backs off to a1
-    ("a3", "c1", 1, "s1"): (9, 2),  # one below the cell minimum: backs off (a3 has exactly 30)
+    ("a1", "c1", 0, "s2"): (5, 0),  # sparse cell of a busy ad (35 elsewhere >= 30): backs off to a1
+    ("a3", "c1", 1, "s1"): (9, 2),  # one below the cell minimum: backs off (30 elsewhere, exactly)
     ("a3", "c1", 1, "s2"): (10, 1),  # exactly the cell minimum: stands on the campaign prior
-    ("a3", "c1", 1, "s3"): (11, 0),
-    ("a4", "c1", 1, "s1"): (5, 1),  # sparse cell of an ad one below the ad minimum (29)
-    ("a4", "c1", 1, "s2"): (24, 0),
+    ("a3", "c1", 1, "s3"): (20, 0),
+    ("a4", "c1", 1, "s1"): (5, 1),  # sparse cell of an ad with one below the ad minimum elsewhere (29)
+    ("a4", "c1", 1, "s2"): (29, 0),
+    ("a6", "c1", 0, "s1"): (6, 1),  # its ad has 30 with it, 24 without: stands on the campaign prior
+    ("a6", "c1", 0, "s2"): (24, 0),
     ("a2", "c2", 1, "s1"): (95, 2),  # c2 has no campaign prior: the default
-    ("a2", "c2", 1, "s2"): (5, 0),  # backs off to a2, whose mean * 400 < 1: alpha floored
-    ("a5", "c1", 0, "s1"): (5, 31),  # more clicks than impressions (impressions late or lost)
-    ("a5", "c1", 0, "s2"): (25, 0),
+    ("a2", "c2", 1, "s2"): (5, 0),  # backs off to a2
+    ("a5", "c1", 0, "s1"): (5, 0),  # backs off to the rest of a5, which has more clicks than impressions
+    ("a5", "c1", 0, "s2"): (30, 31),  # (impressions late or lost)
 }
 
 
@@ -137,17 +139,18 @@ def test_ad_rows_are_the_posterior_under_the_campaign_prior_or_the_default(rows)
     assert by_ad["a1"]["smoothed_ctr"] == pytest.approx(5 / 642, rel=1e-12)
 
 
-# The ad-level prior of a backed-off cell, by hand: the ad's posterior mean m under its campaign
-# prior over the hour (all segments), then Beta(alpha = max(400 m, 1), beta = alpha (1 - m) / m).
+# The ad-level prior of a backed-off cell, by hand: the posterior mean m of the rest of its ad (its
+# other segments, the cell's own counts left out) under the campaign prior over the hour, then
+# Beta(400 m, 400 (1 - m)): exactly the back-off strength.
 BACKED_OFF = {
-    # a1: 40 impressions, 3 clicks: m = (2 + 3) / (602 + 40) = 5/642; alpha = 2000/642
-    ("a1", "s2"): (Fraction(2000, 642), Fraction(2000, 642) * Fraction(637, 5)),
-    # a3: 30 impressions (the ad minimum), 3 clicks: m = 5/632
-    ("a3", "s1"): (Fraction(2000, 632), Fraction(2000, 632) * Fraction(627, 5)),
-    # a2: 100 impressions, 2 clicks under Beta(1, 332): m = 3/433, 400 m = 1200/433 ... not floored
-    ("a2", "s2"): (Fraction(1200, 433), Fraction(1200, 433) * Fraction(430, 3)),
-    # a5: 30 impressions, 31 clicks: the posterior counts no negative misses: m = 33 / (602 + 31)
-    ("a5", "s1"): (Fraction(400 * 33, 633), Fraction(400 * 33, 633) * Fraction(600, 33)),
+    # a1 without s2: 35 impressions, 3 clicks: m = (2 + 3) / (602 + 35) = 5/637
+    ("a1", "s2"): (Fraction(2000, 637), Fraction(400 * 632, 637)),
+    # a3 without s1: 30 impressions (the ad minimum), 1 click: m = 3/632
+    ("a3", "s1"): (Fraction(1200, 632), Fraction(400 * 629, 632)),
+    # a2 without s2: 95 impressions, 2 clicks under Beta(1, 332): m = 3/428
+    ("a2", "s2"): (Fraction(1200, 428), Fraction(400 * 425, 428)),
+    # a5 without s1: 30 impressions, 31 clicks: no negative misses: m = 33 / (602 + 31)
+    ("a5", "s1"): (Fraction(400 * 33, 633), Fraction(400 * 600, 633)),
 }
 
 
@@ -167,15 +170,17 @@ def test_cell_rows_back_off_to_their_ad_exactly_when_the_policy_says(rows) -> No
             _check(row, (1.0, 332.0), "default", n, c)
 
 
-def test_a_backed_off_prior_below_one_pseudo_click_is_floored_at_alpha_one() -> None:
-    """a2's mean 1/433 (100 impressions, no click) times 400 is below 1: alpha 1, the mean kept."""
+def test_a_backed_off_prior_keeps_the_back_off_strength_below_one_pseudo_click() -> None:
+    """The rest of a2 (95 impressions, no click) has mean 1/428; times 400 it is below 1, and
+    alpha stays 400/428 (flooring it at 1 would make the prior 428 pseudo-impressions strong)."""
     processor = CtrProcessor(CONFIG, PRIORS, "v3", ci_level=LEVEL, cell_policy=POLICY)
     events = [
         AdEvent(f"e{i}", "impression", T0 + i, "a2", "c2", "s1" if i < 95 else "s2") for i in range(100)
     ]
     processor.apply_batch(events, 0)
     cells = {r["segment"]: r for r in processor.drain().cells}
-    _check(cells["s2"], (1.0, 432.0), "ad", 5, 0)
+    _check(cells["s2"], (400 / 428, 400 * 427 / 428), "ad", 5, 0)
+    assert cells["s2"]["prior_alpha"] + cells["s2"]["prior_beta"] == pytest.approx(400.0, rel=1e-12)
     _check(cells["s1"], (1.0, 332.0), "default", 95, 0)
 
 
@@ -323,10 +328,12 @@ def test_one_estimate_exactly() -> None:
 
 
 def test_priors_from_a_mean_at_the_extremes_stay_proper() -> None:
-    """A mean of 0 or 1 is held 1e-9 inside (0, 1): finite, positive parameters, alpha floored at 1."""
-    alpha, beta = prior_arrays_from_mean(np.array([0.0, 1.0, 0.5, 0.01]), 10.0)
-    assert alpha.tolist() == pytest.approx([1.0, 10 * (1 - 1e-9), 5.0, 1.0], rel=1e-12)
-    assert beta.tolist() == pytest.approx([(1 - 1e-9) / 1e-9, 10 * 1e-9, 5.0, 99.0], rel=1e-6)
+    """A mean of 0 or 1 is held 1e-9 inside (0, 1): finite, positive parameters; a back-off prior
+    has exactly its strength, a fitted one (`from_mean`) alpha floored at 1."""
+    alpha, beta = backoff_prior(np.array([0.0, 1.0, 0.5, 0.01]), 10.0)
+    assert alpha.tolist() == pytest.approx([10 * 1e-9, 10 * (1 - 1e-9), 5.0, 0.1], rel=1e-6)
+    assert beta.tolist() == pytest.approx([10 * (1 - 1e-9), 10 * 1e-9, 5.0, 9.9], rel=1e-6)
+    assert (alpha + beta).tolist() == pytest.approx([10.0] * 4, rel=1e-12)
     extremes = [(0.0, (1.0, (1 - 1e-9) / 1e-9)), (1.0, (10 * (1 - 1e-9), 10 * 1e-9)), (0.5, (5.0, 5.0))]
     for mean, (a, b) in extremes:
         prior = BetaPrior.from_mean(mean, 10.0, "ad", "p7")
