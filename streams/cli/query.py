@@ -154,33 +154,38 @@ def query_ctr(
 def query_top_ads(
     segment: Annotated[str, typer.Option(help="The segment (user group).")],
     k: Annotated[int, typer.Option("--k", min=1, help="How many ads.")] = 10,
-    at: Annotated[
-        str | None, typer.Option(help="Newest window starting before this time (default: now).")
-    ] = None,
+    at: Annotated[str | None, typer.Option(help="Newest window ended by this time (default: now).")] = None,
     final_only: Annotated[
         bool, typer.Option("--final-only", help="Only a window closed past grace.")
+    ] = False,
+    include_open: Annotated[
+        bool, typer.Option("--include-open", help="The newest window started by --at, though still open.")
     ] = False,
     version: Version = None,
     as_json: AsJson = False,
 ) -> None:
-    """Best ads of a segment in its newest hopping window, by the lower credible bound."""
-    from streams.ctr.views import top_ads
+    """Best ads of a segment in its newest hopping window that has ended (or, with --include-open,
+    started), by the lower credible bound."""
+    from streams.ctr.views import ended_windows_before, top_ads
+    from streams.ctr.windows import parse_duration_ms
     from streams.io.ctr_store import read_latest_segment_window
 
     settings = load_settings()
     at_ms = parse_time_ms(at) if at else int(time.time() * 1000) + 1
     with session_of(settings) as session:
         pipeline_version, ctr = version_ctr_params(session, settings, version)
+        bound = at_ms if include_open else ended_windows_before(at_ms, parse_duration_ms(ctr["hopping"]))
         cells = read_latest_segment_window(
-            session, settings.cassandra.keyspace, pipeline_version, segment, ctr["hopping"], at_ms, final_only
+            session, settings.cassandra.keyspace, pipeline_version, segment, ctr["hopping"], bound, final_only
         )
     rows = top_ads(cells, k)
 
     def render() -> None:
         first = rows[0]
+        state = "final" if first["final"] else ("ended" if first["window_end"] <= at_ms else "open")
         title = (
             f"top {len(rows)} ads in segment {segment}, window {iso(first['window_start'])} .. "
-            f"{iso(first['window_end'])} UTC, by lower {100 * first['ci_level']:.0f}% bound"
+            f"{iso(first['window_end'])} UTC ({state}), by lower {100 * first['ci_level']:.0f}% bound"
         )
         table = Table(
             "ad",

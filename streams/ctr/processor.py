@@ -12,8 +12,8 @@ from streams.ctr.smoothing import (
     CI_METHOD,
     BetaPrior,
     PriorSet,
-    posterior,
     backoff_prior,
+    posterior,
 )
 from streams.ctr.state import (
     AdEvent,

@@ -61,3 +61,10 @@ def top_ads(cells: Iterable[Mapping[str, Any]], k: int) -> list[dict[str, Any]]:
     """
     ranked = sorted(cells, key=lambda c: (-c["ci_low"], -c["smoothed_ctr"], c["ad_id"]))
     return [dict(c) for c in ranked[:k]]
+
+
+def ended_windows_before(at_ms: int, length_ms: int) -> int:
+    """The bound on window starts (``window_start < bound``) that keeps the windows of
+    ``length_ms`` that have ended by ``at_ms``: the newest one below it is the newest complete
+    window (at "now", the newest started one holds a few minutes of data and is never final)."""
+    return at_ms - length_ms + 1

@@ -55,7 +55,8 @@ def read_latest_segment_window(
     session: Session, keyspace: str, version: str, segment: str, window: str, at_ms: int, final_only: bool
 ) -> list[dict[str, Any]]:
     """Every ad cell of the newest window of ``segment`` starting before ``at_ms`` (final ones only
-    if asked), looking back at most a day."""
+    if asked), looking back at most a day. (`streams query top-ads` passes the start of the newest
+    window that has ended, `ctr.views.ended_windows_before`.)"""
     table = f"{check_identifier(keyspace)}.{CELL_TABLE}"
     latest = session.prepare(
         f"SELECT window_start, final FROM {table} WHERE pipeline_version = ? AND segment = ? "

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from streams.ctr.views import campaign_windows, top_ads
+from streams.ctr.views import campaign_windows, ended_windows_before, top_ads
 
 
 def partial(partition: int, impressions: int, clicks: int, final: bool = True) -> dict[str, object]:
@@ -37,3 +37,18 @@ def test_top_ads_rank_by_the_lower_bound_not_the_raw_rate() -> None:
         {"ad_id": "weak", "ci_low": 0.0001, "smoothed_ctr": 0.001},
     ]
     assert [c["ad_id"] for c in top_ads(cells, 2)] == ["proven", "lucky"]
+
+
+def test_top_ads_default_to_the_newest_window_that_has_ended() -> None:
+    """Hourly windows every 5 minutes; at 10:07 the newest ended one is 09:05-10:05 (starts below
+    09:07 + 1 ms): the 10:05 one holds two minutes and is never final."""
+    hour, minute = 3_600_000, 60_000
+    at = 10 * hour + 7 * minute
+    bound = ended_windows_before(at, hour)
+    starts = range(8 * hour, at, 5 * minute)
+    assert max(s for s in starts if s < bound) == 9 * hour + 5 * minute
+    assert (
+        max(s for s in starts if s < ended_windows_before(10 * hour + 5 * minute, hour))
+        == 9 * hour + 5 * minute
+    )
+    assert max(s for s in starts if s < ended_windows_before(10 * hour + 5 * minute - 1, hour)) == 9 * hour
