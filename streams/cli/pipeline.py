@@ -90,6 +90,9 @@ def produce_clickstream(
     ] = None,
     ads: Annotated[int, typer.Option(min=1, help="Ads (spread over the campaigns).")] = 400,
     campaigns: Annotated[int, typer.Option(min=1, help="Campaigns.")] = 20,
+    campaign_spread: Annotated[
+        float, typer.Option(min=1, help="Highest over lowest campaign CTR level (display vs search: 10-50).")
+    ] = 30.0,
     out_of_order: Annotated[float, typer.Option(min=0, max=1, help="Share of out-of-order events.")] = 0.02,
     late: Annotated[
         float, typer.Option(min=0, max=1, help="Share of events later than the grace period.")
@@ -102,8 +105,8 @@ def produce_clickstream(
 
     settings = load_settings()
     profile = ClickstreamProfile(
-        campaigns=campaigns, ads=ads, out_of_order_share=out_of_order, late_share=late,
-        duplicate_share=duplicates, malformed_share=malformed,
+        campaigns=campaigns, ads=ads, campaign_spread=campaign_spread, out_of_order_share=out_of_order,
+        late_share=late, duplicate_share=duplicates, malformed_share=malformed,
     )  # fmt: skip
     start = start_ms if start_ms is not None else int(time.time() * 1000)
     generator = ClickstreamGenerator(profile, seed=seed, start_ms=start, rate=rate)

@@ -1,6 +1,8 @@
 """Synthetic clickstream with realistic sparsity and the usual dirt. Deterministic per seed.
 
-Many ads across campaigns with heavy-tailed traffic, true CTRs drawn around a mean of 0.003,
+Many ads across campaigns with heavy-tailed traffic; campaigns whose CTR levels differ by
+``campaign_spread`` (30x between the lowest and the highest, evenly in log scale around a mean of
+0.003, as display, search and retargeting do), true ad CTRs drawn around their campaign's level,
 clicks that follow their impressions by seconds, and configurable shares of out-of-order,
 late, duplicate and malformed messages. Yields (key, value) pairs in arrival order.
 """
@@ -26,6 +28,7 @@ class ClickstreamProfile:
     ads: int = 400
     segments: tuple[str, ...] = SEGMENTS
     mean_ctr: float = 0.003
+    campaign_spread: float = 30.0  # highest over lowest campaign CTR level
     ctr_concentration: float = 400.0  # Beta(alpha + beta) of the true ad CTRs around their campaign mean
     traffic_tail: float = 1.1  # Pareto shape of the traffic per ad (smaller = heavier tail)
     click_delay_ms: tuple[int, int] = (500, 20_000)
@@ -44,6 +47,14 @@ class Ad:
     true_ctr: float
 
 
+def campaign_levels(mean: float, spread: float, campaigns: int) -> list[float]:
+    """CTR levels evenly spaced in log scale from mean / sqrt(spread) to mean * sqrt(spread)
+    (each at most 0.05): the highest is ``spread`` times the lowest."""
+    if campaigns == 1:
+        return [min(mean, 0.05)]
+    return [min(mean * spread ** (i / (campaigns - 1) - 0.5), 0.05) for i in range(campaigns)]
+
+
 class ClickstreamGenerator:
     def __init__(self, profile: ClickstreamProfile, *, seed: int, start_ms: int, rate: float) -> None:
         self.profile = profile
@@ -58,9 +69,8 @@ class ClickstreamGenerator:
 
     def _make_ads(self) -> list[Ad]:
         p = self.profile
-        campaign_means = [
-            min(p.mean_ctr * self.rng.lognormvariate(-0.08, 0.4), 0.05) for _ in range(p.campaigns)
-        ]
+        campaign_means = campaign_levels(p.mean_ctr, p.campaign_spread, p.campaigns)
+        self.rng.shuffle(campaign_means)
         ads = []
         for i in range(p.ads):
             c = i % p.campaigns

@@ -7,6 +7,9 @@ window counts, final flags. Every (ad, window) row in Cassandra must match it ex
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -17,9 +20,9 @@ from streams.ctr.generator import ClickstreamGenerator
 from streams.produce import produce
 from streams.settings import Settings
 from streams.versions import result_topic
-from tests.integration.ctr_oracle import PROFILE, START, as_counts, assert_rows_match_oracle, oracle
+from tests.integration.ctr_oracle import PROFILE, START, as_counts, assert_rows_match_oracle, ctr_rows, oracle
 from tests.integration.kafka_records import read_partitions
-from tests.support import metric, running_worker, scrape, wait_until
+from tests.support import metric, running_worker, scrape, settings_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +54,7 @@ def test_every_window_row_matches_the_oracle(ctr_settings: Settings, tmp_path: P
 
     ad_rows = assert_rows_match_oracle(settings, expected)
     assert any(r.final for r in ad_rows) and any(not r.final for r in ad_rows)
+    assert_top_ads_read_the_newest_ended_window(settings)
 
     # Identical dead-letter, late and duplicate counts.
     topic = settings.topics.ad_events
@@ -81,3 +85,22 @@ def test_every_window_row_matches_the_oracle(ctr_settings: Settings, tmp_path: P
                 key = (record["window"], record["ad_id"], record["window_start"])
                 latest[key] = (record["impressions"], record["clicks"])
     assert latest == as_counts(expected["ads"])
+
+
+def assert_top_ads_read_the_newest_ended_window(settings: Settings) -> None:
+    """`streams query top-ads` at START + 2m5s (1 min windows every 10 s): by default the newest
+    window ended by then starts at START + 60 s; with --include-open, the one started at START + 120 s.
+    Its ads are the cells of that window ranked by their lower bound."""
+    cells = ctr_rows(settings)["cells"]
+    segment = Counter(c.segment for c in cells if c.window == "1m").most_common(1)[0][0]
+    at = START + 125_000
+    for flags, start in (((), START + 60_000), (("--include-open",), START + 120_000)):
+        command = [sys.executable, "-m", "streams", "query", "top-ads", "--segment", segment, "--k", "5",
+                   "--at", str(at), "--json", *flags]  # fmt: skip
+        done = subprocess.run(command, env={**os.environ, **settings_env(settings)}, capture_output=True,
+                              text=True, timeout=60, check=True)  # fmt: skip
+        shown = orjson.loads(done.stdout)
+        window = [c for c in cells if c.window == "1m" and c.segment == segment and c.window_start == start]
+        ranked = sorted(window, key=lambda c: (-c.ci_low, -c.smoothed_ctr, c.ad_id))[:5]
+        assert [r["ad_id"] for r in shown] == [c.ad_id for c in ranked] and shown, (flags, shown)
+        assert {r["window_start"] for r in shown} == {start}
