@@ -39,6 +39,18 @@ from streams.settings import CassandraSettings
 log = logging.getLogger(__name__)
 
 _TRANSIENT = (OperationTimedOut, WriteTimeout, Unavailable, NoHostAvailable)
+
+
+class _ExpectedBatchWarning(logging.Filter):
+    """Drops the server's warning about unlogged batches across partitions: the sink sends them on
+    purpose (rows grouped by their first replica, see `CassandraSink`), so on a small cluster every
+    batch would log it. Other server warnings pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("Server warning: Unlogged batch covering"))
+
+
+logging.getLogger("cassandra.protocol").addFilter(_ExpectedBatchWarning())
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 
 

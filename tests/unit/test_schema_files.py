@@ -71,3 +71,17 @@ def test_a_capped_dead_letter_record_follows_its_schema() -> None:
     assert record["raw_truncated"] and record["key_truncated"]
     assert set(schema["required"]) | {"timestamp_ms", "key_base64"} == set(record)
     assert schema["properties"]["reason_kind"]["enum"] == list(REJECTION_KINDS)
+
+
+def test_the_sinks_own_unlogged_batch_warning_is_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import streams.io.cassandra  # noqa: F401  (installs the filter)
+
+    driver = logging.getLogger("cassandra.protocol")
+    with caplog.at_level(logging.WARNING, logger="cassandra.protocol"):
+        driver.warning("Server warning: %s", "Unlogged batch covering 18 partitions detected against table x")
+        driver.warning("Server warning: %s", "Aggregation query used without partition key")
+    assert [r.getMessage() for r in caplog.records] == [
+        "Server warning: Aggregation query used without partition key"
+    ]
