@@ -137,46 +137,39 @@ def device_cards(features: Any) -> list[Any]:
     return sorted(found)
 
 
+def state_view(
+    partition: int, features: Any, watermark: int | None, decisions: dict[str, int], labels: list[Any],
+    dedupe_ms: int,
+) -> tuple[Any, ...]:  # fmt: skip
+    """What of a partition's state can decide a later output: the decisions within the dedupe
+    horizon, the waiting labels, the customers, devices and cards still within their horizons."""
+    since = None if features.watermark is None else features.watermark - features.horizon_ms
+    dedupe = None if watermark is None else watermark - dedupe_ms
+    within = sorted((tx_id, ts) for tx_id, ts in decisions.items() if dedupe is None or ts >= dedupe)
+    known = customers(features.customers, since)
+    return (partition, watermark, within, labels, known, device_cards(features))
+
+
 def reference_state(processor: ReferenceProcessor) -> str:
-    found = []
-    for partition, state in processor.states.items():
-        f, w = state.features, state.watermark
-        since = None if f.watermark is None else f.watermark - f.horizon_ms
-        dedupe = None if w is None else w - processor.dedupe_horizon_ms
-        found.append(
-            (
-                partition,
-                w,
-                sorted(
-                    (tx_id, d.ts) for tx_id, d in state.decisions.items() if dedupe is None or d.ts >= dedupe
-                ),
-                [(lb["transaction_id"], lb["ts"], lb["is_fraud"], lb["source"]) for lb in state.pending],
-                customers(f.customers, since),
-                device_cards(f),
-            )
+    return repr([
+        state_view(
+            partition, state.features, state.watermark, {k: d.ts for k, d in state.decisions.items()},
+            [(lb["transaction_id"], lb["ts"], lb["is_fraud"], lb["source"]) for lb in state.pending],
+            processor.dedupe_horizon_ms,
         )
-    return repr(found)
+        for partition, state in processor.states.items()
+    ])  # fmt: skip
 
 
 def batch_state(processor: FraudProcessor) -> str:
-    found = []
-    for partition, state in processor.states.items():
-        f, w = state.features, state.watermark
-        since = None if f.watermark is None else f.watermark - f.horizon_ms
-        dedupe = None if w is None else w - processor.dedupe_horizon_ms
-        found.append(
-            (
-                partition,
-                w,
-                sorted(
-                    (tx_id, ts) for tx_id, ts in state.decisions.items() if dedupe is None or ts >= dedupe
-                ),
-                [(lb.transaction_id, lb.ts, lb.is_fraud, lb.source) for lb in state.labels.waiting.values()],
-                customers(f.customers, since),
-                device_cards(f),
-            )
+    return repr([
+        state_view(
+            partition, state.features, state.watermark, state.decisions,
+            [(lb.transaction_id, lb.ts, lb.is_fraud, lb.source) for lb in state.labels.waiting.values()],
+            processor.dedupe_horizon_ms,
         )
-    return repr(found)
+        for partition, state in processor.states.items()
+    ])  # fmt: skip
 
 
 class Archive:
