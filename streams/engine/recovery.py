@@ -49,6 +49,8 @@ async def fold_isolating(
             try:
                 folded.add(await fold_prepared(pipeline, partition, {topic: [message]}, replay=replay))
                 kept.append((topic, message))
+            except RuntimeServiceError:
+                raise
             except Exception as exc:
                 at = coordinates_of(message)
                 log.error("%s: processing %s failed: %r (dead-lettered, skipped)", pipeline.name, at, exc)
