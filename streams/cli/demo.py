@@ -125,11 +125,12 @@ def demo_clickstream(settings: Settings, worker: ManagedProcess, seconds: float,
     check_report(report)
     wait_for(lambda: consumed(settings, topic) - before >= report.sent, worker, "the worker to catch up", 600)
     show_campaigns(settings, sorted({ad.campaign_id for ad in generator.ads}), start_ms)
-    # The hopping window that starts just before the demo covers all of its traffic.
+    # The hopping window that starts just before the demo covers all of its traffic (still open).
     for segment in generator.profile.segments[:2]:
         query_top_ads(
-            segment=segment, k=5, at=str(start_ms + 1), final_only=False, version=None, as_json=False
-        )
+            segment=segment, k=5, at=str(start_ms + 1), final_only=False, include_open=True, version=None,
+            as_json=False,
+        )  # fmt: skip
     return report.sent
 
 
@@ -146,7 +147,8 @@ def print_where_next(settings: Settings, summary: str) -> None:
         f"{result_topic(settings.topics.fraud_scores, w.pipeline_version)}"
     )
     console.print(
-        "more: streams query ctr --campaign campaign-000 --window 1h | streams query top-ads --segment news"
+        "more: streams query ctr --campaign campaign-000 --window 1h | "
+        "streams query top-ads --segment news --include-open"
     )
     console.print("      streams query fraud --customer cust-000001 | streams query fraud-metrics")
     console.print(

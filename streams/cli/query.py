@@ -205,7 +205,12 @@ def query_top_ads(
             )  # fmt: skip
         console.print(table)
 
-    emit(rows, as_json, render)
+    empty = "no rows"
+    if not include_open:
+        final = " and is final" if final_only else ""
+        empty = (f"no {ctr['hopping']} window of segment {segment} has ended by {iso(at_ms)} UTC{final}: "
+                 "--include-open shows the newest one started")  # fmt: skip
+    emit(rows, as_json, render, empty)
 
 
 @app.command("smoke")
