@@ -16,6 +16,7 @@ from cassandra import (
     AuthenticationFailed,
     InvalidRequest,
     OperationTimedOut,
+    ReadTimeout,
     Unauthorized,
     Unavailable,
     WriteTimeout,
@@ -38,7 +39,7 @@ from streams.settings import CassandraSettings
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT = (OperationTimedOut, WriteTimeout, Unavailable, NoHostAvailable)
+_TRANSIENT = (OperationTimedOut, WriteTimeout, ReadTimeout, Unavailable, NoHostAvailable)
 
 
 class _ExpectedBatchWarning(logging.Filter):
@@ -315,27 +316,40 @@ class CassandraSink:
 
     async def _execute(self, statement: Statement) -> None:
         async with self._slots:
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    await as_asyncio(self._session.execute_async(statement))
-                    return
-                except _TRANSIENT as exc:
-                    if attempt == self._max_attempts:
-                        raise SinkError(f"Cassandra write failed after {attempt} attempts: {exc}") from exc
-                    self._on_retry(exc)
-                    if attempt == 1 or attempt % 10 == 0:
-                        log.warning(
-                            "Cassandra write failing (attempt %d), holding the batch: %s", attempt, exc
-                        )
-                    await asyncio.sleep(min(0.1 * 2 ** min(attempt, 6), 5.0))
+            try:
+                await execute_retrying(
+                    self._session, statement, "Cassandra write failing, holding the batch",
+                    max_attempts=self._max_attempts, on_retry=self._on_retry,
+                )  # fmt: skip
+            except _TRANSIENT as exc:
+                raise SinkError(f"Cassandra write failed after {self._max_attempts} attempts: {exc}") from exc
 
     async def flush(self) -> None:
         """Writes are acknowledged in `write`; nothing is buffered here."""
 
     async def close(self) -> None:
         self._prepared.clear()
+
+
+async def execute_retrying(
+    session: Session, statement: Statement, what: str, params: Sequence[Any] | None = None, *,
+    max_attempts: int = 0, on_retry: Callable[[BaseException], None] = lambda exc: None,
+) -> Any:  # fmt: skip
+    """``statement``'s result, retrying transient errors with capped backoff (0.2 s doubling to
+    5 s); ``max_attempts`` 0 retries for ever (the caller's batch waits while Cassandra is down),
+    else the last error is raised. ``what`` is logged at the first failure and every tenth."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await as_asyncio(session.execute_async(statement, params))
+        except _TRANSIENT as exc:
+            if attempt == max_attempts:
+                raise
+            on_retry(exc)
+            if attempt == 1 or attempt % 10 == 0:
+                log.warning("%s (attempt %d): %s", what, attempt, exc)
+            await asyncio.sleep(min(0.1 * 2 ** min(attempt, 6), 5.0))
 
 
 def _batch(statements: Sequence[BoundStatement]) -> Statement:

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from typing import Any
 
-from cassandra import OperationTimedOut, ReadTimeout, Unavailable
-from cassandra.cluster import NoHostAvailable, Session
+from cassandra.cluster import Session
 from cassandra.query import PreparedStatement
 
 from streams.fraud.evaluation import ScoredOutcome
 from streams.fraud.processor import COHORT_TABLE, SCORES_TABLE, TRANSACTIONS_TABLE, Archived
-from streams.io.cassandra import as_asyncio, check_identifier
-
-log = logging.getLogger(__name__)
-_TRANSIENT = (OperationTimedOut, ReadTimeout, Unavailable, NoHostAvailable)
+from streams.io.cassandra import check_identifier, execute_retrying
 
 METRICS_TABLE = "fraud_cohort_metrics"
 
@@ -92,7 +87,8 @@ def scan_training_rows(session: Session, keyspace: str, version: str) -> list[di
 class DecisionArchive:
     """The fraud pipeline's `Lookup`: the archived decisions (``fraud_transactions`` rows with a
     score) of some transaction ids, read concurrently. Transient errors are retried for ever, as
-    the sink does: while Cassandra is down the batch waits, it is never folded without them."""
+    the sink does: while Cassandra is down the batch waits, it is never folded without them
+    (a read timeout counts as transient here too)."""
 
     def __init__(self, session: Session, keyspace: str, *, concurrency: int = 32) -> None:
         self.session = session
@@ -112,17 +108,10 @@ class DecisionArchive:
         if self._prepared is None:
             self._prepared = self.session.prepare(self.cql)
         async with self._slots:
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    response = self.session.execute_async(self._prepared, (version, tx_id))
-                    found = list(await as_asyncio(response))
-                    break
-                except _TRANSIENT as exc:
-                    if attempt == 1 or attempt % 10 == 0:
-                        log.warning("reading archived decisions failing (attempt %d): %s", attempt, exc)
-                    await asyncio.sleep(min(0.1 * 2 ** min(attempt, 6), 5.0))
+            rows = await execute_retrying(
+                self.session, self._prepared, "reading archived decisions failing", (version, tx_id)
+            )
+        found = list(rows)
         if not found or found[0].score is None:  # no row, or only a label's cells
             return None
         row = found[0]
