@@ -39,7 +39,8 @@ from streams.settings import CassandraSettings
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT = (OperationTimedOut, WriteTimeout, ReadTimeout, Unavailable, NoHostAvailable)
+_TRANSIENT = (OperationTimedOut, WriteTimeout, Unavailable, NoHostAvailable)  # of a write
+READ_TRANSIENT = (OperationTimedOut, ReadTimeout, Unavailable, NoHostAvailable)
 
 
 class _ExpectedBatchWarning(logging.Filter):
@@ -334,16 +335,18 @@ class CassandraSink:
 async def execute_retrying(
     session: Session, statement: Statement, what: str, params: Sequence[Any] | None = None, *,
     max_attempts: int = 0, on_retry: Callable[[BaseException], None] = lambda exc: None,
+    transient: tuple[type[Exception], ...] = _TRANSIENT,
 ) -> Any:  # fmt: skip
-    """``statement``'s result, retrying transient errors with capped backoff (0.2 s doubling to
-    5 s); ``max_attempts`` 0 retries for ever (the caller's batch waits while Cassandra is down),
-    else the last error is raised. ``what`` is logged at the first failure and every tenth."""
+    """``statement``'s result, retrying ``transient`` errors (a write's, by default; a read passes
+    `READ_TRANSIENT`) with capped backoff (0.2 s doubling to 5 s); ``max_attempts`` 0 retries for
+    ever (the caller's batch waits while Cassandra is down), else the last error is raised.
+    ``what`` is logged at the first failure and every tenth."""
     attempt = 0
     while True:
         attempt += 1
         try:
             return await as_asyncio(session.execute_async(statement, params))
-        except _TRANSIENT as exc:
+        except transient as exc:
             if attempt == max_attempts:
                 raise
             on_retry(exc)

@@ -11,7 +11,7 @@ from cassandra.query import PreparedStatement
 
 from streams.fraud.evaluation import ScoredOutcome
 from streams.fraud.processor import COHORT_TABLE, SCORES_TABLE, TRANSACTIONS_TABLE, Archived
-from streams.io.cassandra import check_identifier, execute_retrying
+from streams.io.cassandra import READ_TRANSIENT, check_identifier, execute_retrying
 
 METRICS_TABLE = "fraud_cohort_metrics"
 
@@ -87,8 +87,7 @@ def scan_training_rows(session: Session, keyspace: str, version: str) -> list[di
 class DecisionArchive:
     """The fraud pipeline's `Lookup`: the archived decisions (``fraud_transactions`` rows with a
     score) of some transaction ids, read concurrently. Transient errors are retried for ever, as
-    the sink does: while Cassandra is down the batch waits, it is never folded without them
-    (a read timeout counts as transient here too)."""
+    the sink does: while Cassandra is down the batch waits, it is never folded without them."""
 
     def __init__(self, session: Session, keyspace: str, *, concurrency: int = 32) -> None:
         self.session = session
@@ -109,8 +108,9 @@ class DecisionArchive:
             self._prepared = self.session.prepare(self.cql)
         async with self._slots:
             rows = await execute_retrying(
-                self.session, self._prepared, "reading archived decisions failing", (version, tx_id)
-            )
+                self.session, self._prepared, "reading archived decisions failing", (version, tx_id),
+                transient=READ_TRANSIENT,
+            )  # fmt: skip
         found = list(rows)
         if not found or found[0].score is None:  # no row, or only a label's cells
             return None

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from cassandra import InvalidRequest, OperationTimedOut, ReadTimeout
 
-from streams.io.cassandra import execute_retrying
+from streams.io.cassandra import READ_TRANSIENT, execute_retrying
 
 
 class Response:
@@ -23,11 +23,11 @@ class Response:
             done(self.outcome)
 
 
-class Session:
+class FakeSession:
     """Answers each call with the next outcome of ``outcomes``."""
 
     def __init__(self, *outcomes: Any) -> None:
-        self.outcomes = list(outcomes)
+        self.outcomes: list[Any] = list(outcomes)
         self.calls: list[tuple[Any, Any]] = []
 
     def execute_async(self, statement: Any, params: Any = None) -> Response:
@@ -35,10 +35,18 @@ class Session:
         return Response(self.outcomes.pop(0))
 
 
+def session_of(*outcomes: Any) -> Any:
+    return FakeSession(*outcomes)
+
+
 def test_transient_errors_are_retried_until_the_answer() -> None:
-    session = Session(OperationTimedOut("t"), ReadTimeout("r"), ["row"])
+    session = session_of(OperationTimedOut("t"), ReadTimeout("r"), ["row"])
     retried: list[BaseException] = []
-    rows = asyncio.run(execute_retrying(session, "SELECT", "reading", ("v", "t1"), on_retry=retried.append))  # type: ignore[arg-type]
+    rows = asyncio.run(
+        execute_retrying(
+            session, "SELECT", "r", ("v", "t1"), on_retry=retried.append, transient=READ_TRANSIENT
+        )
+    )
     assert rows == ["row"] and len(session.calls) == 3 and session.calls[0] == ("SELECT", ("v", "t1"))
     assert [type(e) for e in retried] == [OperationTimedOut, ReadTimeout]
 
@@ -47,10 +55,16 @@ def test_the_last_allowed_attempt_and_other_errors_are_raised() -> None:
     with pytest.raises(OperationTimedOut):
         asyncio.run(
             execute_retrying(
-                Session(OperationTimedOut("a"), OperationTimedOut("b")), "W", "w", max_attempts=2
+                session_of(OperationTimedOut("a"), OperationTimedOut("b")), "W", "w", max_attempts=2
             )
-        )  # type: ignore[arg-type]
-    session = Session(InvalidRequest("bad"), ["never"])
+        )
+    session = session_of(InvalidRequest("bad"), ["never"])
     with pytest.raises(InvalidRequest):
-        asyncio.run(execute_retrying(session, "W", "w"))  # type: ignore[arg-type]
+        asyncio.run(execute_retrying(session, "W", "w"))
     assert len(session.calls) == 1
+
+
+def test_a_write_does_not_retry_a_read_timeout() -> None:
+    session = session_of(ReadTimeout("r"), ["never"])
+    with pytest.raises(ReadTimeout):
+        asyncio.run(execute_retrying(session, "W", "w"))
