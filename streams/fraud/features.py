@@ -136,7 +136,8 @@ def _history(state: FeatureState, customer: str) -> CustomerHistory | None:
 
 def _idle(state: FeatureState, history: CustomerHistory) -> bool:
     """Whether the customer's newest transaction is older than the horizon before the watermark."""
-    return state.watermark is not None and history.reach[-1] < state.watermark - state.horizon_ms
+    since = state.known_since()
+    return since is not None and history.reach[-1] < since
 
 
 def _known(seen: dict[str, int], key: str | None, since: int | None) -> bool:
