@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from streams.ctr.learning import PriorLearning
 from streams.ctr.processor import CellPolicy
 from streams.ctr.smoothing import PriorSet
 from streams.ctr.state import CtrConfig
@@ -181,9 +182,30 @@ def ctr_config(ctr: CtrSettings) -> CtrConfig:
             cell_window=ctr.hopping,
             grace_ms=grace,
             dedupe_horizon_ms=horizon,
+            learning=prior_learning(ctr, hopping) if ctr.prior_learning else None,
         )
     except ValueError as exc:  # a rule of the CTR state that the checks above do not know yet
         raise invalid("ctr", str(exc)) from None
+
+
+def prior_learning(ctr: CtrSettings, hopping_ms: int) -> PriorLearning:
+    """The learning rule: refit every interval from the final hopping windows on the hour."""
+    refit = duration_ms("ctr.prior_refit_every", ctr.prior_refit_every)
+    history = duration_ms("ctr.prior_history", ctr.prior_history)
+    if history < refit:
+        raise invalid(
+            "ctr.prior_history",
+            f"{ctr.prior_history!r} is shorter than ctr.prior_refit_every {ctr.prior_refit_every!r} "
+            "(a refit reads at least one interval of final windows)",
+        )
+    return PriorLearning(
+        window=ctr.hopping,
+        size_ms=hopping_ms,
+        refit_ms=refit,
+        history_ms=history,
+        min_impressions=ctr.prior_min_impressions,
+        min_ads=ctr.prior_min_ads,
+    )
 
 
 def decision_policy(fraud: FraudSettings) -> DecisionPolicy:

@@ -115,6 +115,13 @@ class CtrSettings(_Group):
     min_cell_impressions: int = Field(1000, ge=0)
     min_ad_impressions: int = Field(1000, ge=0)
     backoff_strength: float = Field(500.0, gt=0)
+    # Priors learned from the stream in event time (`streams/ctr/learning.py`): every refit
+    # interval, from the final hopping windows on the hour of the trailing history.
+    prior_learning: bool = True
+    prior_refit_every: Duration = "1h"
+    prior_history: Duration = "24h"
+    prior_min_impressions: int = Field(50, ge=1, description="an ad window enters the fit with this many")
+    prior_min_ads: int = Field(3, ge=2, description="ads a campaign needs for a learned prior of its own")
     ttl_s: int = Field(0, ge=0, description="TTL of result rows in seconds; 0 keeps them")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from streams.ctr.learning import LearnedPriors, learn, version_of
 from streams.ctr.smoothing import (
     CI_METHOD,
     BetaPrior,
@@ -17,6 +18,7 @@ from streams.ctr.smoothing import (
 )
 from streams.ctr.state import (
     AdEvent,
+    Counts,
     CtrConfig,
     Folded,
     Outcome,
@@ -33,6 +35,9 @@ HOUR_MS = 3_600_000
 AD_TABLE = "ctr_ad_windows"
 CAMPAIGN_TABLE = "ctr_campaign_windows"
 CELL_TABLE = "ctr_segment_cells"
+
+
+NOTHING_LEARNED = LearnedPriors()
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class CtrProcessor:
         self.cell_policy = cell_policy or CellPolicy()
         self.specs: dict[str, WindowSpec] = {w.name: w for w in config.windows}
         self.states: dict[int, PartitionState] = {}
+        self._learned: dict[tuple[int, int], LearnedPriors] = {}  # (partition, epoch) -> its priors
 
     def apply(self, event: AdEvent, partition: int) -> Outcome:
         return self.apply_batch([event], partition).outcomes[0]
@@ -91,10 +97,36 @@ class CtrProcessor:
             for _ in drain(self.states[partition], self.config):
                 pass
 
+    def prior_for(self, partition: int, start: int, campaign_id: str) -> BetaPrior:
+        """The prior of an ad or cell window: the campaign's learned prior for the epoch the window
+        starts in, else the file's campaign prior, the learned global one, the file's global one,
+        the file's default (the file is where a version starts before it has learned anything)."""
+        learned = self._learned_priors(partition, start)
+        return (
+            learned.campaigns.get(campaign_id)
+            or self.priors.campaigns.get(campaign_id)
+            or learned.global_
+            or self.priors.for_campaign(campaign_id)
+        )
+
+    def _learned_priors(self, partition: int, start: int) -> LearnedPriors:
+        learning = self.config.learning
+        if learning is None:
+            return NOTHING_LEARNED
+        epoch = learning.epoch(start)
+        learned = self._learned.get((partition, epoch))
+        if learned is None:
+            if len(self._learned) > 256:  # a cache: any epoch can be learned again, the same
+                self._learned.clear()
+            finals = self.states[partition].finals
+            learned = learn(finals, epoch, learning, version_of(epoch, partition))
+            self._learned[partition, epoch] = learned
+        return learned
+
     def drain(self) -> CtrRows:
         """Rows for every window that changed or closed since the last drain, smoothed in bulk."""
-        ads: list[tuple[WindowUpdate, str]] = []
-        cells: list[tuple[WindowUpdate, str]] = []
+        ads: list[tuple[WindowUpdate, str, int]] = []
+        cells: list[tuple[WindowUpdate, str, int]] = []
         rows = CtrRows()
         sources: dict[str, list[int]] = {"ads": [], "campaigns": [], "cells": []}
         for partition, state in sorted(self.states.items()):
@@ -103,26 +135,26 @@ class CtrProcessor:
                     rows.campaigns.append(self._campaign_row(update, partition))
                     sources["campaigns"].append(partition)
                 elif update.kind == "ad":
-                    ads.append((update, state.campaign_of[update.key[1]]))
+                    ads.append((update, state.campaign_of[update.key[1]], partition))
                     sources["ads"].append(partition)
                 elif not update.refresh or update.counts.impressions < self.cell_policy.min_cell_impressions:
                     # refreshed only if it may borrow from its ad (a denser cell's row does not depend on it)
-                    cells.append((update, state.campaign_of[update.key[2]]))
+                    cells.append((update, state.campaign_of[update.key[2]], partition))
                     sources["cells"].append(partition)
         rows.sources = sources
         rows.ads = self._ad_rows(ads)
         rows.cells = self._cell_rows(cells)
         return rows
 
-    def _ad_rows(self, ads: list[tuple[WindowUpdate, str]]) -> list[dict[str, Any]]:
-        priors = [self.priors.for_campaign(campaign) for _, campaign in ads]
-        n = np.array([u.counts.impressions for u, _ in ads], dtype=float)
-        c = np.array([u.counts.clicks for u, _ in ads], dtype=float)
+    def _ad_rows(self, ads: list[tuple[WindowUpdate, str, int]]) -> list[dict[str, Any]]:
+        priors = [self.prior_for(partition, u.key[2], campaign) for u, campaign, partition in ads]
+        n = np.array([u.counts.impressions for u, _, _ in ads], dtype=float)
+        c = np.array([u.counts.clicks for u, _, _ in ads], dtype=float)
         alpha = np.array([p.alpha for p in priors], dtype=float)
         beta = np.array([p.beta for p in priors], dtype=float)
         mean, low, high = posterior(n, c, alpha, beta, self.ci_level)
         rows = []
-        for i, (update, campaign_id) in enumerate(ads):
+        for i, (update, campaign_id, _) in enumerate(ads):
             window, ad_id, start = update.key
             rows.append(
                 {
@@ -135,17 +167,18 @@ class CtrProcessor:
             )
         return rows
 
-    def _cell_rows(self, cells: list[tuple[WindowUpdate, str]]) -> list[dict[str, Any]]:
+    def _cell_rows(self, cells: list[tuple[WindowUpdate, str, int]]) -> list[dict[str, Any]]:
         """Sparse cells borrow from the rest of their ad (its other segments) when that has enough
         data, else stand on the campaign prior. The borrowed prior has exactly the back-off strength
         in pseudo-impressions, centred on the rest's posterior mean under the campaign prior: a cell
         is never pulled toward its own counts, and never harder than the policy says."""
         policy = self.cell_policy
-        campaign_priors = [self.priors.for_campaign(campaign) for _, campaign in cells]
-        n = np.array([u.counts.impressions for u, _ in cells], dtype=float)
-        c = np.array([u.counts.clicks for u, _ in cells], dtype=float)
-        rest_n = np.array([u.ad_counts.impressions if u.ad_counts else 0 for u, _ in cells], dtype=float) - n
-        rest_c = np.array([u.ad_counts.clicks if u.ad_counts else 0 for u, _ in cells], dtype=float) - c
+        campaign_priors = [self.prior_for(partition, u.key[3], campaign) for u, campaign, partition in cells]
+        n = np.array([u.counts.impressions for u, _, _ in cells], dtype=float)
+        c = np.array([u.counts.clicks for u, _, _ in cells], dtype=float)
+        ad_counts = [u.ad_counts or Counts() for u, _, _ in cells]
+        rest_n = np.array([a.impressions for a in ad_counts], dtype=float) - n
+        rest_c = np.array([a.clicks for a in ad_counts], dtype=float) - c
         rest_n, rest_c = np.maximum(rest_n, 0), np.maximum(rest_c, 0)
         alpha = np.array([p.alpha for p in campaign_priors], dtype=float)
         beta = np.array([p.beta for p in campaign_priors], dtype=float)
@@ -156,7 +189,7 @@ class CtrProcessor:
         beta = np.where(backoff, ad_beta, beta)
         mean, low, high = posterior(n, c, alpha, beta, self.ci_level)
         rows = []
-        for i, (update, campaign_id) in enumerate(cells):
+        for i, (update, campaign_id, _) in enumerate(cells):
             window, segment, ad_id, start = update.key
             campaign_prior = campaign_priors[i]
             prior = (
@@ -205,7 +238,8 @@ class CtrProcessor:
         }
 
     def _campaign_row(self, update: WindowUpdate, partition: int) -> dict[str, Any]:
-        """A per-partition partial; readers sum partitions and smooth with the stored prior."""
+        """A per-partition partial; readers sum partitions and smooth with the stored prior: the
+        file's, the same in every partition (each partition learns from its own ads)."""
         window, campaign_id, start = update.key
         prior = self.priors.for_campaign(campaign_id)
         return {

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
+from streams.ctr.learning import FinalWindow, PriorLearning
 from streams.ctr.windows import WindowSpec
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -61,10 +62,13 @@ class CtrConfig:
     cell_window: str  # the window the ad x segment cells are computed on
     grace_ms: int
     dedupe_horizon_ms: int
+    learning: PriorLearning | None = None  # keep final windows to learn priors from (`learning`)
 
     def __post_init__(self) -> None:
         if self.cell_window not in {w.name for w in self.windows}:
             raise ValueError(f"cell window {self.cell_window!r} is not one of the windows")
+        if self.learning is not None and self.learning.window not in {w.name for w in self.windows}:
+            raise ValueError(f"prior learning window {self.learning.window!r} is not one of the windows")
         if self.dedupe_horizon_ms < self.grace_ms:
             raise ValueError("the dedupe horizon must be at least the grace period")
 
@@ -103,6 +107,7 @@ class PartitionState:
     # Changed since the last drain, per kind, in first-change order (dicts as ordered sets).
     dirty: dict[str, dict[Any, None]] = field(default_factory=lambda: {kind: {} for kind in KINDS})
     next_close: int | None = None  # the earliest end + grace of an open window
+    finals: list[FinalWindow] = field(default_factory=list)  # what priors learn from, in close order
 
     def tables(self) -> dict[str, dict[Any, Counts]]:
         return {"ad": self.ads, "campaign": self.campaigns, "cell": self.cells}
@@ -225,6 +230,8 @@ def drain(state: PartitionState, config: CtrConfig) -> Iterator[WindowUpdate]:
             yield WindowUpdate(kind, key, Counts(counts.impressions, counts.clicks), key in final, ad_counts,
                                key in refreshed)  # fmt: skip
     if closed:
+        if config.learning is not None:
+            _keep_finals(state, config, closed["ad"], watermark)
         for kind in KINDS:
             for key in closed[kind]:
                 del tables[kind][key]
@@ -233,6 +240,21 @@ def drain(state: PartitionState, config: CtrConfig) -> Iterator[WindowUpdate]:
     for dirty in state.dirty.values():
         dirty.clear()
     _forget_old_ids(state, watermark - config.dedupe_horizon_ms, config.grace_ms)
+
+
+def _keep_finals(state: PartitionState, config: CtrConfig, closed: dict[Any, None], watermark: int) -> None:
+    """Keep the final counts of the ad windows priors learn from; forget those no epoch still reads."""
+    learning = config.learning
+    assert learning is not None
+    for key in closed:
+        window, ad_id, start = key
+        if learning.learns_from(window, start):
+            counts = state.ads[key]
+            closes = start + learning.size_ms + config.grace_ms
+            state.finals.append((closes, state.campaign_of[ad_id], ad_id, counts.impressions, counts.clicks))
+    horizon = learning.forget_before(watermark, max(spec.size_ms for spec in config.windows), config.grace_ms)
+    if state.finals and state.finals[0][0] <= horizon:
+        state.finals = [final for final in state.finals if final[0] > horizon]
 
 
 def _refreshed(state: PartitionState, changed: dict[Any, None]) -> dict[Any, None]:

@@ -13,6 +13,7 @@ import pytest
 
 from streams import lifecycle
 from streams.compose import MAX_TTL_S, compose
+from streams.ctr.learning import PriorLearning
 from streams.ctr.processor import CellPolicy
 from streams.ctr.smoothing import BetaPrior, PriorSet
 from streams.ctr.state import CtrConfig
@@ -59,6 +60,8 @@ def test_default_pins_are_the_ones_registered_versions_carry() -> None:
             "tumbling": "1m", "hopping": "1h", "hop_every": "5m", "grace": "1m", "dedupe_horizon": "10m",
             "ci_level": 0.95, "min_cell_impressions": 1000, "min_ad_impressions": 1000,
             "backoff_strength": 500.0, "ttl_s": 0,
+            "prior_learning": True, "prior_refit_every": "1h", "prior_history": "24h",
+            "prior_min_impressions": 50, "prior_min_ads": 3,
             "prior": {"file": "ctr-default.json", "sha256": sha256_of(prior)},
         },
         "fraud": {
@@ -82,7 +85,9 @@ def test_default_parameters_are_typed_and_complete() -> None:
         cell_window="1h",
         grace_ms=60_000,
         dedupe_horizon_ms=600_000,
+        learning=PriorLearning("1h", 3_600_000, 3_600_000, 86_400_000, min_impressions=50, min_ads=3),
     )
+    assert compose(with_ctr(prior_learning=False)).ctr.config.learning is None
     assert ctr.priors == PriorSet.load(DEFAULTS.ctr.prior_file)
     assert (ctr.ci_level, ctr.cell_policy, ctr.ttl_s) == (0.95, CellPolicy(1000, 1000, 500.0), 0)
     assert fraud.policy == DecisionPolicy(0.3, 0.7, 0.05)
@@ -155,6 +160,11 @@ def test_each_pinned_file_is_read_once_and_parsed_from_the_hashed_bytes(
             "(a hopping window is a whole number of hops)",
         ),
         (
+            with_ctr(prior_refit_every="2h", prior_history="1h"),
+            "invalid setting ctr.prior_history: '1h' is shorter than ctr.prior_refit_every '2h' "
+            "(a refit reads at least one interval of final windows)",
+        ),
+        (
             with_fraud(review_at=0.2),
             "invalid setting fraud.review_at: 0.2 is below fraud.disable_invoice_at 0.3",
         ),
@@ -175,6 +185,7 @@ def test_a_cross_field_rule_is_one_line_naming_the_setting(settings: Settings, m
 
 def test_equal_bounds_are_allowed() -> None:
     compose(with_ctr(dedupe_horizon="1m", grace="1m", hop_every="1h"))
+    compose(with_ctr(prior_refit_every="2h", prior_history="2h"))
     compose(with_fraud(review_at=0.3, disable_invoice_at=0.3))
 
 
