@@ -71,6 +71,7 @@ class ClickstreamGenerator:
         p = self.profile
         campaign_means = campaign_levels(p.mean_ctr, p.campaign_spread, p.campaigns)
         self.rng.shuffle(campaign_means)
+        self.campaign_ctr = {f"campaign-{c:03d}": m for c, m in enumerate(campaign_means)}
         ads = []
         for i in range(p.ads):
             c = i % p.campaigns

@@ -4,12 +4,14 @@ Each partition keeps the final counts of its ads' aligned learning windows (the 
 that start on the hour: they do not overlap). Every ``refit_ms`` of event time (an *epoch*) the
 priors are refitted from the windows that became final in the trailing ``history_ms``:
 
-- a **global** fit over every ad window (method of moments, `between_variance`): the spread
-  between campaigns included, so it is wide and serves a campaign without data of its own;
+- the windows are summed per ad: an ad is one draw from its campaign's Beta;
+- a **global** fit over every ad (method of moments): the spread between campaigns included, so it
+  is wide and serves a campaign without ads of its own;
 - one **concentration** shared by the campaigns, pooled over their within-campaign moments
   (a campaign's own few ads are too few to estimate a spread on their own);
-- per campaign with ``min_ads`` ads of its own, a **mean**: its pooled CTR shrunk toward the global
-  mean by the global fit's strength (negligible for a campaign with data when campaigns differ).
+- per campaign with ``min_ads`` ads of its own, a **mean**: its ads' CTRs weighted by their
+  precision (not by traffic: one heavy ad does not stand for its campaign), with the global mean
+  as one more ad (a pull that matters only for a campaign with few, sparse ads).
 
 A window takes the priors of the epoch it starts in. Those read only windows final by the
 epoch's start, which every fold reaches before any event of the window, so the priors of a
@@ -24,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from streams.ctr.smoothing import BetaPrior, between_variance
+from streams.ctr.smoothing import BetaPrior
 
 # (close time = window end + grace, campaign_id, ad_id, impressions, clicks) of a final window
 FinalWindow = tuple[int, str, str, int, int]
@@ -42,13 +44,13 @@ class PriorLearning:
     refit_ms: int = 3_600_000
     history_ms: int = 86_400_000
     min_impressions: int = 50  # an ad window enters the fit with at least this many impressions
-    min_ads: int = 3  # distinct ads a campaign needs for a prior of its own
+    min_ads: int = 1  # distinct ads a campaign needs for a prior of its own
 
     def __post_init__(self) -> None:
         if self.refit_ms <= 0 or self.history_ms < self.refit_ms:
             raise ValueError("the prior history must be at least one refit interval")
-        if self.min_ads < 2:
-            raise ValueError("a campaign prior needs at least 2 ads")
+        if self.min_ads < 1:
+            raise ValueError("a campaign prior needs at least 1 ad")
 
     def learns_from(self, window: str, start: int) -> bool:
         return window == self.window and start % self.size_ms == 0
@@ -57,10 +59,10 @@ class PriorLearning:
         """The epoch whose priors a window starting at ``start`` uses."""
         return start - start % self.refit_ms
 
-    def forget_before(self, watermark: int, longest_ms: int, grace_ms: int) -> int:
-        """Final windows that closed before this are read by no epoch still to come: an open window
-        starts after watermark - longest window - grace, so its epoch is at least that one's."""
-        return self.epoch(watermark - longest_ms - grace_ms) - self.history_ms
+    def forget_before(self, earliest_start: int) -> int:
+        """Final windows that closed before this are read by no epoch still to come, when no window
+        that starts before ``earliest_start`` will have a row again."""
+        return self.epoch(earliest_start) - self.history_ms
 
 
 @dataclass(frozen=True)
@@ -79,50 +81,82 @@ def version_of(epoch: int, partition: int) -> str:
 
 def learn(finals: Iterable[FinalWindow], epoch: int, rule: PriorLearning, version: str) -> LearnedPriors:
     """The priors of ``epoch`` from the final windows that closed in (epoch - history, epoch]."""
-    cells: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    ads: dict[str, set[str]] = defaultdict(set)
+    totals: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for closed, campaign, ad, impressions, clicks in finals:
-        if epoch - rule.history_ms < closed <= epoch and impressions >= rule.min_impressions:
-            cells[campaign].append((impressions, clicks))
-            ads[campaign].add(ad)
-    every = [cell for campaign_cells in cells.values() for cell in campaign_cells]
-    global_ = _global_prior(every, version)
-    concentration = _pooled_concentration([cells[c] for c in cells if len(ads[c]) >= rule.min_ads])
-    if concentration is None:
+        if epoch - rule.history_ms < closed <= epoch:
+            total = totals[campaign][ad]
+            total[0] += impressions
+            total[1] += clicks
+    ads = {campaign: [(n, c) for n, c in per_ad.values() if n > 0] for campaign, per_ad in totals.items()}
+    dense = {campaign: [(n, c) for n, c in a if n >= rule.min_impressions] for campaign, a in ads.items()}
+    every = [ad for campaign_ads in dense.values() for ad in campaign_ads]
+    global_x = _spread_share([every])
+    x = _spread_share([a for a in dense.values() if len(a) >= rule.min_ads])
+    if global_x is None:
+        return LearnedPriors()
+    global_mean = _precision_weighted(every, global_x, ())
+    global_ = BetaPrior.from_mean(global_mean, 1 / global_x - 1, LEARNED_GLOBAL, version)
+    if x is None:
         return LearnedPriors({}, global_)
-    campaigns = {}
-    for campaign, campaign_cells in cells.items():
-        if len(ads[campaign]) < rule.min_ads:
-            continue
-        n = float(sum(i for i, _ in campaign_cells))
-        c = float(sum(k for _, k in campaign_cells))
-        if global_ is not None:  # shrink toward the global mean by the global strength
-            n, c = n + global_.alpha + global_.beta, c + global_.alpha
-        campaigns[campaign] = BetaPrior.from_mean(c / n, concentration, LEARNED_CAMPAIGN, version)
+    # The global mean counts as one more ad, as far from any campaign's mean as ads of all campaigns
+    # are from each other: a pull that matters only for a campaign with few and sparse ads.
+    pull = (global_mean, global_mean * (1 - global_mean) * global_x)
+    campaigns = {
+        campaign: BetaPrior.from_mean(
+            _precision_weighted(a, x, (pull,)), 1 / x - 1, LEARNED_CAMPAIGN, version
+        )
+        for campaign, a in ads.items()
+        if len(a) >= rule.min_ads
+    }
     return LearnedPriors(campaigns, global_)
 
 
-def _global_prior(cells: list[tuple[int, int]], version: str) -> BetaPrior | None:
-    moments = between_variance(cells) if len(cells) >= 2 else None
-    if moments is None or moments[1] <= 0:
-        return None
-    mean, between = moments
-    strength = mean * (1 - mean) / between - 1
-    return BetaPrior.from_mean(mean, strength, LEARNED_GLOBAL, version) if strength > 0 else None
+def _precision_weighted(
+    ads: list[tuple[int, int]], x: float, extra: tuple[tuple[float, float], ...]
+) -> float:
+    """The mean of the ads' CTRs, each weighted by its precision as an estimate of it: the inverse of
+    m (1 - m) (x + (1 - x) / n), m first the plain pooled CTR, then this mean once more (a sparse ad
+    says little, and one heavy ad does not stand for its campaign); ``extra``: (value, variance)
+    estimates weighed in beside them."""
+    mean = (sum(c for _, c in ads) + sum(v for v, _ in extra)) / (sum(n for n, _ in ads) + len(extra))
+    for _ in range(2):
+        scale = max(mean * (1 - mean), 1e-12)
+        weights = [1 / (scale * (x + (1 - x) / n)) for n, _ in ads] + [1 / v for _, v in extra]
+        values = [c / n for n, c in ads] + [v for v, _ in extra]
+        mean = sum(w * v for w, v in zip(weights, values, strict=True)) / sum(weights)
+    return mean
 
 
-def _pooled_concentration(campaigns: list[list[tuple[int, int]]]) -> float | None:
-    """alpha + beta shared by the campaigns: the binomial-free within-campaign variances, each
-    weighted by its degrees of freedom (cells - 1), against the matching p (1 - p) terms."""
-    noise = spread = 0.0
-    for cells in campaigns:
-        moments = between_variance(cells) if len(cells) >= 2 else None
-        if moments is None:
-            continue
-        mean, between = moments
-        noise += (len(cells) - 1) * mean * (1 - mean)
-        spread += (len(cells) - 1) * between
-    if spread <= 0:
+def _spread_share(groups: list[list[tuple[int, int]]]) -> float | None:
+    """x = 1 / (alpha + beta + 1), the share of a Beta's p (1 - p) that is spread between the true
+    CTRs, shared by the groups (campaigns), from their ads' (impressions, clicks); None when the CTRs
+    spread no more than binomial noise explains.
+
+    The Paule-Mandel moment estimator, pooled: an ad's CTR varies around its campaign's mean m by
+    m (1 - m) (x + (1 - x) / n), so with weights w = 1 / (x + (1 - x) / n) and m the weighted mean,
+    sum w (r - m)^2 / (m (1 - m)) has expectation k - 1 per campaign of k ads; x is where the
+    pooled sum meets the pooled degrees of freedom (it falls as x grows: bisection). The weights
+    lie between traffic (x = 0, dense ads say more) and equality (a heavy ad does not stand for its
+    campaign), as the estimate says the spread is small or large."""
+    usable = [[(n, c / n) for n, c in ads] for ads in groups if len(ads) >= 2]
+    usable = [ads for ads in usable if 0 < sum(n * r for n, r in ads) < sum(n for n, _ in ads)]
+    freedom = sum(len(ads) - 1 for ads in usable)
+    if not usable or _excess(usable, 0.0, freedom) <= 0 or _excess(usable, 1 - 1e-12, freedom) > 0:
         return None
-    strength = noise / spread - 1
-    return strength if strength > 0 else None
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if _excess(usable, middle, freedom) > 0 else (low, middle)
+    return low if 0 < low < 1 else None
+
+
+def _excess(groups: list[list[tuple[int, float]]], x: float, freedom: int) -> float:
+    """sum over groups of sum w (r - m)^2 / (m (1 - m)), less the degrees of freedom."""
+    total = 0.0
+    for ads in groups:
+        weights = [1 / (x + (1 - x) / n) for n, _ in ads]
+        mean = sum(w * r for w, (_, r) in zip(weights, ads, strict=True)) / sum(weights)
+        if 0 < mean < 1:
+            spread = sum(w * (r - mean) ** 2 for w, (_, r) in zip(weights, ads, strict=True))
+            total += spread / (mean * (1 - mean))
+    return total - freedom

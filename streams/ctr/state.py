@@ -252,7 +252,10 @@ def _keep_finals(state: PartitionState, config: CtrConfig, closed: dict[Any, Non
             counts = state.ads[key]
             closes = start + learning.size_ms + config.grace_ms
             state.finals.append((closes, state.campaign_of[ad_id], ad_id, counts.impressions, counts.clicks))
-    horizon = learning.forget_before(watermark, max(spec.size_ms for spec in config.windows), config.grace_ms)
+    # A window open after this drain (or opened later) starts after watermark - its size - grace;
+    # the ones closing now get their last rows from this drain, after this.
+    open_after = watermark - max(spec.size_ms for spec in config.windows) - config.grace_ms
+    horizon = learning.forget_before(min([open_after, *(key[-1] for key in closed)]))
     if state.finals and state.finals[0][0] <= horizon:
         state.finals = [final for final in state.finals if final[0] > horizon]
 

@@ -21,14 +21,18 @@ from streams.ctr.generator import ClickstreamProfile
 from streams.io.cassandra import connect
 from streams.settings import CtrSettings, Settings
 from tests.integration.kafka_records import Located
+from tests.integration.prior_oracle import PriorOracle
 
 SEC = 1000
 # Short windows so that a short run closes many: 10 s tumbling, 1 min hopping every 10 s, 5 s grace.
 # Low back-off thresholds: a short run has cells on both sides of them (cells of ~20 impressions,
 # ads of ~100 per minute), so the e2e posterior check covers the ad back-off path too.
+# Priors learned every minute from the trailing 3 minutes: a 4-minute run has rows under the file's
+# priors and under learned ones.
 CTR_WINDOWS = CtrSettings(
     tumbling="10s", hopping="1m", hop_every="10s", grace="5s", dedupe_horizon="1m",
     min_cell_impressions=30, min_ad_impressions=60,
+    prior_refit_every="1m", prior_history="3m", prior_min_impressions=20,
 )  # fmt: skip
 TUMBLING, HOPPING, HOP, GRACE, HORIZON = 10 * SEC, 60 * SEC, 10 * SEC, 5 * SEC, 60 * SEC
 START = 1_700_000_000_000 - 1_700_000_000_000 % (60 * SEC)
@@ -101,6 +105,7 @@ class CtrExpected:
     duplicates: set[Located] = field(default_factory=set)
     watermark_of: dict[int, int] = field(default_factory=dict)
     partition_of_ad: dict[str, int] = field(default_factory=dict)
+    campaign_of_ad: dict[str, str] = field(default_factory=dict)
 
     def count(self, event: Mapping[str, Any], ts: int) -> None:
         kind = 0 if event["type"] == "impression" else 1
@@ -144,6 +149,7 @@ def ctr_oracle(
             seen[event_id] = ts
             watermark = ts if watermark is None else max(watermark, ts)
             expected.partition_of_ad[event["ad_id"]] = partition
+            expected.campaign_of_ad[event["ad_id"]] = event["campaign_id"]
             expected.count(event, ts)
         if watermark is not None:
             expected.watermark_of[partition] = watermark
@@ -170,6 +176,7 @@ def oracle(
         "duplicates": len(expected.duplicates),
         "watermark_of": expected.watermark_of,
         "partition_of_ad": expected.partition_of_ad,
+        "campaign_of_ad": expected.campaign_of_ad,
         "grace": expected.grace,
     }
 
@@ -222,34 +229,46 @@ def assert_rows_match_oracle(settings: Settings, expected: Mapping[str, Any]) ->
     ad_rows = assert_ctr_rows_match(settings, expected)
 
     # Final exactly when the partition's watermark passed end + grace; the posterior exactly.
+    learned = PriorOracle(settings.ctr, expected)
+    levels: Counter[str] = Counter()
     for r in ad_rows:
         watermark = expected["watermark_of"][expected["partition_of_ad"][r.ad_id]]
         assert r.final == (r.window_end + expected["grace"] <= watermark), (r.window, r.ad_id, r.window_start)
         assert r.pipeline_version == settings.worker.pipeline_version and r.prior_version
-        assert_posterior(settings, r)
-    levels = Counter()
+        assert_posterior(settings, r, learned)
+        levels[r.prior_level] += 1
+    print(f"ad posteriors checked by prior level: {dict(levels)}")
+    levels.clear()
     for cell in ctr_rows(settings)["cells"]:
         ad = expected["ads"].get((cell.window, cell.ad_id, cell.window_start), (0, 0))
         if cell.final or cell.prior_level != "ad":  # an open cell may hold an older ad count
-            assert_posterior(settings, cell, ad_counts=ad)
+            assert_posterior(settings, cell, learned, ad_counts=ad)
             levels[cell.prior_level] += 1
     print(f"cell posteriors checked by prior level: {dict(levels)}")
     return ad_rows
 
 
-def assert_posterior(settings: Settings, row: Any, ad_counts: Sequence[int] | None = None) -> None:
+def assert_posterior(
+    settings: Settings, row: Any, learned: PriorOracle, ad_counts: Sequence[int] | None = None
+) -> None:
     """The row's smoothed CTR and interval are those of Beta(alpha + clicks, beta + misses) under
-    the prior the prior file gives its campaign (restated here: the file read, scipy's Beta), at
-    the configured level, equal-tailed. A cell (``ad_counts``: its ad's [impressions, clicks] in
-    the window) with fewer than min_cell_impressions whose ad has min_ad_impressions in its other
-    segments borrows a prior of exactly backoff_strength pseudo-impressions at the smoothed mean of
-    those other segments (the cell's own counts left out)."""
+    its campaign's prior (restated here: the learned campaign prior of the window's epoch, else the
+    prior file's campaign prior, the learned global prior, the file's global one, its default;
+    scipy's Beta), at the configured level, equal-tailed. A cell (``ad_counts``: its ad's
+    [impressions, clicks] in the window) with fewer than min_cell_impressions whose ad has
+    min_ad_impressions in its other segments borrows a prior of exactly backoff_strength
+    pseudo-impressions at the smoothed mean of those other segments (its own counts left out)."""
     from scipy.stats import beta as beta_distribution
 
     ctr = settings.ctr
     priors = orjson.loads(ctr.prior_file.read_bytes())
-    prior = priors["campaigns"].get(row.campaign_id) or priors["default"]
-    alpha, beta, level = prior["alpha"], prior["beta"], prior["level"]
+    from_file = priors["campaigns"].get(row.campaign_id)
+    learned_campaign, learned_global = learned.learned(row.ad_id, row.campaign_id, row.window_start)
+    if learned_campaign or (not from_file and learned_global):
+        alpha, beta, level = learned_campaign or learned_global  # type: ignore[misc]
+    else:
+        prior = from_file or priors["global"] or priors["default"]
+        alpha, beta, level = prior["alpha"], prior["beta"], prior["level"]
     if (
         ad_counts is not None
         and row.impressions < ctr.min_cell_impressions
