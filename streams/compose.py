@@ -183,6 +183,7 @@ def ctr_config(ctr: CtrSettings) -> CtrConfig:
             grace_ms=grace,
             dedupe_horizon_ms=horizon,
             learning=prior_learning(ctr, hopping) if ctr.prior_learning else None,
+            attribute_clicks=ctr.click_attribution == "impression",
         )
     except ValueError as exc:  # a rule of the CTR state that the checks above do not know yet
         raise invalid("ctr", str(exc)) from None

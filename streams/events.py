@@ -20,7 +20,13 @@ import orjson
 Validator = Callable[[Any], Any]
 T = TypeVar("T", bound=msgspec.Struct)
 
-REJECTION_KINDS = ("malformed_json", "schema_violation", "late_event", "processing_error")
+REJECTION_KINDS = (
+    "malformed_json",
+    "schema_violation",
+    "late_event",
+    "unattributed_click",
+    "processing_error",
+)
 REASON_MAX_CHARS = 2_000
 # Below Kafka's default message.max.bytes (1 MB), leaving room for the key, headers and framing.
 DEFAULT_DEAD_LETTER_MAX_BYTES = 900_000

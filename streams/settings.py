@@ -115,6 +115,8 @@ class CtrSettings(_Group):
     min_cell_impressions: int = Field(1000, ge=0)
     min_ad_impressions: int = Field(1000, ge=0)
     backoff_strength: float = Field(500.0, gt=0)
+    # A click counts in its impression's windows (`impression`), or at its own time (`click`).
+    click_attribution: Literal["impression", "click"] = "impression"
     # Priors learned from the stream in event time (`streams/ctr/learning.py`): every refit
     # interval, from the final hopping windows on the hour of the trailing history.
     prior_learning: bool = True

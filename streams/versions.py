@@ -20,7 +20,8 @@ from streams.settings import Settings
 CTR_PINS = (
     "tumbling", "hopping", "hop_every", "grace", "dedupe_horizon", "ci_level",
     "min_cell_impressions", "min_ad_impressions", "backoff_strength", "ttl_s",
-    "prior_learning", "prior_refit_every", "prior_history", "prior_min_impressions", "prior_min_ads",
+    "click_attribution", "prior_learning", "prior_refit_every", "prior_history",
+    "prior_min_impressions", "prior_min_ads",
 )  # fmt: skip
 FRAUD_PINS = (
     "disable_invoice_at", "review_at", "holdout_share", "review_budget", "label_horizon_days",

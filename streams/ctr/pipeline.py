@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import ClassVar
 
+from streams.ctr.attribution import PendingClick
+from streams.ctr.events import AdEventMessage
 from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE, CtrProcessor, CtrRows
-from streams.ctr.state import AdEventMessage, Outcome, PartitionState
+from streams.ctr.state import Outcome, PartitionState
 from streams.engine.pipeline import (
     Batch,
     Drained,
@@ -17,7 +19,7 @@ from streams.engine.pipeline import (
     coordinates_of,
     decode_all,
 )
-from streams.events import DeadLetter, Rejected, TypedDecoder, Validator
+from streams.events import Coordinates, DeadLetter, Rejected, TypedDecoder, Validator
 from streams.tables import of_pipeline
 
 SCHEMA_FILE = "ad_event.schema.json"
@@ -51,6 +53,15 @@ def late_letter(message: Message, ts: int, watermark: int, grace_ms: int) -> Dea
     return DeadLetter(message.value() or b"", coordinates_of(message), Rejected("late_event", reason))
 
 
+def unattributed_letter(click: PendingClick, watermark: int, grace_ms: int) -> DeadLetter:
+    event = click.event
+    reason = (
+        f"unattributed click: its impression {event.impression_id} was not counted in this partition "
+        f"before the watermark {watermark} passed the click's time {event.ts} plus grace {grace_ms} ms"
+    )
+    return DeadLetter(click.raw, click.coordinates, Rejected("unattributed_click", reason))
+
+
 class CtrPipeline(PartitionStates):
     stateful = True
     name = "ctr"
@@ -68,16 +79,25 @@ class CtrPipeline(PartitionStates):
         built for the few that become dead letters."""
         folded = Folded()
         events, sources = decode_all(self.decoder.decode, batch.get(self.topic, ()), folded.letters)
-        outcomes, late_watermarks = self.processor.apply_batch(events, partition)
+
+        def origin(i: int) -> tuple[bytes, Coordinates]:
+            return sources[i].value() or b"", coordinates_of(sources[i])
+
+        outcomes, late_watermarks, attributed_later, unattributed = self.processor.apply_batch(
+            events, partition, origin
+        )
         if replay:
             self.processor.settle(partition)
             return Folded()
         grace_ms = self.processor.config.grace_ms
         for i, watermark in late_watermarks.items():
             folded.letters.append(late_letter(sources[i], events[i].ts, watermark, grace_ms))
+        for click, watermark in unattributed:
+            folded.letters.append(unattributed_letter(click, watermark, grace_ms))
         counted: Counter[str] = Counter(
             e.type for e, o in zip(events, outcomes, strict=True) if o is Outcome.COUNTED
         )
+        counted["click"] += attributed_later
         tallies = folded.tallies
         tallies[f"processed:{self.topic}"] += sum(counted.values())
         tallies[f"duplicate:{self.topic}"] += outcomes.count(Outcome.DUPLICATE)

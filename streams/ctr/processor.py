@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from streams.ctr.attribution import NOWHERE, Origin
+from streams.ctr.events import AdEvent
 from streams.ctr.learning import LearnedPriors, learn, version_of
 from streams.ctr.smoothing import (
     CI_METHOD,
@@ -17,7 +19,6 @@ from streams.ctr.smoothing import (
     posterior,
 )
 from streams.ctr.state import (
-    AdEvent,
     Counts,
     CtrConfig,
     Folded,
@@ -84,12 +85,13 @@ class CtrProcessor:
     def apply(self, event: AdEvent, partition: int) -> Outcome:
         return self.apply_batch([event], partition).outcomes[0]
 
-    def apply_batch(self, events: Sequence[AdEvent], partition: int) -> Folded:
-        """Fold one partition's events, in its order; one outcome per event."""
+    def apply_batch(self, events: Sequence[AdEvent], partition: int, origin: Origin = NOWHERE) -> Folded:
+        """Fold one partition's events, in its order; one outcome per event (``origin``: where an
+        event came from, kept with a click that waits for its impression)."""
         state = self.states.get(partition)
         if state is None:
             state = self.states[partition] = PartitionState(partition)
-        return apply_batch(state, events, self.config)
+        return apply_batch(state, events, self.config, origin)
 
     def settle(self, partition: int) -> None:
         """Forget what changed in one partition without making rows (a rebuild: written before)."""

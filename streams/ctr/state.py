@@ -20,40 +20,12 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
-import msgspec
-
+from streams.ctr.attribution import NOWHERE, Origin, PendingClick, expire
+from streams.ctr.events import AdEvent
 from streams.ctr.learning import FinalWindow, PriorLearning
 from streams.ctr.windows import WindowSpec
-
-_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-
-
-class AdEvent(msgspec.Struct, frozen=True):
-    """What the CTR job reads of an ad event (`schemas/ad_event.schema.json`)."""
-
-    event_id: _Id
-    type: Literal["impression", "click"]
-    ts: Annotated[int, msgspec.Meta(ge=946_684_800_000, le=4_102_444_800_000)]
-    ad_id: _Id
-    campaign_id: _Id
-    segment: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-
-
-class AdEventMessage(AdEvent, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """An ad event as its JSON message must be: every constraint of the schema, so whatever
-    msgspec accepts the schema accepts too (tests hold the two together). A field the struct
-    does not know sends the message the schema's way: msgspec skips unknown values more loosely
-    than the schema path parses them (a 5,000-digit number, invalid UTF-8)."""
-
-    user_id: _Id
-    # Absent or a string: the schema refuses ``"impression_id": null``, so the struct does too.
-    impression_id: _Id | msgspec.UnsetType = msgspec.UNSET
-
-    def __post_init__(self) -> None:
-        if self.type == "click" and self.impression_id is msgspec.UNSET:
-            raise ValueError("a click needs its impression_id")
 
 
 @dataclass(frozen=True)
@@ -63,6 +35,8 @@ class CtrConfig:
     grace_ms: int
     dedupe_horizon_ms: int
     learning: PriorLearning | None = None  # keep final windows to learn priors from (`learning`)
+    # A click counts in its impression's windows (see `apply_batch`); else at its own time.
+    attribute_clicks: bool = False
 
     def __post_init__(self) -> None:
         if self.cell_window not in {w.name for w in self.windows}:
@@ -77,6 +51,7 @@ class Outcome(Enum):
     COUNTED = "counted"
     DUPLICATE = "duplicate"
     LATE = "late"
+    PENDING = "pending"  # a click waiting for its impression
 
 
 @dataclass
@@ -108,6 +83,8 @@ class PartitionState:
     dirty: dict[str, dict[Any, None]] = field(default_factory=lambda: {kind: {} for kind in KINDS})
     next_close: int | None = None  # the earliest end + grace of an open window
     finals: list[FinalWindow] = field(default_factory=list)  # what priors learn from, in close order
+    pending: dict[str, list[PendingClick]] = field(default_factory=dict)  # impression_id -> its clicks
+    pending_floor: int | None = None  # no pending click is older than this
 
     def tables(self) -> dict[str, dict[Any, Counts]]:
         return {"ad": self.ads, "campaign": self.campaigns, "cell": self.cells}
@@ -116,6 +93,8 @@ class PartitionState:
 class Folded(NamedTuple):
     outcomes: list[Outcome]  # one per event
     late_watermarks: dict[int, int]  # index of a late event -> the watermark it was late for
+    attributed_later: int  # pending clicks (of this or earlier batches) whose impression came
+    unattributed: list[tuple[PendingClick, int]]  # clicks that waited in vain, and the watermark then
 
 
 def apply(state: PartitionState, event: AdEvent, config: CtrConfig) -> Outcome:
@@ -123,15 +102,33 @@ def apply(state: PartitionState, event: AdEvent, config: CtrConfig) -> Outcome:
     return apply_batch(state, [event], config).outcomes[0]
 
 
-def apply_batch(state: PartitionState, events: Sequence[AdEvent], config: CtrConfig) -> Folded:
-    """Fold a partition's events into the state, in the partition's order."""
+Attributed = tuple["AdEvent", int, int]  # a click, its impression's time, the watermark when counted
+
+
+def apply_batch(
+    state: PartitionState, events: Sequence[AdEvent], config: CtrConfig, origin: Origin = NOWHERE
+) -> Folded:
+    """Fold a partition's events into the state, in the partition's order.
+
+    With ``attribute_clicks``, a click counts at its impression's time, in those of the
+    impression's windows still open (end + grace after the watermark): a window never holds a
+    click without its impression. A click whose impression was counted in the partition within the
+    dedupe horizon counts at once. Otherwise it waits (``PENDING``) for its impression, which may
+    still come out of order, until the watermark passes its own time plus the grace: then no
+    impression at or before it can come without being late, and it is dead-lettered
+    (``unattributed``). Everything depends on the partition's order only.
+    """
     outcomes: list[Outcome] = []
     late: dict[int, int] = {}
     counted: list[AdEvent] = []
-    seen, campaign_of = state.seen, state.campaign_of
+    attributed: list[Attributed] = []
+    unattributed: list[tuple[PendingClick, int]] = []
+    seen, campaign_of, pending = state.seen, state.campaign_of, state.pending
     watermark = state.watermark
-    horizon_ms, grace_ms = config.dedupe_horizon_ms, config.grace_ms
-    for event in events:
+    horizon_ms, grace_ms, attribute = config.dedupe_horizon_ms, config.grace_ms, config.attribute_clicks
+    oldest: int | None = None
+    resolved = 0
+    for i, event in enumerate(events):
         seen_at = seen.get(event.event_id)
         # Ids older than the horizon count as forgotten whether or not `drain` has trimmed them
         # yet, so the outcome never depends on where batches happened to end.
@@ -143,45 +140,80 @@ def apply_batch(state: PartitionState, events: Sequence[AdEvent], config: CtrCon
             late[len(outcomes)] = watermark
             outcomes.append(Outcome.LATE)
             continue
+        impression_at = None
+        if attribute and event.type == "click":
+            impression_at = seen.get(event.impression_id) if isinstance(event.impression_id, str) else None
+            if impression_at is not None and watermark is not None and impression_at < watermark - horizon_ms:
+                impression_at = None
         seen[event.event_id] = ts
+        oldest = ts if oldest is None or ts < oldest else oldest
         if watermark is None or ts > watermark:
-            watermark = ts
+            watermark, advanced = ts, True
+        else:
+            advanced = False
         campaign_of[event.ad_id] = event.campaign_id
-        counted.append(event)
-        outcomes.append(Outcome.COUNTED)
+        if impression_at is not None:
+            attributed.append((event, impression_at, watermark))
+            outcomes.append(Outcome.COUNTED)
+        elif attribute and event.type == "click":
+            raw, coordinates = origin(i)
+            pending.setdefault(str(event.impression_id), []).append(PendingClick(event, raw, coordinates))
+            floor = state.pending_floor
+            state.pending_floor = ts if floor is None or ts < floor else floor
+            outcomes.append(Outcome.PENDING)
+        else:
+            counted.append(event)
+            outcomes.append(Outcome.COUNTED)
+            for click in pending.pop(event.event_id, ()) if pending else ():
+                attributed.append((click.event, ts, watermark))
+                resolved += 1
+        floor = state.pending_floor
+        if advanced and floor is not None and floor < watermark - grace_ms:
+            unattributed += expire(state, watermark, grace_ms)
     state.watermark = watermark
-    if counted:
-        oldest = min(event.ts for event in counted)
+    if oldest is not None:
         state.seen_floor = oldest if state.seen_floor is None else min(state.seen_floor, oldest)
+    if counted or attributed:
         for spec in config.windows:
-            _count(state, spec, counted, spec.name == config.cell_window, config.grace_ms)
-    return Folded(outcomes, late)
+            _count(state, spec, counted, attributed, spec.name == config.cell_window, config.grace_ms)
+    return Folded(outcomes, late, resolved, unattributed)
 
 
 def _count(
-    state: PartitionState, spec: WindowSpec, events: list[AdEvent], with_cells: bool, grace_ms: int
+    state: PartitionState,
+    spec: WindowSpec,
+    events: list[AdEvent],
+    attributed: list[Attributed],
+    with_cells: bool,
+    grace_ms: int,
 ) -> None:
-    """Tally the events per (segment, ad, campaign, pane, is click), then add each tally to the
-    windows covering its pane: a pane of one step lies in exactly size/step windows."""
+    """Tally the events per (segment, ad, campaign, pane, is click, watermark bound), then add each
+    tally to the windows covering its pane: a pane of one step lies in exactly size/step windows.
+    An attributed click counts only in the windows its watermark left open (bound 0: every one)."""
     step, name = spec.step_ms, spec.name
     tallies = Counter(
-        (e.segment, e.ad_id, e.campaign_id, e.ts - e.ts % step, e.type == "click") for e in events
+        (e.segment, e.ad_id, e.campaign_id, e.ts - e.ts % step, e.type == "click", 0) for e in events
     )
-    ads: Counter[tuple[str, int, bool]] = Counter()
-    campaigns: Counter[tuple[str, int, bool]] = Counter()
-    cells: Counter[tuple[str, str, int, bool]] = Counter()
-    for (segment, ad_id, campaign_id, pane, click), n in tallies.items():
-        ads[ad_id, pane, click] += n
-        campaigns[campaign_id, pane, click] += n
+    tallies.update(
+        (e.segment, e.ad_id, e.campaign_id, at - at % step, True, bound) for e, at, bound in attributed
+    )
+    ads: Counter[tuple[str, int, bool, int]] = Counter()
+    campaigns: Counter[tuple[str, int, bool, int]] = Counter()
+    cells: Counter[tuple[str, str, int, bool, int]] = Counter()
+    for (segment, ad_id, campaign_id, pane, click, bound), n in tallies.items():
+        ads[ad_id, pane, click, bound] += n
+        campaigns[campaign_id, pane, click, bound] += n
         if with_cells:
-            cells[segment, ad_id, pane, click] += n
+            cells[segment, ad_id, pane, click, bound] += n
     offsets = range(0, spec.size_ms, step)
     close_after = spec.size_ms + grace_ms
     tables = state.tables()
     for kind, tally in (("ad", ads), ("campaign", campaigns), ("cell", cells)):
         table, dirty = tables[kind], state.dirty[kind]
-        for (*ids, pane, click), n in tally.items():
+        for (*ids, pane, click, bound), n in tally.items():
             for offset in offsets:
+                if bound and pane - offset + close_after <= bound:
+                    continue  # closed when the click came
                 key = (name, *ids, pane - offset)
                 counts = table.get(key)
                 if counts is None:

@@ -20,11 +20,12 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from streams.ctr.events import AdEvent
 from streams.ctr.generator import ClickstreamGenerator, ClickstreamProfile
 from streams.ctr.learning import PriorLearning
 from streams.ctr.processor import CtrProcessor
 from streams.ctr.smoothing import BetaPrior, PriorSet, posterior
-from streams.ctr.state import AdEvent, CtrConfig
+from streams.ctr.state import CtrConfig
 from streams.ctr.windows import WindowSpec
 
 HOUR_MS = 3_600_000

@@ -3,7 +3,8 @@
 The oracle is plain code of its own (the same rules as the README states them, not the
 pipeline's): per Kafka partition in offset order, an event older than the partition's watermark
 minus the grace is late, an id seen again within the dedupe horizon is a duplicate, every other
-event counts in its tumbling and hopping windows (per ad, per campaign, per segment x ad cell).
+event counts in its tumbling and hopping windows (per ad, per campaign, per segment x ad cell); a
+click counts in its impression's windows (see `ctr_oracle`).
 `oracle` reads the raw topic back and judges validity itself (`oracle_valid`); `ctr_oracle` takes
 events already judged. Every (ad, window) row in Cassandra must match it exactly.
 """
@@ -103,20 +104,23 @@ class CtrExpected:
     rejected: Counter[str] = field(default_factory=Counter)
     late: set[Located] = field(default_factory=set)
     duplicates: set[Located] = field(default_factory=set)
+    unattributed: set[Located] = field(default_factory=set)
     watermark_of: dict[int, int] = field(default_factory=dict)
     partition_of_ad: dict[str, int] = field(default_factory=dict)
     campaign_of_ad: dict[str, str] = field(default_factory=dict)
 
-    def count(self, event: Mapping[str, Any], ts: int) -> None:
+    def count(self, event: Mapping[str, Any], ts: int, bound: int = 0) -> None:
+        """Count at ``ts`` in every window holding it that ``bound`` (a click's watermark) left open."""
         kind = 0 if event["type"] == "impression" else 1
         tumbling, tumbling_size = self.tumbling
         for name, size, step in ((tumbling, tumbling_size, tumbling_size), ("1m", HOPPING, HOP)):
             start = ts - ts % step
             while start > ts - size:
-                self.ads[(name, event["ad_id"], start)][kind] += 1
-                self.campaigns[(name, event["campaign_id"], start)][kind] += 1
-                if name == "1m":
-                    self.cells[(name, event["segment"], event["ad_id"], start)][kind] += 1
+                if start + size + self.grace > bound:
+                    self.ads[(name, event["ad_id"], start)][kind] += 1
+                    self.campaigns[(name, event["campaign_id"], start)][kind] += 1
+                    if name == "1m":
+                        self.cells[(name, event["segment"], event["ad_id"], start)][kind] += 1
                 start -= step
 
 
@@ -124,13 +128,20 @@ def ctr_oracle(
     partitions: Mapping[int, Sequence[tuple[int, Mapping[str, Any] | str | None]]],
     tumbling: tuple[str, int] = ("10s", TUMBLING),
     grace: int = GRACE,
+    attribute: bool = True,
 ) -> CtrExpected:
     """``partitions``: per partition in offset order, (offset, verdict): the valid event, the reason
-    kind of an invalid one, or None for a message the caller rejected itself (not counted)."""
+    kind of an invalid one, or None for a message the caller rejected itself (not counted).
+    ``attribute``: a click counts in its impression's windows still open when it comes, or waits
+    for its impression until the watermark passes the click's time plus the grace (then it is
+    an ``unattributed_click``); else at its own time."""
     expected = CtrExpected(tumbling, grace)
     for partition, events in partitions.items():
         seen: dict[str, int] = {}
         watermark: int | None = None
+        waiting: dict[str, list[tuple[int, Mapping[str, Any]]]] = defaultdict(
+            list
+        )  # clicks before impressions
         for offset, event in events:
             if event is None:
                 continue
@@ -146,11 +157,31 @@ def ctr_oracle(
                 expected.rejected["late_event"] += 1
                 expected.late.add((partition, offset))
                 continue
+            click = attribute and event["type"] == "click"
+            impression_at = seen.get(event["impression_id"]) if click else None
+            if impression_at is not None and watermark is not None and impression_at < watermark - HORIZON:
+                impression_at = None  # beyond the horizon: forgotten
             seen[event_id] = ts
-            watermark = ts if watermark is None else max(watermark, ts)
+            before, watermark = watermark, ts if watermark is None else max(watermark, ts)
             expected.partition_of_ad[event["ad_id"]] = partition
             expected.campaign_of_ad[event["ad_id"]] = event["campaign_id"]
-            expected.count(event, ts)
+            if impression_at is not None:
+                expected.count(event, impression_at, bound=watermark)
+            elif click:
+                waiting[event["impression_id"]].append((offset, event))
+            else:
+                expected.count(event, ts)
+                for _, waited in waiting.pop(event_id, []):
+                    expected.count(waited, ts, bound=watermark)
+            if before is None or watermark > before:
+                for impression_id in list(waiting):
+                    gone = [(o, c) for o, c in waiting[impression_id] if int(c["ts"]) < watermark - grace]
+                    for o, _ in gone:
+                        expected.rejected["unattributed_click"] += 1
+                        expected.unattributed.add((partition, o))
+                    waiting[impression_id] = [w for w in waiting[impression_id] if w not in gone]
+                    if not waiting[impression_id]:
+                        del waiting[impression_id]
         if watermark is not None:
             expected.watermark_of[partition] = watermark
     return expected

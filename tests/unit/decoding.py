@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from streams.ctr.state import AdEventMessage
+from streams.ctr.events import AdEventMessage
 from streams.events import Rejected, TypedDecoder, Validator, decode, load_validator
 from streams.fraud.messages import LabelMessage, TransactionMessage, label_decoder, transaction_decoder
 from streams.settings import load_settings, project_dir

@@ -60,8 +60,8 @@ def test_default_pins_are_the_ones_registered_versions_carry() -> None:
             "tumbling": "1m", "hopping": "1h", "hop_every": "5m", "grace": "1m", "dedupe_horizon": "10m",
             "ci_level": 0.95, "min_cell_impressions": 1000, "min_ad_impressions": 1000,
             "backoff_strength": 500.0, "ttl_s": 0,
-            "prior_learning": True, "prior_refit_every": "1h", "prior_history": "24h",
-            "prior_min_impressions": 50, "prior_min_ads": 1,
+            "click_attribution": "impression", "prior_learning": True, "prior_refit_every": "1h",
+            "prior_history": "24h", "prior_min_impressions": 50, "prior_min_ads": 1,
             "prior": {"file": "ctr-default.json", "sha256": sha256_of(prior)},
         },
         "fraud": {
@@ -86,6 +86,7 @@ def test_default_parameters_are_typed_and_complete() -> None:
         grace_ms=60_000,
         dedupe_horizon_ms=600_000,
         learning=PriorLearning("1h", 3_600_000, 3_600_000, 86_400_000, min_impressions=50, min_ads=1),
+        attribute_clicks=True,
     )
     assert compose(with_ctr(prior_learning=False)).ctr.config.learning is None
     assert ctr.priors == PriorSet.load(DEFAULTS.ctr.prior_file)

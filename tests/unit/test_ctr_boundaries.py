@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.ctr.state import AdEvent, CtrConfig, Outcome, PartitionState, apply, apply_batch, drain
+from streams.ctr.events import AdEvent
+from streams.ctr.state import CtrConfig, Outcome, PartitionState, apply, apply_batch, drain
 from streams.ctr.windows import WindowSpec, parse_duration_ms
 
 MIN = 60_000

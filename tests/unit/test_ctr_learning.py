@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from streams.compose import compose
+from streams.ctr.events import AdEvent
 from streams.ctr.generator import ClickstreamGenerator
 from streams.ctr.learning import LEARNED_CAMPAIGN, PriorLearning, _spread_share, learn
 from streams.ctr.processor import CtrProcessor
 from streams.ctr.smoothing import BetaPrior, PriorSet
-from streams.ctr.state import AdEvent, PartitionState
+from streams.ctr.state import PartitionState
 from streams.settings import Settings
 from tests.integration.ctr_oracle import CTR_WINDOWS, PROFILE, START, ctr_oracle, oracle_valid
 from tests.integration.prior_oracle import PriorOracle

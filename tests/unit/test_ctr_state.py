@@ -3,9 +3,10 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streams.ctr.events import AdEvent
 from streams.ctr.processor import CtrProcessor
 from streams.ctr.smoothing import BetaPrior, PriorSet
-from streams.ctr.state import AdEvent, CtrConfig, Outcome, PartitionState, apply, apply_batch, drain
+from streams.ctr.state import CtrConfig, Outcome, PartitionState, apply, apply_batch, drain
 from streams.ctr.windows import WindowSpec
 
 MIN = 60_000

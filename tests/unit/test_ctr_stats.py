@@ -11,6 +11,7 @@ import orjson
 import pytest
 from scipy import stats
 
+from streams.ctr.events import AdEvent
 from streams.ctr.pipeline import SCHEMA_FILE, CtrPipeline
 from streams.ctr.processor import AD_TABLE, CAMPAIGN_TABLE, CELL_TABLE, CellPolicy, CtrProcessor
 from streams.ctr.smoothing import (
@@ -21,7 +22,7 @@ from streams.ctr.smoothing import (
     fit_beta_moments,
     fit_priors,
 )
-from streams.ctr.state import AdEvent, CtrConfig
+from streams.ctr.state import CtrConfig
 from streams.ctr.views import campaign_windows
 from streams.ctr.windows import WindowSpec
 from streams.engine.testing import LogMessage

@@ -211,7 +211,7 @@ def test_unknown_fields_take_the_schema_path_and_are_judged_by_it() -> None:
 
 
 def test_a_struct_that_skips_unknown_fields_cannot_be_a_typed_decoder() -> None:
-    from streams.ctr.state import AdEvent
+    from streams.ctr.events import AdEvent
     from streams.events import TypedDecoder
 
     with pytest.raises(TypeError, match="forbid_unknown_fields"):
@@ -238,7 +238,7 @@ class _CountingValidator:
 
 
 def test_the_typed_decoder_decides_a_valid_event_without_the_schema() -> None:
-    from streams.ctr.state import AdEventMessage
+    from streams.ctr.events import AdEventMessage
     from streams.events import TypedDecoder
 
     validator = _CountingValidator()
@@ -254,7 +254,7 @@ def test_the_typed_decoder_decides_a_valid_event_without_the_schema() -> None:
 
 
 def test_a_click_without_its_impression_is_refused_by_the_struct_itself() -> None:
-    from streams.ctr.state import AdEventMessage
+    from streams.ctr.events import AdEventMessage
 
     click = {k: v for k, v in _VALID_AD_EVENT.items() if k != "impression_id"}
     with pytest.raises(msgspec.ValidationError) as refused:
