@@ -11,6 +11,7 @@ import numpy as np
 from streams.ctr.attribution import NOWHERE, Origin
 from streams.ctr.events import AdEvent
 from streams.ctr.learning import LearnedPriors, learn, version_of
+from streams.ctr.panes import Counts
 from streams.ctr.smoothing import (
     CI_METHOD,
     BetaPrior,
@@ -19,7 +20,6 @@ from streams.ctr.smoothing import (
     posterior,
 )
 from streams.ctr.state import (
-    Counts,
     CtrConfig,
     Folded,
     Outcome,

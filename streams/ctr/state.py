@@ -16,7 +16,6 @@ passed the earliest close time, the windows that closed.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -25,6 +24,7 @@ from typing import Any, NamedTuple
 from streams.ctr.attribution import NOWHERE, Origin, PendingClick, expire
 from streams.ctr.events import AdEvent
 from streams.ctr.learning import FinalWindow, PriorLearning
+from streams.ctr.panes import Counts, close_panes, count
 from streams.ctr.windows import WindowSpec
 
 
@@ -54,12 +54,6 @@ class Outcome(Enum):
     PENDING = "pending"  # a click waiting for its impression
 
 
-@dataclass
-class Counts:
-    impressions: int = 0
-    clicks: int = 0
-
-
 AdKey = tuple[str, str, int]  # (window, ad_id, start)
 CampaignKey = tuple[str, str, int]  # (window, campaign_id, start)
 CellKey = tuple[str, str, str, int]  # (window, segment, ad_id, start)
@@ -85,6 +79,10 @@ class PartitionState:
     finals: list[FinalWindow] = field(default_factory=list)  # what priors learn from, in close order
     pending: dict[str, list[PendingClick]] = field(default_factory=dict)  # impression_id -> its clicks
     pending_floor: int | None = None  # no pending click is older than this
+    # Open panes of the hopping windows, per kind: (window, *ids, pane start) -> counts not yet in
+    # the windows; a pane's counts join its windows once when it closes (see `_count`).
+    panes: dict[str, dict[Any, Counts]] = field(default_factory=lambda: {kind: {} for kind in KINDS})
+    next_pane_close: int | None = None  # the earliest end + grace of an open pane
 
     def tables(self) -> dict[str, dict[Any, Counts]]:
         return {"ad": self.ads, "campaign": self.campaigns, "cell": self.cells}
@@ -175,61 +173,8 @@ def apply_batch(
         state.seen_floor = oldest if state.seen_floor is None else min(state.seen_floor, oldest)
     if counted or attributed:
         for spec in config.windows:
-            _count(state, spec, counted, attributed, spec.name == config.cell_window, config.grace_ms)
+            count(state, spec, counted, attributed, spec.name == config.cell_window, config.grace_ms)
     return Folded(outcomes, late, resolved, unattributed)
-
-
-def _count(
-    state: PartitionState,
-    spec: WindowSpec,
-    events: list[AdEvent],
-    attributed: list[Attributed],
-    with_cells: bool,
-    grace_ms: int,
-) -> None:
-    """Tally the events per (segment, ad, campaign, pane, is click, watermark bound), then add each
-    tally to the windows covering its pane: a pane of one step lies in exactly size/step windows.
-    An attributed click counts only in the windows its watermark left open (bound 0: every one)."""
-    step, name = spec.step_ms, spec.name
-    tallies = Counter(
-        (e.segment, e.ad_id, e.campaign_id, e.ts - e.ts % step, e.type == "click", 0) for e in events
-    )
-    tallies.update(
-        (e.segment, e.ad_id, e.campaign_id, at - at % step, True, bound) for e, at, bound in attributed
-    )
-    ads: Counter[tuple[str, int, bool, int]] = Counter()
-    campaigns: Counter[tuple[str, int, bool, int]] = Counter()
-    cells: Counter[tuple[str, str, int, bool, int]] = Counter()
-    for (segment, ad_id, campaign_id, pane, click, bound), n in tallies.items():
-        ads[ad_id, pane, click, bound] += n
-        campaigns[campaign_id, pane, click, bound] += n
-        if with_cells:
-            cells[segment, ad_id, pane, click, bound] += n
-    offsets = range(0, spec.size_ms, step)
-    close_after = spec.size_ms + grace_ms
-    tables = state.tables()
-    for kind, tally in (("ad", ads), ("campaign", campaigns), ("cell", cells)):
-        table, dirty = tables[kind], state.dirty[kind]
-        for (*ids, pane, click, bound), n in tally.items():
-            for offset in offsets:
-                if bound and pane - offset + close_after <= bound:
-                    continue  # closed when the click came
-                key = (name, *ids, pane - offset)
-                counts = table.get(key)
-                if counts is None:
-                    counts = table[key] = Counts()
-                    if kind == "cell":
-                        state.cell_segments.setdefault((name, ids[1], pane - offset), []).append(ids[0])
-                    closes = pane - offset + close_after
-                    if state.next_close is None or closes < state.next_close:
-                        state.next_close = closes
-                    dirty[key] = None
-                else:
-                    dirty[key] = None  # an existing key keeps its place
-                if click:
-                    counts.clicks += n
-                else:
-                    counts.impressions += n
 
 
 @dataclass(frozen=True)
@@ -245,11 +190,14 @@ class WindowUpdate:
 
 
 def drain(state: PartitionState, config: CtrConfig) -> Iterator[WindowUpdate]:
-    """Yield changed windows and windows that just closed (final), then forget the closed ones.
+    """Move the panes that closed into their windows, then yield changed windows and windows that
+    just closed (final), and forget the closed ones.
 
     Cells come after the ads of the same partition so a reader of both sees the ad first.
     """
     watermark = state.watermark if state.watermark is not None else 0
+    if state.next_pane_close is not None and state.next_pane_close <= watermark:
+        close_panes(state, config, watermark)
     tables = state.tables()
     closed = _closed(state, config, watermark) if _closing(state, watermark) else None
     for kind in KINDS:

@@ -105,23 +105,42 @@ class CtrExpected:
     late: set[Located] = field(default_factory=set)
     duplicates: set[Located] = field(default_factory=set)
     unattributed: set[Located] = field(default_factory=set)
+    held: list[tuple[int, dict[Any, list[int]], Any, int]] = field(default_factory=list)  # a partition's
     watermark_of: dict[int, int] = field(default_factory=dict)
     partition_of_ad: dict[str, int] = field(default_factory=dict)
     campaign_of_ad: dict[str, str] = field(default_factory=dict)
 
     def count(self, event: Mapping[str, Any], ts: int, bound: int = 0) -> None:
-        """Count at ``ts`` in every window holding it that ``bound`` (a click's watermark) left open."""
+        """Count at ``ts`` in every window holding it that ``bound`` (a click's watermark) left open:
+        in the tumbling windows at once, in the hopping ones only once its pane (10 s) has closed
+        (`release`)."""
         kind = 0 if event["type"] == "impression" else 1
         tumbling, tumbling_size = self.tumbling
         for name, size, step in ((tumbling, tumbling_size, tumbling_size), ("1m", HOPPING, HOP)):
             start = ts - ts % step
+            pane_closes = start + step + self.grace
             while start > ts - size:
                 if start + size + self.grace > bound:
-                    self.ads[(name, event["ad_id"], start)][kind] += 1
-                    self.campaigns[(name, event["campaign_id"], start)][kind] += 1
+                    keys = [
+                        (self.ads, (name, event["ad_id"], start)),
+                        (self.campaigns, (name, event["campaign_id"], start)),
+                    ]
                     if name == "1m":
-                        self.cells[(name, event["segment"], event["ad_id"], start)][kind] += 1
+                        keys.append((self.cells, (name, event["segment"], event["ad_id"], start)))
+                    for table, key in keys:
+                        if name == "1m":
+                            self.held.append((pane_closes, table, key, kind))
+                        else:
+                            table[key][kind] += 1
                 start -= step
+
+    def release(self, watermark: int) -> None:
+        """The hopping counts of the panes the watermark closed join their windows; the others stay
+        out (the pipeline writes an hourly window's row when one of its panes closes)."""
+        for closes, table, key, kind in self.held:
+            if closes <= watermark:
+                table[key][kind] += 1
+        self.held.clear()
 
 
 def ctr_oracle(
@@ -184,6 +203,8 @@ def ctr_oracle(
                         del waiting[impression_id]
         if watermark is not None:
             expected.watermark_of[partition] = watermark
+            expected.release(watermark)
+        expected.held.clear()
     return expected
 
 

@@ -167,7 +167,9 @@ def test_finality_of_cells_and_hopping_windows_and_the_next_close() -> None:
     apply(state, ev("w", oldest + HOUR + GRACE - 1), CONFIG)
     finals = _finals(state)
     assert ("cell", ("1h", "s1", "a1", oldest)) not in finals
-    assert ("1h", "s1", "a1", oldest) in state.cells
+    # the pane [T0, T0 + 5m) closes at its end plus grace, as its oldest window does: until then its
+    # counts are in no hourly window
+    assert ("1h", "s1", "a1", T0) in state.panes["cell"] and not state.cells
     apply(state, ev("x", oldest + HOUR + GRACE), CONFIG)
     finals = _finals(state)
     assert finals[("cell", ("1h", "s1", "a1", oldest))] is True
@@ -184,6 +186,8 @@ def test_a_cell_update_carries_its_ad_counts_in_the_same_window() -> None:
         [ev("i1", T0), ev("c1", T0 + 1, "click"), AdEvent("i2", "impression", T0 + 2, "a1", "c1", "s2")],
         CONFIG,
     )
+    assert not [u for u in drain(state, CONFIG) if u.kind == "cell"]  # the pane is open
+    apply(state, AdEvent("z", "impression", T0 + 5 * MIN + GRACE, "a9", "c9", "s9"), CONFIG)  # closes it
     cells = {u.key: u for u in drain(state, CONFIG) if u.kind == "cell" and u.key[-1] == T0}
     s1 = cells[("1h", "s1", "a1", T0)]
     assert (s1.counts.impressions, s1.counts.clicks) == (1, 1)
@@ -197,6 +201,7 @@ def test_an_ad_seen_under_two_campaigns_in_one_batch_counts_every_event() -> Non
         [
             AdEvent("i1", "impression", T0, "a1", "c1", "s1"),
             AdEvent("i2", "impression", T0 + 1, "a1", "c2", "s1"),
+            AdEvent("z", "impression", T0 + 5 * MIN + GRACE, "a9", "c9", "s9"),  # closes their pane
         ],
         CONFIG,
     )
@@ -210,7 +215,7 @@ def test_an_ad_seen_under_two_campaigns_in_one_batch_counts_every_event() -> Non
         ("campaign", ("1h", "c2", T0)): 1,
         ("cell", ("1h", "s1", "a1", T0)): 2,
     }
-    assert state.campaign_of == {"a1": "c2"}  # the latest campaign names the ad's rows
+    assert state.campaign_of["a1"] == "c2"  # the latest campaign names the ad's rows
 
 
 def test_hopping_windows_alone_close_on_time() -> None:
@@ -220,7 +225,8 @@ def test_hopping_windows_alone_close_on_time() -> None:
     apply(state, ev("e", T0), hopping)
     list(drain(state, hopping))
     oldest = T0 - 55 * MIN
-    assert state.next_close == oldest + HOUR + GRACE
+    assert state.next_close is None  # no window yet: the pane holds the counts
+    assert state.next_pane_close == T0 + 5 * MIN + GRACE == oldest + HOUR + GRACE  # the same instant
     apply(state, ev("w", oldest + HOUR + GRACE), hopping)
     finals = {(u.kind, u.key): u.final for u in drain(state, hopping)}
     assert finals[("ad", ("1h", "a1", oldest))] is True

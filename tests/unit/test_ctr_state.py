@@ -79,19 +79,25 @@ def test_processor_rows_carry_prior_interval_and_version() -> None:
         (c["campaign_id"], c["window_start"], c["source_partition"], c["impressions"], c["clicks"])
         for c in campaign
     ] == [("c1", T0, 2, 9, 1)]
-    assert {r["segment"] for r in rows.cells} == {"s2"} and all(r["window"] == "1h" for r in rows.cells)
+    assert rows.cells == []  # the hourly windows wait for their pane [T0, T0 + 5m) to close
     assert len(processor.drain()) == 0  # nothing changed since
+    processor.apply(ev(99, T0 + 5 * MIN + CONFIG.grace_ms, ad="a9", segment="s9"), partition=2)
+    rows = processor.drain()
+    assert {r["segment"] for r in rows.cells} == {"s2"} and all(r["window"] == "1h" for r in rows.cells)
+    assert {r["impressions"] for r in rows.cells} == {9}
 
 
 class ReferenceState:
     """The plain definition, one event at a time over every window that contains it: the oracle
-    for the batched, pane-based `apply_batch` / `drain`."""
+    for the batched, pane-based `apply_batch` / `drain`. A hopping window's counts are held per
+    pane (one step) until the watermark passes the pane's end plus the grace."""
 
     def __init__(self) -> None:
         self.watermark: int | None = None
         self.seen: dict[str, int] = {}
         self.windows: dict[tuple[str, tuple[object, ...]], list[int]] = {}
         self.dirty: set[tuple[str, tuple[object, ...]]] = set()
+        self.held: list[tuple[int, tuple[str, tuple[object, ...]], bool]] = []  # (pane closes, key, click)
 
     def apply(self, event: AdEvent) -> Outcome:
         seen_at = self.seen.get(event.event_id)
@@ -108,13 +114,22 @@ class ReferenceState:
                 keys = [("ad", (spec.name, event.ad_id, start)), ("campaign", (spec.name, "c1", start))]
                 if spec.name == CONFIG.cell_window:
                     keys.append(("cell", (spec.name, event.segment, event.ad_id, start)))
+                pane_closes = event.ts - event.ts % spec.step_ms + spec.step_ms + CONFIG.grace_ms
                 for key in keys:
-                    self.windows.setdefault(key, [0, 0])[event.type == "click"] += 1
-                    self.dirty.add(key)
+                    if spec.step_ms < spec.size_ms:
+                        self.held.append((pane_closes, key, event.type == "click"))
+                    else:
+                        self.windows.setdefault(key, [0, 0])[event.type == "click"] += 1
+                        self.dirty.add(key)
         return Outcome.COUNTED
 
     def drain(self) -> dict[tuple[str, tuple[object, ...]], tuple[int, int, bool]]:
         specs = {spec.name: spec for spec in CONFIG.windows}
+        for closes, key, click in self.held:
+            if closes <= (self.watermark or 0):
+                self.windows.setdefault(key, [0, 0])[click] += 1
+                self.dirty.add(key)
+        self.held = [held for held in self.held if held[0] > (self.watermark or 0)]
         out = {}
         changed_ads = {key for kind, key in self.dirty if kind == "ad"}  # their cells are drained too
         for (kind, key), (impressions, clicks) in list(self.windows.items()):
@@ -178,6 +193,7 @@ def test_cell_rows_do_not_depend_on_where_drains_fall(cuts: list[int]) -> None:
     events = [ev(0, T0, segment="rare")] + [
         ev(i, T0 + i * 100, "click" if i % 9 == 0 else "impression", segment="busy") for i in range(1, 120)
     ]
+    events.append(ev(999, T0 + 5 * MIN + CONFIG.grace_ms, ad="a9"))  # closes the pane of the others
 
     def last_rows(boundaries: list[int]) -> dict[tuple[object, ...], dict[str, object]]:
         processor = CtrProcessor(CONFIG, priors, "v1", cell_policy=CellPolicy(30, 60, 500.0))
