@@ -104,17 +104,23 @@ def demo_smoke(settings: Settings, worker: ManagedProcess) -> int:
     return len(rows)
 
 
+DEMO_SPAN_MS = 7 * 60_000
+
+
 def demo_clickstream(settings: Settings, worker: ManagedProcess, seconds: float, rate: float) -> int:
     """2. The clickstream: live CTR per campaign and top ads per segment."""
     from streams.ctr.generator import ClickstreamGenerator, ClickstreamProfile
 
     topic = settings.topics.ad_events
     before = consumed(settings, topic)
-    start_ms = int(time.time() * 1000)
-    generator = ClickstreamGenerator(
-        ClickstreamProfile(), seed=int(time.time()), start_ms=start_ms, rate=rate
-    )
     impressions = int(rate * seconds)
+    # The traffic spans the last 7 minutes of event time (sent in ``seconds``): enough for the first
+    # 5-minute panes to close (end + 1 min grace), so the hourly windows have rows to show.
+    span_ms = DEMO_SPAN_MS
+    start_ms = int(time.time() * 1000) - span_ms
+    generator = ClickstreamGenerator(
+        ClickstreamProfile(), seed=int(time.time()), start_ms=start_ms, rate=impressions * 1000 / span_ms
+    )
     console.print(f"producing {impressions} impressions and their clicks to {topic} at {rate:.0f}/s")
     with progress_bar() as progress:
         task = progress.add_task(f"producing to {topic}", total=impressions)
@@ -125,7 +131,7 @@ def demo_clickstream(settings: Settings, worker: ManagedProcess, seconds: float,
     check_report(report)
     wait_for(lambda: consumed(settings, topic) - before >= report.sent, worker, "the worker to catch up", 600)
     show_campaigns(settings, sorted({ad.campaign_id for ad in generator.ads}), start_ms)
-    # The hopping window that starts just before the demo covers all of its traffic (still open).
+    # The hopping window that starts just before the demo's traffic holds its closed panes (open).
     for segment in generator.profile.segments[:2]:
         query_top_ads(
             segment=segment, k=5, at=str(start_ms + 1), final_only=False, include_open=True, version=None,
