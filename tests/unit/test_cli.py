@@ -28,6 +28,8 @@ def streams(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         (("dev", "status"), {"STREAMS_KAFKA__PARTITIONS": "-1"}, "invalid setting kafka.partitions"),
         (("produce", "hostile", "--topic", "clicks"), {}, "'clicks' is not one of 'ad-events'"),
         (("produce", "hostile", "--topic", "labels", "--run-id", "a b"), {}, "a run id is"),
+        (("ctr", "prior-study", "--hours", "4", "--warmup-hours", "3"), {}, "leaves no final hourly window"),
+        (("worker",), {"STREAMS_CTR__PRIOR_HISTORY": "30m"}, "invalid setting ctr.prior_history"),
     ],
 )
 def test_mistakes_are_one_line(args: tuple[str, ...], env: dict[str, str], message: str) -> None:
