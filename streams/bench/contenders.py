@@ -35,7 +35,6 @@ from streams.io.kafka import (
     existing_topics,
     high_watermarks,
 )
-from streams.io.version_store import delete_version_rows
 from streams.scrape import samples
 from streams.settings import Settings
 from streams.versions import result_topic
@@ -162,7 +161,7 @@ class OurWorker(Contender):
         delete_topics_containing(settings, f"{group}-")
         for each in {group, self.source_group(run)}:
             delete_group_if_empty(settings, each)
-        delete_version_rows(session, run.keyspace, version)
+        # its rows go with the bench keyspace's truncation at the end (`runner.bench_keyspace`)
         shutil.rmtree(settings.runtime.home / "faust" / group, ignore_errors=True)
 
 

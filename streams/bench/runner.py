@@ -26,6 +26,7 @@ from streams.bench.workload import Oracle
 from streams.errors import RuntimeServiceError
 from streams.io.cassandra import apply_schema, connect
 from streams.io.kafka import delete_topics, ensure_topics
+from streams.io.version_store import versioned_tables
 from streams.produce import produce
 from streams.settings import Settings
 from streams.topics import raw_topic
@@ -83,7 +84,9 @@ def new_run_id() -> str:
 
 @contextmanager
 def bench_keyspace(settings: Settings) -> Iterator[tuple[str, Any]]:
-    """The bench keyspace (the project's schema plus the jobs' tables) and a session on it."""
+    """The bench keyspace (the project's schema plus the jobs' tables) and a session on it. It is the
+    bench's own: at the end, its result tables are truncated (a row-by-row delete of millions of
+    rows leaves as many tombstones, which later scans of the keyspace refuse to read)."""
     keyspace = f"{settings.cassandra.keyspace}_bench"
     cluster, session = retrying("connecting to Cassandra", lambda: connect(settings.cassandra))
     try:
@@ -92,7 +95,13 @@ def bench_keyspace(settings: Settings) -> Iterator[tuple[str, Any]]:
         create_job_tables(session, keyspace)
         yield keyspace, session
     finally:
-        cluster.shutdown()
+        try:
+            for table in versioned_tables(session, keyspace):
+                retrying(
+                    f"truncating {table}", partial(session.execute, f"TRUNCATE {keyspace}.{table}"), 3, 5
+                )
+        finally:
+            cluster.shutdown()
 
 
 def preload(
