@@ -166,6 +166,9 @@ class WorkerSettings(_Group):
     # A batch is consumed, folded and durably flushed before its offsets are acked: bigger
     # batches mean fewer upserts per event (each dirty window is written once per batch).
     batch_size: int = Field(10_000, ge=1)
+    # What librdkafka fetches ahead of the fold, at most (librdkafka's default): with 8 MB the
+    # fold waited on fetches 60 % of the time and a backlog went at two thirds of the speed.
+    prefetch_kbytes: int = Field(65_536, ge=1024)
     batch_timeout_s: float = Field(1.0, gt=0)
     # The CTR job upserts each window that changed once per flush interval (then commits): a short
     # one while caught up (results visible soon), a long one while working through a backlog.

@@ -173,7 +173,7 @@ def run_worker(settings: Settings, composition: Composition | None = None) -> No
         consumer = BatchConsumer(
             settings.kafka, group, job.topics,
             on_assign=job.on_assign, on_revoke=job.on_revoke, on_lost=job.on_lost,
-            instance_id=w.instance_id,
+            instance_id=w.instance_id, prefetch_kbytes=w.prefetch_kbytes,
         )  # fmt: skip
         timers: list[Timer] = []
         for pipeline in pipelines:

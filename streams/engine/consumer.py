@@ -48,7 +48,7 @@ class BatchConsumer:
         on_assign: Partitions,
         on_revoke: Partitions,
         on_lost: Partitions,
-        prefetch_kbytes: int = 8192,
+        prefetch_kbytes: int = 65_536,
         instance_id: str | None = None,
     ) -> None:
         """``instance_id``: static membership (KIP-345): a restarted member with the same id gets
