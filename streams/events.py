@@ -189,7 +189,37 @@ def load_validator(schema_path: Path) -> Validator:
                 event[name] = int(event[name])
         return event
 
+    validated.judges_only = judged_names(schema)  # type: ignore[attr-defined]
     return validated
+
+
+# Keywords that constrain an object's set of properties (not one named property).
+_PROPERTY_SET_KEYWORDS = {
+    "patternProperties", "propertyNames", "minProperties", "maxProperties", "unevaluatedProperties",
+    "dependentSchemas", "dependencies",
+}  # fmt: skip
+
+
+def judged_names(schema: Any) -> frozenset[str] | None:
+    """The property names whose values alone decide whether an object is valid, or None if the
+    schema also looks at the others (a closed or patterned property set): then a field a struct
+    does not know can change the verdict."""
+    names: set[str] = set()
+
+    def visit(node: Any) -> bool:
+        if isinstance(node, list):
+            return all(visit(item) for item in node)
+        if not isinstance(node, dict):
+            return True
+        if _PROPERTY_SET_KEYWORDS & node.keys() or node.get("additionalProperties", True) is not True:
+            return False
+        names.update(node.get("properties", {}))
+        names.update(node.get("required", []))
+        return all(visit(v) for k, v in node.items() if k not in ("properties", "required")) and all(
+            visit(v) for v in node.get("properties", {}).values()
+        )
+
+    return frozenset(names) if visit(schema) else None
 
 
 def decode(raw: bytes | None, validator: Validator) -> dict[str, Any] | Rejected:
@@ -226,6 +256,10 @@ class TypedDecoder(Generic[T]):
         self._fields = struct.__struct_encode_fields__
         self._decoder = msgspec.json.Decoder(struct)
         self._validator = validator
+        # When the schema judges only fields the struct knows, a message with other fields is valid
+        # exactly when its known fields are: orjson's parse (the schema path's) and the struct say so.
+        judged = getattr(validator, "judges_only", None)
+        self._others_free = judged is not None and judged <= set(self._fields)
 
     def decode(self, raw: bytes | None) -> T | Rejected:
         if raw is None:
@@ -233,7 +267,22 @@ class TypedDecoder(Generic[T]):
         try:
             return self._decoder.decode(raw)
         except Exception:  # malformed, invalid, too deep, an unknown field, or 1.0 for 1
+            return self._with_other_fields(raw) if self._others_free else self._by_schema(raw)
+
+    def _with_other_fields(self, raw: bytes) -> T | Rejected:
+        """A message the strict struct refused may carry fields it does not know (a producer's
+        extras): parsed as the schema path parses it, its known fields checked by the struct. A
+        refusal still goes the schema's way, which words it."""
+        try:
+            event = orjson.loads(raw)
+        except (orjson.JSONDecodeError, RecursionError):
             return self._by_schema(raw)
+        if isinstance(event, dict):
+            try:
+                return msgspec.convert({n: event[n] for n in self._fields if n in event}, self._struct)
+            except (msgspec.ValidationError, ValueError, TypeError):
+                pass
+        return self._by_schema(raw)
 
     def _by_schema(self, raw: bytes | None) -> T | Rejected:
         event = decode(raw, self._validator)

@@ -311,3 +311,39 @@ def test_a_schema_without_properties_still_validates(tmp_path) -> None:  # type:
     path = tmp_path / "any.schema.json"
     path.write_text('{"type": "object"}')
     assert decode(b'{"a": 1.0}', load_validator(path)) == {"a": 1.0}
+
+
+def test_fields_the_struct_does_not_know_are_decided_without_the_schema_when_it_ignores_them() -> None:
+    """Every schema here leaves other fields free (``additionalProperties: true``): a producer's
+    extras (the benchmark's YSB fields) are parsed as the schema path parses them, and only the
+    known fields are judged; the schema words a refusal."""
+    from streams.ctr.events import AdEventMessage
+    from streams.events import TypedDecoder
+
+    validator = _CountingValidator()
+    validator.judges_only = load_validator(SCHEMAS / "ad_event.schema.json").judges_only  # type: ignore[attr-defined]
+    decoder = TypedDecoder(AdEventMessage, validator)
+    with_extra = decoder.decode(_VALID_AD_BYTES[:-1] + b',"page_id":"p","ip_address":"10.0.0.1"}')
+    assert with_extra == decoder.decode(_VALID_AD_BYTES) and validator.calls == 0
+    huge = decoder.decode(_VALID_AD_BYTES[:-1] + b',"x":' + b"1" * 5000 + b"}")
+    assert isinstance(huge, Rejected) and huge.kind == "malformed_json"
+    bad_known = decoder.decode(orjson.dumps({**_VALID_AD_EVENT, "ts": "soon", "x": 1}))
+    assert isinstance(bad_known, Rejected) and bad_known.kind == "schema_violation" and validator.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("schema", "names"),
+    [
+        ({"properties": {"a": {}}, "required": ["a"]}, {"a"}),
+        ({"properties": {"a": {}}, "if": {"properties": {"b": {"const": 1}}}, "then": {"required": ["c"]}},
+         {"a", "b", "c"}),
+        ({"properties": {"a": {}}, "additionalProperties": False}, None),
+        ({"properties": {"a": {}}, "patternProperties": {"^x": {}}}, None),
+        ({"properties": {"a": {"type": "object", "additionalProperties": {"type": "string"}}}}, None),
+        ({"properties": {"a": {}}, "maxProperties": 3}, None),
+    ],
+)  # fmt: skip
+def test_what_a_schema_judges(schema: dict[str, object], names: set[str] | None) -> None:
+    from streams.events import judged_names
+
+    assert judged_names(schema) == (frozenset(names) if names is not None else None)
