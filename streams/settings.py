@@ -122,7 +122,7 @@ class CtrSettings(_Group):
     prior_learning: bool = True
     prior_refit_every: Duration = "1h"
     prior_history: Duration = "24h"
-    prior_min_impressions: int = Field(50, ge=1, description="an ad window enters the fit with this many")
+    prior_min_impressions: int = Field(50, ge=1, description="an ad enters the spread fit with this many")
     prior_min_ads: int = Field(1, ge=1, description="ads a campaign needs for a learned prior of its own")
     ttl_s: int = Field(0, ge=0, description="TTL of result rows in seconds; 0 keeps them")
 

@@ -43,7 +43,7 @@ class PriorLearning:
     size_ms: int
     refit_ms: int = 3_600_000
     history_ms: int = 86_400_000
-    min_impressions: int = 50  # an ad window enters the fit with at least this many impressions
+    min_impressions: int = 50  # an ad (its windows summed) enters the spread estimate with this many
     min_ads: int = 1  # distinct ads a campaign needs for a prior of its own
 
     def __post_init__(self) -> None:
