@@ -100,7 +100,7 @@ def apply(state: PartitionState, event: AdEvent, config: CtrConfig) -> Outcome:
     return apply_batch(state, [event], config).outcomes[0]
 
 
-Attributed = tuple["AdEvent", int, int]  # a click, its impression's time, the watermark when counted
+Attributed = tuple[AdEvent, int, int]  # a click, its impression's time, the watermark when counted
 
 
 def apply_batch(
