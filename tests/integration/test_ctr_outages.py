@@ -42,9 +42,11 @@ BEFORE = 24_000  # impressions produced before the worker starts: 240 s of event
 DURING = 150_000  # impressions (about 155k messages) arriving live from just before the outage on
 DURING_RATE = 7000.0  # messages per second: they keep arriving for 22 s, most of the outage
 # RSS growth allowed over the outage. The CTR job holds its flush and stops consuming; librdkafka
-# fetches ahead at most 8 MB (`queued.max.messages.kbytes`), so the RSS stays within that. Buffering
-# the backlog instead costs about 0.6 KiB a message: 155k messages would take some 90 MiB (the bound
-# failed that way when the job still was a Faust agent with an unbounded STREAM_BUFFER_MAXSIZE).
+# fetches ahead at most STREAMS_WORKER__PREFETCH_KBYTES (`queued.max.messages.kbytes`; 8 MB here,
+# below the live traffic's 39 MB), so the RSS stays within that. Buffering the backlog instead
+# costs about 0.6 KiB a message: 155k messages would take some 90 MiB (the bound failed that way
+# when the job still was a Faust agent with an unbounded STREAM_BUFFER_MAXSIZE).
+PREFETCH_KBYTES = 8192
 RSS_BOUND = 48 * MiB
 DURING_START = START + BEFORE * 10 + 30 * SEC  # after the first part's event time: not late
 
@@ -61,7 +63,8 @@ def mib(n: float) -> str:
 def test_a_service_outage_is_waited_out(
     ctr_settings: Settings, tmp_path: Path, service: str, outage_s: float
 ) -> None:
-    settings = ctr_settings
+    worker = ctr_settings.worker.model_copy(update={"prefetch_kbytes": PREFETCH_KBYTES})
+    settings = ctr_settings.model_copy(update={"worker": worker})
     topic = settings.topics.ad_events
     ends = {topic: produce_clickstream(settings, seed=29, impressions=BEFORE)}
     events_before = sum(ends[topic].values())
