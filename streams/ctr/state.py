@@ -8,10 +8,11 @@ ad x segment cell lives in exactly one partition; campaign counts are kept per p
 summed by readers, so no cross-partition ordering can change a result.
 
 The work is per batch, not per event: the per-event loop only decides duplicate / late /
-counted and moves the watermark; the counted events are then tallied per window *pane* (the
-window step) in C (`Counter`), and each pane's tally is added once to every window that covers
-it. `drain` visits only the windows changed since the last drain, plus, when the watermark has
-passed the earliest close time, the windows that closed.
+counted (or, for a click, where it counts) and moves the watermark; the counted events are then
+tallied per window *pane* (the window step) in C (`Counter`) and added through `panes.count`. `drain`
+first moves the panes that closed into their windows, then visits only the windows changed since
+the last drain, plus, when the watermark has passed the earliest close time, the windows that
+closed.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class PartitionState:
     pending: dict[str, list[PendingClick]] = field(default_factory=dict)  # impression_id -> its clicks
     pending_floor: int | None = None  # no pending click is older than this
     # Open panes of the hopping windows, per kind: (window, *ids, pane start) -> counts not yet in
-    # the windows; a pane's counts join its windows once when it closes (see `_count`).
+    # the windows; a pane's counts join its windows once when it closes (`panes.count`).
     panes: dict[str, dict[Any, Counts]] = field(default_factory=lambda: {kind: {} for kind in KINDS})
     next_pane_close: int | None = None  # the earliest end + grace of an open pane
 
@@ -127,10 +128,9 @@ def apply_batch(
     oldest: int | None = None
     resolved = 0
     for i, event in enumerate(events):
-        seen_at = seen.get(event.event_id)
         # Ids older than the horizon count as forgotten whether or not `drain` has trimmed them
         # yet, so the outcome never depends on where batches happened to end.
-        if seen_at is not None and (watermark is None or seen_at >= watermark - horizon_ms):
+        if _remembered(seen.get(event.event_id), watermark, horizon_ms) is not None:
             outcomes.append(Outcome.DUPLICATE)
             continue
         ts = event.ts
@@ -139,10 +139,8 @@ def apply_batch(
             outcomes.append(Outcome.LATE)
             continue
         impression_at = None
-        if attribute and event.type == "click":
-            impression_at = seen.get(event.impression_id) if isinstance(event.impression_id, str) else None
-            if impression_at is not None and watermark is not None and impression_at < watermark - horizon_ms:
-                impression_at = None
+        if attribute and event.type == "click" and isinstance(event.impression_id, str):
+            impression_at = _remembered(seen.get(event.impression_id), watermark, horizon_ms)
         seen[event.event_id] = ts
         oldest = ts if oldest is None or ts < oldest else oldest
         if watermark is None or ts > watermark:
@@ -175,6 +173,14 @@ def apply_batch(
         for spec in config.windows:
             count(state, spec, counted, attributed, spec.name == config.cell_window, config.grace_ms)
     return Folded(outcomes, late, resolved, unattributed)
+
+
+def _remembered(seen_at: int | None, watermark: int | None, horizon_ms: int) -> int | None:
+    """When an id was counted, if the partition still remembers it: within the dedupe horizon of
+    the watermark (one rule for duplicates and for a click's impression)."""
+    if seen_at is None or (watermark is not None and seen_at < watermark - horizon_ms):
+        return None
+    return seen_at
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,11 @@ import numpy as np
 from streams.ctr.events import AdEvent
 from streams.ctr.generator import ClickstreamGenerator, ClickstreamProfile
 from streams.ctr.learning import PriorLearning
-from streams.ctr.processor import CtrProcessor
+from streams.ctr.processor import HOUR_MS, CtrProcessor
 from streams.ctr.smoothing import BetaPrior, PriorSet, posterior
 from streams.ctr.state import CtrConfig
 from streams.ctr.windows import WindowSpec
 
-HOUR_MS = 3_600_000
 BANDS = ((0, 100), (100, 1000), (1000, None))  # impressions per window: [low, high)
 METHODS = ("raw", "default prior", "learned priors", "true priors")
 LEVEL = 0.95
