@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from streams.ctr.events import AdEvent
 from streams.ctr.windows import WindowSpec
@@ -59,8 +59,9 @@ def count(
             cells[segment, ad_id, pane, click, bound] += n
     hopping = step < spec.size_ms
     pane_close_after = step + grace_ms
+    tables = state.tables()
     for kind, tally in (("ad", ads), ("campaign", campaigns), ("cell", cells)):
-        panes = state.panes[kind]
+        panes, table = state.panes[kind], tables[kind]
         for (*ids, pane, click, bound), n in tally.items():
             impressions, clicks = (0, n) if click else (n, 0)
             if hopping and pane + pane_close_after > bound:
@@ -74,15 +75,16 @@ def count(
                 counts.impressions += impressions
                 counts.clicks += clicks
             else:
-                _add_to_windows(state, spec, kind, ids, pane, impressions, clicks, grace_ms, bound)
+                _add_to_windows(state, table, spec, kind, ids, pane, impressions, clicks, grace_ms, bound)
 
 
 def _add_to_windows(
-    state: PartitionState, spec: WindowSpec, kind: str, ids: list[str], pane: int,
+    state: PartitionState, table: dict[Any, Counts], spec: WindowSpec, kind: str, ids: list[str], pane: int,
     impressions: int, clicks: int, grace_ms: int, bound: int = 0,
 ) -> None:  # fmt: skip
-    """Add counts of one pane to every window holding it that ``bound`` left open."""
-    table, dirty, close_after = state.tables()[kind], state.dirty[kind], spec.size_ms + grace_ms
+    """Add counts of one pane to every window holding it (in ``table``, the state's table of
+    ``kind``) that ``bound`` left open."""
+    dirty, close_after = state.dirty[kind], spec.size_ms + grace_ms
     for start in range(pane, pane - spec.size_ms, -spec.step_ms):
         if bound and start + close_after <= bound:
             continue  # closed when the click came
@@ -105,6 +107,7 @@ def close_panes(state: PartitionState, config: CtrConfig, watermark: int) -> Non
     pane can have closed before it: a window ends at or after each of its panes."""
     specs = {spec.name: spec for spec in config.windows}
     next_pane_close: int | None = None
+    tables = state.tables()
     for kind, panes in state.panes.items():
         closed = []
         for key, counts in panes.items():
@@ -112,7 +115,7 @@ def close_panes(state: PartitionState, config: CtrConfig, watermark: int) -> Non
             closes = key[-1] + spec.step_ms + config.grace_ms
             if closes <= watermark:
                 closed.append(key)
-                _add_to_windows(state, spec, kind, list(key[1:-1]), key[-1], counts.impressions,
+                _add_to_windows(state, tables[kind], spec, kind, list(key[1:-1]), key[-1], counts.impressions,
                                 counts.clicks, config.grace_ms)  # fmt: skip
             elif next_pane_close is None or closes < next_pane_close:
                 next_pane_close = closes
