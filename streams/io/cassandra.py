@@ -7,7 +7,9 @@ import logging
 import re
 import socket
 import ssl
+import struct
 from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -30,6 +32,7 @@ from cassandra.cluster import (
     ResponseFuture,
     Session,
 )
+from cassandra.cqltypes import BooleanType, DoubleType, Int32Type, ListType, LongType, UTF8Type
 from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BatchType, BoundStatement, PreparedStatement, Statement
 
@@ -197,6 +200,79 @@ def as_asyncio(response: ResponseFuture) -> asyncio.Future[Any]:
     return future
 
 
+class Binder:
+    """Binds rows of values to a prepared statement, as `PreparedStatement.bind` does for a sequence
+    of plain values, at a third of its cost: each column's serializer is looked up once, not per
+    value (the driver builds a column descriptor per value for its column-encryption policy, which
+    the sink does not use). A ``list<double>`` is packed by one `struct` call. ``None`` is a null;
+    the sink never binds unset values."""
+
+    def __init__(self, statement: PreparedStatement) -> None:
+        self.statement = statement
+        version = statement.protocol_version
+        self.serializers = [_serializer(column.type, version) for column in statement.column_metadata]
+
+    def bind(self, values: Sequence[Any]) -> BoundStatement:
+        if len(values) != len(self.serializers):
+            raise ValueError(f"{len(values)} values for {len(self.serializers)} columns")
+        bound = BoundStatement(self.statement)
+        bound.raw_values = values
+        pairs = zip(self.serializers, values, strict=True)
+        try:
+            bound.values = [None if v is None else serialize(v) for serialize, v in pairs]
+        except (TypeError, struct.error) as exc:
+            query = self.statement.query_string
+            raise TypeError(f"a value does not fit its column in {query}: {exc}") from exc
+        return bound
+
+
+def _serializer(cql_type: Any, protocol_version: int) -> Callable[[Any], bytes]:
+    """The common types by one C call (as the driver's `serialize` writes them); the others by
+    the driver's."""
+    if issubclass(cql_type, ListType) and cql_type.subtypes == (DoubleType,):
+        return _pack_doubles
+    if issubclass(cql_type, ListType) and cql_type.subtypes == (UTF8Type,):
+        return _pack_texts
+    packer = _PACKERS.get(cql_type)
+    if packer is not None:
+        return packer
+    serialize = cql_type.serialize
+    return lambda value: serialize(value, protocol_version)
+
+
+_INT = struct.Struct(">i").pack
+_PACKERS: dict[Any, Callable[[Any], bytes]] = {
+    DoubleType: struct.Struct(">d").pack,
+    LongType: struct.Struct(">q").pack,
+    Int32Type: _INT,
+    BooleanType: struct.Struct(">?").pack,
+    UTF8Type: str.encode,  # UTF-8
+}
+_DOUBLES: dict[int, tuple[struct.Struct, list[int]]] = {}
+
+
+def _pack_doubles(values: Sequence[float]) -> bytes:
+    """A ``list<double>`` in the native protocol: the element count, then each element's length
+    (8) and big-endian value, as `ListType.serialize` writes it."""
+    n = len(values)
+    found = _DOUBLES.get(n)
+    if found is None:
+        found = _DOUBLES[n] = (struct.Struct(">i" + "id" * n), [8] * (2 * n))
+    packer, template = found
+    fields: list[float] = template.copy()  # type: ignore[assignment]  # (ints, then the values)
+    fields[1::2] = values
+    return packer.pack(n, *fields)
+
+
+def _pack_texts(values: Sequence[str]) -> bytes:
+    """A ``list<text>``: the element count, then each element's length and UTF-8 bytes."""
+    parts = [_INT(len(values))]
+    for value in values:
+        encoded = value.encode()
+        parts += (_INT(len(encoded)), encoded)
+    return b"".join(parts)
+
+
 class CassandraSink:
     """Idempotent upserts (INSERT is an upsert in Cassandra) with prepared statements,
     bounded concurrency and retries with backoff for transient errors.
@@ -233,13 +309,14 @@ class CassandraSink:
         self._max_attempts = max_attempts
         self._on_retry = on_retry
         self._ttl_s = dict(ttl_s or {})
-        self._prepared: dict[tuple[str, tuple[str, ...], bool], PreparedStatement] = {}
+        self._prepared: dict[tuple[str, tuple[str, ...], bool], Binder] = {}
         self._partition_keys: dict[str, tuple[str, ...]] = {}
+        self._weights_of: dict[tuple[str, tuple[str, ...]], list[int]] = {}
 
     async def setup(self) -> None:
         """Nothing to do: the schema is applied by `apply_schema` before workers start."""
 
-    def _statement(self, table: str, columns: tuple[str, ...], stamped: bool) -> PreparedStatement:
+    def _statement(self, table: str, columns: tuple[str, ...], stamped: bool) -> Binder:
         key = (table, columns, stamped)
         if key not in self._prepared:
             names = ", ".join(columns)
@@ -247,8 +324,9 @@ class CassandraSink:
             ttl = self._ttl_s.get(table, 0)
             options = ([f"TTL {int(ttl)}"] if ttl > 0 else []) + (["TIMESTAMP ?"] if stamped else [])
             using = f" USING {' AND '.join(options)}" if options else ""
-            self._prepared[key] = self._session.prepare(
-                f"INSERT INTO {self._keyspace}.{check_identifier(table)} ({names}) VALUES ({marks}){using}"
+            into = f"{self._keyspace}.{check_identifier(table)}"
+            self._prepared[key] = Binder(
+                self._session.prepare(f"INSERT INTO {into} ({names}) VALUES ({marks}){using}")
             )
         return self._prepared[key]
 
@@ -281,31 +359,52 @@ class CassandraSink:
         self, table: str, columns: tuple[str, ...], rows: Sequence[list[Any]], *, stamped: bool
     ) -> list[Statement]:
         """``rows``: each row's values in ``columns`` order (then its write timestamp if stamped)."""
-        statement = self._statement(table, columns, stamped)
+        binder = self._statement(table, columns, stamped)
         where = [columns.index(c) for c in self._partition_key(table)]
-        partitions: dict[tuple[Any, ...], list[list[Any]]] = {}
+        key_of = itemgetter(*where)
+        partitions: dict[Any, list[list[Any]]] = {}
         for values in rows:
-            partitions.setdefault(tuple(values[i] for i in where), []).append(values)
+            found = partitions.get(key := key_of(values))
+            if found is None:
+                partitions[key] = [values]
+            else:
+                found.append(values)
+        bind = binder.bind
         by_replica: dict[Any, list[BoundStatement]] = {}
-        for values in partitions.values():
-            first = statement.bind(values[0])
-            bound = [first, *(statement.bind(v) for v in values[1:])]
-            by_replica.setdefault(self._replica(first), []).extend(bound)
+        for same in partitions.values():
+            bound = [bind(values) for values in same]
+            by_replica.setdefault(self._replica(bound[0]), []).extend(bound)
         requests: list[Statement] = []
+        weights = self._weights(table, columns, stamped)
         for statements in by_replica.values():
-            requests += self._batches(statements)
+            requests += self._batches(statements, weights)
         return requests
 
     def _replica(self, bound: BoundStatement) -> Any:
         replicas = self._session.cluster.metadata.get_replicas(self._keyspace, bound.routing_key)
         return replicas[0].endpoint if replicas else None
 
-    def _batches(self, statements: Sequence[BoundStatement]) -> list[Statement]:
+    def _weights(self, table: str, columns: tuple[str, ...], stamped: bool) -> list[int]:
+        """What a byte of each bound value weighs in the mutation (`BATCH_BYTES`): 4 for a
+        collection that is not frozen (each element is a cell, with its own path and timestamp),
+        else 1."""
+        key = (table, columns)
+        if key not in self._weights_of:
+            meta = self._session.cluster.metadata.keyspaces[self._keyspace].tables[table].columns
+            self._weights_of[key] = [
+                4 if meta[c].cql_type.startswith(("list<", "set<", "map<")) else 1 for c in columns
+            ]
+        return self._weights_of[key] + ([1] if stamped else [])
+
+    def _batches(self, statements: Sequence[BoundStatement], weights: Sequence[int]) -> list[Statement]:
+        """Consecutive statements cut into batches of at most `BATCH_ROWS` rows and about
+        `BATCH_BYTES` of mutation (a cell costs its value, weighted, plus ~16 bytes of timestamp,
+        TTL and deletion time)."""
         requests: list[Statement] = []
         chunk: list[BoundStatement] = []
         size = 0
         for bound in statements:
-            bytes_ = sum(4 * len(v) + 16 for v in bound.values if isinstance(v, bytes | bytearray))
+            bytes_ = sum(w * len(v) + 16 for w, v in zip(weights, bound.values, strict=True) if v is not None)
             if chunk and (len(chunk) >= self.BATCH_ROWS or size + bytes_ > self.BATCH_BYTES):
                 requests.append(_batch(chunk))
                 chunk, size = [], 0
