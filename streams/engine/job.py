@@ -1,6 +1,13 @@
 """The engine's job: one bulk consumer for every pipeline of the worker, folded as it comes, and a
 checkpoint every flush interval (short while caught up, long in a backlog).
 
+A checkpoint runs behind the folding: once a flush has drained the pipelines (rows, records,
+letters, offsets and snapshots taken at that instant), its writes go out while the next batches
+are consumed and folded, so the worker and Cassandra work at the same time. One checkpoint is in
+flight at most; the next flush, a rebalance, a rebuild and an idle snapshot wait for it first.
+If it fails, nothing later is checkpointed (its offsets would skip its rows): the job stops and
+the next owner re-reads from the last commit.
+
 A partition about to be revoked is checkpointed and committed first; one lost without notice is
 forgotten, and its next owner re-reads what was not committed.
 """
@@ -87,6 +94,8 @@ class Job:
         self.stopping = False
         self.stopped = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.inflight: asyncio.Task[None] | None = None  # the checkpoint whose writes are out
+        self.failed: BaseException | None = None  # a checkpoint that failed: none may follow it
 
     @property
     def topics(self) -> list[str]:
@@ -109,13 +118,17 @@ class Job:
                 ready = [name for name, pending in self.pending.items() if pending.offsets and
                          (now >= due[name] or len(pending.folded.letters) >= batch_size)]  # fmt: skip
                 if ready:
-                    await self.flush(consumer.commit, ready)
+                    await self.flush_behind(consumer.commit, ready)
                     last_flush |= dict.fromkeys(ready, time.monotonic())
                 elif not messages:
                     await self.snapshot_idle()
         finally:
-            await consumer.close()  # checkpoints and commits through `on_revoke`
-            self.stopped.set()
+            try:
+                if self.failed is None:  # (a failure raised already is on its way out)
+                    await self.settle()
+            finally:
+                await consumer.close()  # checkpoints and commits through `on_revoke`
+                self.stopped.set()
 
     async def stop(self, timeout_s: float = 60.0) -> None:
         self.stopping = True
@@ -162,6 +175,7 @@ class Job:
     async def _ensure(self, pipeline: Pipeline, partition: int, firsts: Mapping[str, int]) -> None:
         if (pipeline.name, partition) in self.recovery.ready:
             return
+        await self.settle()
         ends = dict(firsts)
         missing = [(t, partition) for t in pipeline.topics if t not in ends]
         if missing:
@@ -175,6 +189,7 @@ class Job:
     async def _reset(self, pipeline: Pipeline, partition: int, firsts: Mapping[str, int]) -> None:
         """The partition's state just before this batch, rebuilt: what is committed is recovered
         (its rows are durable), the rest is folded again (its rows are pending)."""
+        await self.settle()  # what was in flight is durable now, not folded again
         durable, spans_pending = {}, {}
         for topic in pipeline.topics:
             durable[topic] = self.durable.get((topic, partition), 0)
@@ -188,7 +203,39 @@ class Job:
 
     async def flush(self, commit: Any, names: Sequence[str] | None = None, *, final: bool = False) -> None:
         """Drain the pipelines named (all by default) and checkpoint what they folded, in one round;
-        then save the snapshots that are due (all changed ones if ``final``: partitions leave)."""
+        then save the snapshots that are due (all changed ones if ``final``: partitions leave).
+        Returns once it is durable."""
+        await self.settle()
+        done, taken = self._drain(names, final=final)
+        await self._complete(done, taken, commit)
+
+    async def flush_behind(self, commit: Any, names: Sequence[str]) -> None:
+        """`flush`, returning once the pipelines are drained: the checkpoint completes behind the
+        folding of the next batches (`settle` waits for it)."""
+        await self.settle()
+        done, taken = self._drain(names, final=False)
+        self.inflight = asyncio.create_task(self._complete(done, taken, commit))
+
+    async def settle(self) -> None:
+        """Wait for the checkpoint in flight, if any; its failure is raised here, and to every
+        later flush."""
+        task = self.inflight
+        if task is not None:
+            try:
+                await task
+            except BaseException as exc:
+                self.failed = self.failed or exc
+                raise
+            finally:
+                if self.inflight is task:
+                    self.inflight = None
+        if self.failed is not None:
+            failed = repr(self.failed)
+            raise RuntimeError(f"an earlier checkpoint failed ({failed}): nothing later is checkpointed")
+
+    def _drain(self, names: Sequence[str] | None, *, final: bool) -> tuple[Pending, list[Any]]:
+        """What the pipelines named folded since their last drain, with their write stamps, and the
+        snapshots due now (taken at this very instant, so they cover exactly these offsets)."""
         done, taken = Pending(), []
         for pipeline in self.pipelines:
             if names is None or pipeline.name in names:
@@ -203,6 +250,9 @@ class Job:
                 done.add(pending)
                 if self.snapshots is not None and pipeline.stateful:
                     taken += self.snapshots.capture(pipeline, positions, final=final)
+        return done, taken
+
+    async def _complete(self, done: Pending, taken: list[Any], commit: Any) -> None:
         await self.checkpoint.commit(done, commit)
         self.durable |= done.offsets
         if taken:
@@ -214,6 +264,7 @@ class Job:
         folded is durable, so each state covers exactly the durable offsets."""
         if self.snapshots is None:
             return
+        await self.settle()
         taken = []
         for pipeline in self.pipelines:
             if pipeline.stateful and not self.pending[pipeline.name].offsets:

@@ -213,6 +213,7 @@ class Binder:
         self.serializers = [_serializer(column.type, version) for column in statement.column_metadata]
 
     def bind(self, values: Sequence[Any]) -> BoundStatement:
+        """The bound statement (its ``values`` serialized)."""
         if len(values) != len(self.serializers):
             raise ValueError(f"{len(values)} values for {len(self.serializers)} columns")
         bound = BoundStatement(self.statement)
@@ -229,13 +230,15 @@ class Binder:
 def _serializer(cql_type: Any, protocol_version: int) -> Callable[[Any], bytes]:
     """The common types by one C call (as the driver's `serialize` writes them); the others by
     the driver's."""
-    if issubclass(cql_type, ListType) and cql_type.subtypes == (DoubleType,):
-        return _pack_doubles
-    if issubclass(cql_type, ListType) and cql_type.subtypes == (UTF8Type,):
-        return _pack_texts
-    packer = _PACKERS.get(cql_type)
-    if packer is not None:
-        return packer
+    if issubclass(cql_type, ListType) and len(cql_type.subtypes) == 1:
+        element = cql_type.subtypes[0]
+        if element is DoubleType:
+            return _pack_doubles
+        if issubclass(element, UTF8Type):  # text (the server says varchar)
+            return _pack_texts
+    for known, packer in _PACKERS.items():
+        if cql_type is known or (known is UTF8Type and issubclass(cql_type, UTF8Type)):
+            return packer
     serialize = cql_type.serialize
     return lambda value: serialize(value, protocol_version)
 
@@ -311,7 +314,7 @@ class CassandraSink:
         self._ttl_s = dict(ttl_s or {})
         self._prepared: dict[tuple[str, tuple[str, ...], bool], Binder] = {}
         self._partition_keys: dict[str, tuple[str, ...]] = {}
-        self._weights_of: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        self._collections_of: dict[tuple[str, tuple[str, ...]], list[int]] = {}
 
     async def setup(self) -> None:
         """Nothing to do: the schema is applied by `apply_schema` before workers start."""
@@ -375,36 +378,38 @@ class CassandraSink:
             bound = [bind(values) for values in same]
             by_replica.setdefault(self._replica(bound[0]), []).extend(bound)
         requests: list[Statement] = []
-        weights = self._weights(table, columns, stamped)
+        collections = self._collections(table, columns)
         for statements in by_replica.values():
-            requests += self._batches(statements, weights)
+            requests += self._batches(statements, collections)
         return requests
 
     def _replica(self, bound: BoundStatement) -> Any:
         replicas = self._session.cluster.metadata.get_replicas(self._keyspace, bound.routing_key)
         return replicas[0].endpoint if replicas else None
 
-    def _weights(self, table: str, columns: tuple[str, ...], stamped: bool) -> list[int]:
-        """What a byte of each bound value weighs in the mutation (`BATCH_BYTES`): 4 for a
-        collection that is not frozen (each element is a cell, with its own path and timestamp),
-        else 1."""
+    def _collections(self, table: str, columns: tuple[str, ...]) -> list[int]:
+        """The positions of ``columns`` that are collections not frozen: each element is a cell,
+        with its own path and timestamp (`BATCH_BYTES` counts their bytes 4 times)."""
         key = (table, columns)
-        if key not in self._weights_of:
+        if key not in self._collections_of:
             meta = self._session.cluster.metadata.keyspaces[self._keyspace].tables[table].columns
-            self._weights_of[key] = [
-                4 if meta[c].cql_type.startswith(("list<", "set<", "map<")) else 1 for c in columns
+            self._collections_of[key] = [
+                i for i, c in enumerate(columns) if meta[c].cql_type.startswith(("list<", "set<", "map<"))
             ]
-        return self._weights_of[key] + ([1] if stamped else [])
+        return self._collections_of[key]
 
-    def _batches(self, statements: Sequence[BoundStatement], weights: Sequence[int]) -> list[Statement]:
+    def _batches(self, statements: Sequence[BoundStatement], collections: Sequence[int]) -> list[Statement]:
         """Consecutive statements cut into batches of at most `BATCH_ROWS` rows and about
-        `BATCH_BYTES` of mutation (a cell costs its value, weighted, plus ~16 bytes of timestamp,
-        TTL and deletion time)."""
+        `BATCH_BYTES` of mutation (a cell costs its value plus ~16 bytes of timestamp, TTL and
+        deletion time)."""
         requests: list[Statement] = []
         chunk: list[BoundStatement] = []
         size = 0
         for bound in statements:
-            bytes_ = sum(w * len(v) + 16 for w, v in zip(weights, bound.values, strict=True) if v is not None)
+            values = bound.values
+            bytes_ = sum(map(len, filter(None, values))) + 16 * len(values)
+            for i in collections:
+                bytes_ += 3 * len(values[i] or b"")
             if chunk and (len(chunk) >= self.BATCH_ROWS or size + bytes_ > self.BATCH_BYTES):
                 requests.append(_batch(chunk))
                 chunk, size = [], 0

@@ -20,6 +20,8 @@ from streams.engine.checkpoint import Checkpoint, Pending
 from streams.engine.pipeline import Batch, Drained, Folded, coordinates_of
 from streams.engine.testing import Harness, MemoryLog, Refused
 from streams.events import DeadLetter, Rejected
+from streams.sink import MemorySink
+from streams.tables import DEAD_LETTERS
 
 TOPIC = "events"
 
@@ -308,3 +310,76 @@ def test_an_assignment_that_splits_a_pipelines_topics_is_reported() -> None:
     assert copartitioning_problems([TwoTopics()], [("a", 0), ("b", 0), ("a", 2), ("b", 2)]) == []
     (problem,) = copartitioning_problems([TwoTopics()], [("a", 0), ("b", 1)])
     assert problem.startswith("two: its topics are not co-partitioned")
+
+
+class SlowSink(MemorySink):
+    """A sink whose writes wait until released, and that records when each starts and ends."""
+
+    def __init__(self, keys: Any) -> None:
+        super().__init__(keys)
+        self.release = asyncio.Event()
+        self.log: list[str] = []
+
+    async def write(self, table: str, rows: Any, stamps: Any = None) -> None:
+        if table == "counts":
+            self.log.append("start")
+            await self.release.wait()
+            self.log.append("end")
+        await super().write(table, rows, stamps)
+
+
+def test_a_checkpoint_completes_behind_the_folding_and_the_next_one_waits_for_it() -> None:
+    pipeline = Counting()
+    sink = SlowSink({**pipeline.tables, DEAD_LETTERS.name: DEAD_LETTERS.primary_key})
+    h = Harness([pipeline], sink=sink)
+    fill(h.log, 600)
+
+    async def scenario() -> None:
+        job, _, task = h.start(OWNED)
+        while not sink.log:  # the first checkpoint's rows are on their way
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.05)
+        # Meanwhile the job folded on: more than the first checkpoint took, nothing committed yet,
+        # and no second checkpoint has started.
+        assert sum(pipeline.states[p].total() for p in pipeline.states) > 100
+        assert h.group == {} and sink.log == ["start"]
+        sink.release.set()
+        ends = {tp: len(h.log.partitions[tp]) for tp in OWNED}
+        while any(h.group.get(tp, 0) < end for tp, end in ends.items()):
+            await asyncio.sleep(0.01)
+        await job.stop()
+        await task
+        # One checkpoint at a time, in order; committed offsets never go back.
+        assert "start,start" not in ",".join(sink.log)
+        commits = [offsets for kind, offsets in h.observer.events if kind == "checkpoint"]
+        for tp in OWNED:
+            seen = [c[tp] for c in commits if tp in c]
+            assert seen == sorted(seen)
+
+    asyncio.run(scenario())
+    assert counts(h) == oracle(h.log)
+
+
+def test_after_a_failed_checkpoint_nothing_later_is_committed() -> None:
+    h = Harness([Counting()])
+    fill(h.log, 600)
+    job = h.job()
+    original = job.checkpoint.write_rows
+    calls = {"n": 0}
+
+    async def failing(*args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            await asyncio.sleep(0.02)  # folding goes on meanwhile
+            raise Crash("rows")
+        return await original(*args)
+
+    job.checkpoint.write_rows = failing  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        asyncio.run(h.run_until_idle(OWNED, job))
+    commits = [offsets for kind, offsets in h.observer.events if kind == "checkpoint"]
+    assert len(commits) == 1  # the first; the failed one and anything folded after it are not
+    assert h.group == {tp: at for tp, at in commits[0].items()}
+    h.pipelines = [Counting()]  # the next process re-reads from the last commit
+    asyncio.run(h.run_until_idle(OWNED))
+    assert counts(h) == oracle(h.log)
