@@ -144,7 +144,7 @@ class FraudSettings(_Group):
     dedupe_horizon_hours: int = Field(24, ge=1)
     # A customer idle this long is new again; a device or card not used this long is new again.
     history_horizon_days: int = Field(30, ge=1)
-    batch_timeout_s: float = Field(0.02, gt=0, description="scoring waits at most this long to fill a batch")
+    batch_timeout_s: float = Field(0.01, gt=0, description="scoring waits at most this long to fill a batch")
     # Each transaction's rows are written once whatever the interval: a short one while working
     # through a backlog bounds the rows held in memory without costing throughput.
     catchup_flush_interval_s: float = Field(1.0, gt=0, description="fraud checkpoints in a backlog")

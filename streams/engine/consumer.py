@@ -131,18 +131,18 @@ class BatchConsumer:
     async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
         """Commit without waiting for Kafka's answer (reported by `_committed`). A synchronous commit
         here could wait for a rebalance that needs this very consumer to poll: a deadlock until
-        ``max.poll.interval.ms``. Commits go out in order; a lost one only means re-reading."""
+        ``max.poll.interval.ms``. Commits go out in order; a lost one only means re-reading.
+
+        Called on the event loop, not the consumer's thread: an asynchronous commit only queues a
+        request (librdkafka's handle is thread-safe), and on the thread it would wait for the
+        `consume` in progress there (up to its timeout) before the checkpoint could end."""
         if not offsets:
             return
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-
-        def commit() -> None:
-            try:
-                self._consumer.commit(offsets=tps, asynchronous=True)
-            except KafkaException as exc:
-                log.warning("commit refused: %s", exc.args[0].str())
-
-        await self._call(commit)
+        try:
+            self._consumer.commit(offsets=tps, asynchronous=True)
+        except KafkaException as exc:
+            log.warning("commit refused: %s", exc.args[0].str())
 
     def _committed(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if error is not None:

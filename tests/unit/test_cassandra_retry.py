@@ -12,11 +12,16 @@ from cassandra import InvalidRequest, OperationTimedOut, ReadTimeout
 from streams.io.cassandra import READ_TRANSIENT, execute_retrying
 
 
+SILENT = object()  # a request Cassandra never answers
+
+
 class Response:
     def __init__(self, outcome: Any) -> None:
         self.outcome = outcome
 
     def add_callbacks(self, done: Any, failed: Any) -> None:
+        if self.outcome is SILENT:
+            return
         if isinstance(self.outcome, BaseException):
             failed(self.outcome)
         else:
@@ -26,12 +31,16 @@ class Response:
 class FakeSession:
     """Answers each call with the next outcome of ``outcomes``."""
 
+    default_timeout = 0.05
+
     def __init__(self, *outcomes: Any) -> None:
         self.outcomes: list[Any] = list(outcomes)
         self.calls: list[tuple[Any, Any]] = []
+        self.timeouts: list[Any] = []
 
-    def execute_async(self, statement: Any, params: Any = None) -> Response:
+    def execute_async(self, statement: Any, params: Any = None, timeout: Any = "default") -> Response:
         self.calls.append((statement, params))
+        self.timeouts.append(timeout)
         return Response(self.outcomes.pop(0))
 
 
@@ -68,3 +77,12 @@ def test_a_write_does_not_retry_a_read_timeout() -> None:
     session = session_of(ReadTimeout("r"), ["never"])
     with pytest.raises(ReadTimeout):
         asyncio.run(execute_retrying(session, "W", "w"))
+
+
+def test_a_request_without_an_answer_times_out_on_the_event_loop_and_is_retried() -> None:
+    session = session_of(SILENT, ["row"])
+    retried: list[BaseException] = []
+    rows = asyncio.run(execute_retrying(session, "W", "w", on_retry=retried.append))
+    assert rows == ["row"] and [type(e) for e in retried] == [OperationTimedOut]
+    # the driver keeps no timer of its own (a reference cycle per request, see `execute`)
+    assert session.timeouts == [None, None]

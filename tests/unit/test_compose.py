@@ -95,7 +95,7 @@ def test_default_parameters_are_typed_and_complete() -> None:
     assert dict(fraud.ip_prefixes) == load_ip_prefixes(DEFAULTS.fraud.ip_countries_file)
     assert fraud.label_horizon_ms == 90 * 86_400_000
     assert (fraud.review_budget, fraud.metrics_days, fraud.drift_alert_psi) == (50, 14, 0.25)
-    assert (fraud.metrics_interval_s, fraud.batch_timeout_s) == (30.0, 0.02)
+    assert (fraud.metrics_interval_s, fraud.batch_timeout_s) == (30.0, 0.01)
 
 
 def test_the_model_is_built_as_the_model_loader_builds_it() -> None:
