@@ -11,7 +11,6 @@ from cassandra import InvalidRequest, OperationTimedOut, ReadTimeout
 
 from streams.io.cassandra import READ_TRANSIENT, execute_retrying
 
-
 SILENT = object()  # a request Cassandra never answers
 
 
