@@ -217,7 +217,8 @@ class FraudMetrics:
         )
         self.cohort = Gauge(
             "streams_fraud_cohort_metric",
-            "Cohort (day of decision) quality from delayed labels: precision, recall, precision@k, PR-AUC.",
+            "Cohort (day of decision) quality from delayed labels: "
+            "precision, recall, precision@k, recall@k, PR-AUC.",
             ["cohort", "metric"],
             registry=registry,
         )

@@ -151,7 +151,7 @@ class FraudSettings(_Group):
     metrics_interval_s: float = Field(
         30.0, gt=0, description="how often cohort metrics and drift are refreshed"
     )
-    metrics_days: int = Field(14, ge=1, description="cohort days the worker refreshes")
+    metrics_days: int = Field(14, ge=1, description="recent cohort days: gauges, recomputed at start")
     drift_alert_psi: float = Field(0.25, gt=0)
 
 

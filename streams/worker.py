@@ -180,7 +180,7 @@ def run_worker(settings: Settings, composition: Composition | None = None) -> No
         for pipeline in pipelines:
             if isinstance(pipeline, FraudPipeline):
                 monitor = FraudMonitor(
-                    pipeline.processor, composition.fraud, session, c.keyspace,
+                    pipeline, composition.fraud, session, c.keyspace,
                     w.pipeline_version, settings.kafka.partitions, sink, fraud_metrics,
                 )  # fmt: skip
                 timers.append((composition.fraud.metrics_interval_s, monitor.refresh))

@@ -243,7 +243,9 @@ def _print_cohorts(rows: list[dict[str, Any]], pipeline_version: str) -> None:
         "precision",
         "recall",
         "prec@k",
+        "rec@k",
         "PR-AUC",
+        "computed (UTC)",
         title=f"fraud cohorts, version {pipeline_version}",
         box=box.SIMPLE_HEAD,
     )
@@ -256,6 +258,8 @@ def _print_cohorts(rows: list[dict[str, Any]], pipeline_version: str) -> None:
             pct(r["precision"]),
             pct(r["recall"]),
             pct(r["precision_at_k"]),
+            pct(r.get("recall_at_k")),
             "-" if r["pr_auc"] is None else f"{r['pr_auc']:.3f}",
+            "-" if r.get("computed_at") is None else f"{r['computed_at']:%m-%d %H:%M:%S}",
         )
     console.print(table)

@@ -25,6 +25,7 @@ def metrics_row(
         "precision": m["precision"],
         "recall": m["recall"],
         "precision_at_k": m["precision_at_k"],
+        "recall_at_k": m["recall_at_k"],
         "review_budget": m["review_budget"],
         "pr_auc": m["pr_auc"],
         "decisions": m["decisions"],

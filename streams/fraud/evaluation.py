@@ -62,7 +62,8 @@ def evaluation_weight(outcome: ScoredOutcome, policy: DecisionPolicy) -> float:
 def cohort_metrics(
     outcomes: Sequence[ScoredOutcome], policy: DecisionPolicy, review_budget: int
 ) -> dict[str, Any]:
-    """Precision and recall at the operating threshold, precision@k, PR-AUC, reliability bins."""
+    """Precision and recall at the operating threshold, precision@k and recall@k of the review
+    queue (the ``review_budget`` highest scores), PR-AUC, reliability bins."""
     n = len(outcomes)
     score = np.array([o.score for o in outcomes], dtype=float)
     fraud = np.array([bool(o.is_fraud) for o in outcomes], dtype=float)
@@ -73,6 +74,8 @@ def cohort_metrics(
     # The day's review queue: highest scores first, ties broken by transaction id (deterministic).
     ranked = sorted(range(n), key=lambda i: (-outcomes[i].score, outcomes[i].transaction_id))
     top = np.array(ranked[:review_budget], dtype=int)
+    queue_weight = float(weight[top].sum()) if n else 0.0
+    queue_fraud = float(np.sum(weight[top] * fraud[top])) if n else 0.0
     evaluable = weight > 0
     pr_auc = None
     if evaluable.any() and fraud[evaluable].any() and not fraud[evaluable].all():
@@ -92,7 +95,11 @@ def cohort_metrics(
         "threshold": policy.disable_invoice_at,
         "precision": tp / predicted if predicted else None,
         "recall": tp / actual if actual else None,
-        "precision_at_k": float(fraud[top].mean()) if n else None,
+        # Of the queue, only the outcomes a shop observes count (allowed and holdout rows, weighted):
+        # a blocked transaction's fraud is never seen. Recall@k: the share of the day's (weighted)
+        # fraud the queue holds, 100 % for a perfect ranking even when the day has fewer than k.
+        "precision_at_k": queue_fraud / queue_weight if queue_weight else None,
+        "recall_at_k": queue_fraud / actual if actual else None,
         "review_budget": review_budget,
         "pr_auc": pr_auc,
         "reliability": bins,

@@ -60,6 +60,13 @@ class FraudPipeline(PartitionStates):
         self.topics = topics
         self.scores_topic = scores_topic
         self.out = Drained()
+        # Cohort days that got a decision or a label (the monitor recomputes them, `refreshable`):
+        # folded since the last drain; folded before it (rows maybe still on their way); durable
+        # (folded before the drain before that one, whose checkpoint ended before the last drain
+        # began; or rebuilt: written by an earlier owner).
+        self.touched_days: set[int] = set()
+        self.drained_days: set[int] = set()
+        self.durable_days: set[int] = set()
 
     async def prepare(self, partition: int, batch: Batch) -> None:
         """Decode the batch's labels and look up the transactions they name that are not in memory."""
@@ -88,9 +95,12 @@ class FraudPipeline(PartitionStates):
         offsets = [message.offset() or 0 for message in sources]
         process = self.processor.process
         out = process([(tx, partition) for tx in txs], [(lb, partition) for lb in labels], offsets)
+        days = {row["cohort_day"] for row in out.cohort} | {row["cohort_day"] for row in out.label_cohort}
         if replay:
             self.processor.seal([partition], durable=True)  # a rebuild: these rows were written before
+            self.durable_days |= days
             return Folded()
+        self.touched_days |= days
         self._keep(out, partition)
         t = folded.tallies
         t[f"processed:{self.transactions}"] += len(txs)
@@ -116,4 +126,13 @@ class FraudPipeline(PartitionStates):
     def drain(self) -> Drained:
         out, self.out = self.out, Drained()
         self.processor.seal()
+        # The engine drains once the previous checkpoint has ended: what that one held is durable.
+        self.durable_days |= self.drained_days
+        self.drained_days, self.touched_days = self.touched_days, set()
         return out
+
+    def refreshable(self) -> set[int]:
+        """The cohort days to recompute: every day that got a decision or a label, at each call
+        until its rows are known durable, then once more (and then no more)."""
+        durable, self.durable_days = self.durable_days, set()
+        return durable | self.drained_days | self.touched_days

@@ -162,7 +162,13 @@ def cohort_oracle(outcomes: list[dict[str, Any]], threshold: float, budget: int)
         "fraud_labelled": sum(1 for o in outcomes if o["fraud"]),
         "precision": tp / predicted if predicted else None,
         "recall": tp / actual if actual else None,
-        "precision_at_k": sum(1 for o in queue if o["fraud"]) / len(queue),
+        # the review queue, on what a shop observes (weighted; blocked rows are unseen)
+        "precision_at_k": (
+            sum(weight(o) for o in queue if o["fraud"]) / sum(weight(o) for o in queue)
+            if sum(weight(o) for o in queue)
+            else None
+        ),
+        "recall_at_k": sum(weight(o) for o in queue if o["fraud"]) / actual if actual else None,
         "pr_auc": weighted_average_precision(evaluable) if has_both else None,
     }
 

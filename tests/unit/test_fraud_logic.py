@@ -66,8 +66,10 @@ def test_cohort_metrics_weight_the_holdout_and_ignore_blocked_transactions() -> 
     m = cohort_metrics(outcomes, policy, review_budget=3)
     assert m["precision"] == 1.0
     assert m["recall"] == pytest.approx(2 / 3)
-    # The review queue is a, b, d (1 fraud in 3); the worst ranking (c, d, a) would give 2/3.
-    assert m["precision_at_k"] == pytest.approx(1 / 3)
+    # The review queue is a (weight 2, fraud), b (blocked: unseen), d (weight 1): 2 of 3 by weight;
+    # it holds 2 of the day's 3 (weighted) fraud (a 2, c 1).
+    assert m["precision_at_k"] == pytest.approx(2 / 3)
+    assert m["recall_at_k"] == pytest.approx(2 / 3)
     assert m["labelled"] == 2 and m["fraud_labelled"] == 2 and m["holdout"] == 1
 
 

@@ -224,8 +224,10 @@ def test_cohort_metrics_by_hand() -> None:
     assert m["precision"] == 0.5
     # Fraud by weight: a 0 + b 4 + e 1 = 5, of which flagged: b 4.
     assert m["recall"] == 0.8
-    # Review queue: a, b, h (fraud, fraud, not): 2/3; the worst ranking (g, f, e) would give 1/3.
-    assert m["precision_at_k"] == pytest.approx(2 / 3)
+    # Review queue: a, b, h. Observed in it: only b (weight 4, fraud); a and h were blocked.
+    assert m["precision_at_k"] == 1.0
+    # Of the day's weighted fraud (b 4, e 1; a is blocked, unseen), the queue holds b: 4 / 5.
+    assert m["recall_at_k"] == pytest.approx(0.8)
     # Evaluable by descending score: b F 4 | d 4 | c 4 | e F 1 | f 1 | g 1. Precision at each new
     # recall: b (recall 0.8, precision 1), e (recall 1, precision 5/13): AP = 0.8 + 0.2 * 5/13.
     assert m["pr_auc"] == pytest.approx(0.8 + 0.2 * 5 / 13, rel=1e-12)
@@ -247,10 +249,27 @@ def test_cohort_metrics_by_hand() -> None:
     assert (m["threshold"], m["review_budget"]) == (0.5, 3)
 
 
-@pytest.mark.parametrize(("budget", "expected"), [(1, 1.0), (2, 1.0), (4, 0.5), (8, 3 / 8), (20, 3 / 8)])
-def test_precision_at_k_for_each_budget(budget: int, expected: float) -> None:
-    # by descending score: a F, b F, h, d, c, e F, f, g
-    assert cohort_metrics(COHORT, POLICY, budget)["precision_at_k"] == pytest.approx(expected)
+@pytest.mark.parametrize(
+    ("budget", "precision", "recall"),
+    [(1, None, 0.0), (2, 1.0, 0.8), (4, 0.5, 0.8), (6, 5 / 13, 1.0), (8, 5 / 15, 1.0), (20, 5 / 15, 1.0)],
+)
+def test_precision_and_recall_at_k_for_each_budget(
+    budget: int, precision: float | None, recall: float
+) -> None:
+    # By descending score, with weights: a F 0 | b F 4 | h 0 | d 4 | c 4 | e F 1 | f 1 | g 1.
+    # Precision@k: weighted fraud over weighted rows of the queue (None: nothing in it observed).
+    m = cohort_metrics(COHORT, POLICY, budget)
+    assert m["precision_at_k"] == (None if precision is None else pytest.approx(precision))
+    assert m["recall_at_k"] == pytest.approx(recall)
+
+
+def test_a_perfect_ranking_with_one_fraud_has_full_recall_at_k() -> None:
+    day = [ScoredOutcome("f", 0.2, ALLOW, False, True)] + [
+        ScoredOutcome(f"l{i}", 0.1, ALLOW, False, False) for i in range(100)
+    ]
+    m = cohort_metrics(day, POLICY, 50)
+    assert m["recall_at_k"] == 1.0  # the only fraud is first in the queue
+    assert m["precision_at_k"] == pytest.approx(1 / 50)  # 50 reviewed, 1 fraud: what k costs
 
 
 def test_precision_at_k_breaks_ties_by_transaction_id() -> None:
@@ -263,17 +282,19 @@ def test_precision_at_k_breaks_ties_by_transaction_id() -> None:
 def test_cohort_metrics_without_what_they_need() -> None:
     empty = cohort_metrics([], POLICY, 5)
     assert (empty["precision"], empty["recall"], empty["precision_at_k"], empty["pr_auc"]) == (None,) * 4
+    assert empty["recall_at_k"] is None
     assert (empty["transactions"], empty["decisions"], empty["reliability"]) == (0, {}, [])
     legit = [ScoredOutcome("a", 0.1, ALLOW, False, False), ScoredOutcome("b", 0.2, ALLOW, False, None)]
     m = cohort_metrics(legit, POLICY, 1)
     assert (m["precision"], m["recall"], m["pr_auc"], m["precision_at_k"]) == (None, None, None, 0.0)
+    assert m["recall_at_k"] is None  # no fraud to find
     fraud = [ScoredOutcome("a", 0.6, ALLOW, False, True), ScoredOutcome("b", 0.2, ALLOW, False, True)]
     m = cohort_metrics(fraud, POLICY, 1)
     assert (m["precision"], m["recall"], m["pr_auc"]) == (1.0, 0.5, None)  # all fraud: no PR curve
     blocked = [ScoredOutcome("a", 0.9, REVIEW, False, True), ScoredOutcome("b", 0.9, REVIEW, False, False)]
     m = cohort_metrics(blocked, POLICY, 2)
     assert (m["precision"], m["recall"], m["pr_auc"], m["reliability"]) == (None, None, None, [])
-    assert m["precision_at_k"] == 0.5
+    assert (m["precision_at_k"], m["recall_at_k"]) == (None, None)  # nothing observed
 
 
 def test_evaluation_weights() -> None:
@@ -297,7 +318,8 @@ def test_the_stored_cohort_row() -> None:
         "threshold": 0.5,
         "precision": 0.5,
         "recall": 0.8,
-        "precision_at_k": pytest.approx(2 / 3),
+        "precision_at_k": 1.0,
+        "recall_at_k": pytest.approx(0.8),
         "review_budget": 3,
         "pr_auc": pytest.approx(0.8 + 0.2 * 5 / 13),
         "decisions": {REVIEW: 1, ALLOW: 6, DISABLE_INVOICE: 1},

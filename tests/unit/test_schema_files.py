@@ -27,7 +27,11 @@ def test_cql_is_idempotent_and_keyspace_is_filled_in() -> None:
     assert "'replication_factor': 3" in statements[0]
     adds = [s for s in statements if s.startswith("ALTER TABLE")]
     assert all("IF NOT EXISTS" in s for s in statements if s not in adds)
-    assert adds == ["ALTER TABLE ks_test.fraud_transactions ADD source_offset bigint"]
+    assert adds == [
+        "ALTER TABLE ks_test.fraud_transactions ADD source_offset bigint",
+        "ALTER TABLE ks_test.fraud_cohort_metrics ADD computed_at timestamp",
+        "ALTER TABLE ks_test.fraud_cohort_metrics ADD recall_at_k double",
+    ]
     assert any("ks_test.smoke_events" in s for s in statements)
 
 
