@@ -62,6 +62,7 @@ class FraudParams:
     dedupe_horizon_ms: int
     history_horizon_ms: int
     review_budget: int
+    min_holdout_rows: int
     metrics_days: int
     metrics_interval_s: float
     drift_alert_psi: float
@@ -135,6 +136,7 @@ def fraud_params(fraud: FraudSettings, model: PinnedFile, ip_countries: PinnedFi
         dedupe_horizon_ms=fraud.dedupe_horizon_hours * HOUR_MS,
         history_horizon_ms=fraud.history_horizon_days * DAY_MS,
         review_budget=fraud.review_budget,
+        min_holdout_rows=fraud.min_holdout_rows,
         metrics_days=fraud.metrics_days,
         metrics_interval_s=fraud.metrics_interval_s,
         drift_alert_psi=fraud.drift_alert_psi,

@@ -10,14 +10,20 @@ from typing import Any
 
 from streams.compose import FraudParams
 from streams.fraud.cohorts import metrics_row
-from streams.fraud.evaluation import feature_psi
+from streams.fraud.evaluation import ThresholdCounts, feature_psi, threshold_metrics
 from streams.fraud.pipeline import FraudPipeline
 from streams.fraud.processor import DAY_MS
 from streams.metrics import FraudMetrics
 from streams.sink import Sink
 
 METRICS_TABLE = "fraud_cohort_metrics"
-COHORT_GAUGES = ("precision", "recall", "precision_at_k", "recall_at_k", "pr_auc")
+POOLED_DAYS = 7  # the rolling cohort beside each day: it and the 6 days before it
+COHORT_GAUGES = (
+    "precision", "precision_low", "precision_high", "recall", "recall_low", "recall_high",
+    "precision_at_k", "recall_at_k", "pr_auc", "holdout_flagged",
+    "pooled_precision", "pooled_precision_low", "pooled_precision_high",
+    "pooled_recall", "pooled_recall_low", "pooled_recall_high", "pooled_holdout_flagged",
+)  # fmt: skip
 
 
 def _day(cohort_day: int) -> str:
@@ -60,15 +66,17 @@ class FraudMonitor:
         days = sorted(d for d in touched | (set() if self.refreshed else recent) if d >= oldest)
         try:
             rows = await asyncio.to_thread(self._cohort_rows, days)
+            pooled = await asyncio.to_thread(self._pooled_rows, rows, newest)
             computed_at = datetime.now(UTC)
-            for row in rows:
+            for row in rows + pooled:
                 row["computed_at"] = computed_at
             await self.sink.write(METRICS_TABLE, rows)
+            await self.sink.write(METRICS_TABLE, pooled)
         except BaseException:
             self.pipeline.durable_days |= touched  # (refreshed next time)
             raise
         self.refreshed = True
-        self._show(rows, recent)
+        self._show(rows + pooled, recent)
         drift = feature_psi(self.processor.model.reference, self.processor.live_counts)
         m = self.metrics
         for feature, value in drift.items():
@@ -88,19 +96,53 @@ class FraudMonitor:
                 continue
             self.shown.add(day)
             for name in COHORT_GAUGES:
+                if name not in row:
+                    continue  # (a daily row or a pooled one: each holds its own)
                 if row[name] is None:
                     gauge.remove(_day(day), name)
                 else:
                     gauge.labels(_day(day), name).set(row[name])
 
+    def _pooled_rows(self, rows: list[dict[str, Any]], newest: int) -> list[dict[str, Any]]:
+        """The 7-day pooled precision and recall of every day whose window holds a recomputed day:
+        the counts of its 7 days summed (the recomputed ones from ``rows``, the others as stored)."""
+        if not rows:
+            return []
+        changed = sorted({row["cohort_day"] for row in rows})
+        first, last = changed[0] - POOLED_DAYS + 1, min(changed[-1] + POOLED_DAYS - 1, newest)
+        counts = self._stored_counts(first, last)
+        counts |= {
+            row["cohort_day"]: ThresholdCounts(
+                row["holdout_flagged"], row["holdout_flagged_fraud"], row["missed_fraud"]
+            )
+            for row in rows
+        }
+        affected = sorted({d for c in changed for d in range(c, c + POOLED_DAYS) if d in counts})
+        pooled = []
+        for day in affected:
+            window = [counts[d] for d in range(day - POOLED_DAYS + 1, day + 1) if d in counts]
+            total = sum(window[1:], window[0])
+            m = threshold_metrics(total, self.params.policy.holdout_share, self.params.min_holdout_rows)
+            pooled.append(
+                {"pipeline_version": self.version, "cohort_day": day,
+                 "pooled_holdout_flagged": total.flagged_holdout,
+                 **{f"pooled_{name}": value for name, value in m.items()}}
+            )  # fmt: skip
+        return pooled
+
+    def _stored_counts(self, first: int, last: int) -> dict[int, ThresholdCounts]:
+        from streams.io.fraud_store import read_threshold_counts
+
+        return read_threshold_counts(self.session, self.keyspace, self.version, first, last)
+
     def _cohort_rows(self, days: Sequence[int]) -> list[dict[str, Any]]:
         from streams.io.fraud_store import read_cohort
 
         rows = []
+        p = self.params
         for day in days:
             outcomes = read_cohort(self.session, self.keyspace, self.version, day, self.partitions)
             if outcomes:
-                rows.append(
-                    metrics_row(self.version, day, outcomes, self.params.policy, self.params.review_budget)
-                )
+                row = metrics_row(self.version, day, outcomes, p.policy, p.review_budget, p.min_holdout_rows)
+                rows.append(row)
         return rows

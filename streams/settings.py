@@ -138,6 +138,9 @@ class FraudSettings(_Group):
     review_at: float = Field(0.7, ge=0, le=1)
     holdout_share: float = Field(0.05, gt=0, le=1)
     review_budget: int = Field(50, ge=1, description="manual reviews per day: k of precision@k")
+    min_holdout_rows: int = Field(
+        10, ge=1, description="flagged holdout rows a cohort needs for precision and recall"
+    )
     label_horizon_days: int = Field(90, ge=1, description="a label joins a decision at most this old")
     # Transaction ids seen again within it are duplicates (payment idempotency keys live 24 h);
     # decisions stay in memory this long, older ones are looked up in the archive by the label join.

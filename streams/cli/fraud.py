@@ -235,31 +235,67 @@ def query_fraud_metrics(
 
 
 def _print_cohorts(rows: list[dict[str, Any]], pipeline_version: str) -> None:
-    table = Table(
+    """Two tables (each fits 80 columns): quality at the threshold with its intervals, daily and
+    pooled over 7 days; then the day's labels and its ranking quality."""
+    threshold = Table(
         "cohort",
-        "transactions",
-        "labelled",
-        "fraud",
+        "held out",
         "precision",
         "recall",
+        "7-day precision",
+        "7-day recall",
+        title=f"fraud cohorts, version {pipeline_version}: at the threshold (95 % intervals)",
+        caption="held out: flagged rows allowed anyway, whose outcome is seen; below "
+        "STREAMS_FRAUD__MIN_HOLDOUT_ROWS of them a cohort is insufficient",
+        box=box.SIMPLE_HEAD,
+    )
+    ranking = Table(
+        "cohort",
+        "tx",
+        "labelled",
+        "fraud",
         "prec@k",
         "rec@k",
         "PR-AUC",
-        "computed (UTC)",
-        title=f"fraud cohorts, version {pipeline_version}",
+        "computed",
+        title="the review queue (k = the review budget) and the ranking; computed: UTC",
         box=box.SIMPLE_HEAD,
     )
     for r in rows:
-        table.add_row(
-            iso(r["cohort_day"] * DAY_MS)[:5],
+        day = iso(r["cohort_day"] * DAY_MS)[:5]
+        threshold.add_row(
+            day,
+            "-" if r.get("holdout_flagged") is None else str(r["holdout_flagged"]),
+            _estimate(r, "precision"),
+            _estimate(r, "recall"),
+            _estimate(r, "pooled_precision", "pooled_insufficient"),
+            _estimate(r, "pooled_recall", "pooled_insufficient"),
+        )
+        ranking.add_row(
+            day,
             str(r["transactions"]),
             str(r["labelled"]),
             str(r["fraud_labelled"]),
-            pct(r["precision"]),
-            pct(r["recall"]),
-            pct(r["precision_at_k"]),
-            pct(r.get("recall_at_k")),
+            _percent(r["precision_at_k"]),
+            _percent(r.get("recall_at_k")),
             "-" if r["pr_auc"] is None else f"{r['pr_auc']:.3f}",
-            "-" if r.get("computed_at") is None else f"{r['computed_at']:%m-%d %H:%M:%S}",
+            "-" if r.get("computed_at") is None else f"{r['computed_at']:%m-%d %H:%M}",
         )
-    console.print(table)
+    console.print(threshold)
+    console.print(ranking)
+
+
+def _percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _estimate(row: dict[str, Any], name: str, insufficient: str = "insufficient") -> str:
+    """``25% (11-47)``, or ``insufficient``."""
+    if row.get(insufficient):
+        return "insufficient"
+    value, low, high = row.get(name), row.get(f"{name}_low"), row.get(f"{name}_high")
+    if value is None:
+        return "-"
+    if low is None or high is None:
+        return _percent(value)
+    return f"{100 * value:.0f}% ({100 * low:.0f}-{100 * high:.0f})"

@@ -4,6 +4,16 @@ Blocked transactions cannot show fraud (the customer had to pay up front), so ev
 would be blind. Evaluation therefore uses the allowed transactions plus the random holdout of
 risky ones, each holdout row weighted by 1 / holdout share (inverse propensity). Unlabelled
 transactions count as legitimate: fraud surfaces as a chargeback or an unpaid invoice.
+
+Precision and recall at the threshold rest on the holdout rows among the flagged ones (the only
+flagged outcomes a shop sees), so each comes with the count of those rows and a 95 % interval
+over the holdout draw: the allowed rows are always seen, only which risky rows were held out is
+random. Precision is the fraud share of the ``n`` flagged holdout rows (Wilson's interval on
+``k`` of ``n``). Recall is ``A / (A + B)``: ``A = k / h`` the estimated fraud among flagged
+transactions, ``B`` the fraud seen among the others; ``k`` is taken as Poisson and ``A``'s
+interval is Garwood's exact one, mapped through the increasing function (with ``B = 0`` there is
+no missed fraud at all, and recall is 1). Below ``min_holdout`` flagged holdout rows a day is
+*insufficient*: no precision or recall is given, whatever the few rows say.
 """
 
 from __future__ import annotations
@@ -14,11 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.stats import binomtest, chi2
 from sklearn.metrics import average_precision_score
 
 from streams.fraud.decision import ALLOW, DecisionPolicy
 
 RELIABILITY_BINS = 10
+CONFIDENCE = 0.95
+MIN_HOLDOUT = 10  # flagged holdout rows below which precision and recall are "insufficient"
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,64 @@ def reliability(
     return bins
 
 
+@dataclass(frozen=True)
+class ThresholdCounts:
+    """What precision and recall at the threshold rest on (sums over days pool them)."""
+
+    flagged_holdout: int  # n: flagged rows held out (their outcome is seen)
+    flagged_holdout_fraud: int  # k: of those, fraud
+    missed_fraud: float  # B: weighted fraud among the rows not flagged (all seen)
+
+    def __add__(self, other: ThresholdCounts) -> ThresholdCounts:
+        return ThresholdCounts(
+            self.flagged_holdout + other.flagged_holdout,
+            self.flagged_holdout_fraud + other.flagged_holdout_fraud,
+            self.missed_fraud + other.missed_fraud,
+        )
+
+
+def threshold_metrics(counts: ThresholdCounts, holdout_share: float, min_holdout: int) -> dict[str, Any]:
+    """Precision and recall at the threshold with their intervals (module docstring), or
+    ``insufficient`` with None for all of them."""
+    n, k, missed = counts.flagged_holdout, counts.flagged_holdout_fraud, counts.missed_fraud
+    empty: dict[str, Any] = dict.fromkeys(
+        ("precision", "precision_low", "precision_high", "recall", "recall_low", "recall_high")
+    )
+    if n < max(min_holdout, 1):
+        return {**empty, "insufficient": True}
+    found = binomtest(k, n).proportion_ci(CONFIDENCE, method="wilson")
+    alpha = 1 - CONFIDENCE
+    a_low = chi2.ppf(alpha / 2, 2 * k) / 2 / holdout_share if k else 0.0
+    a_high = chi2.ppf(1 - alpha / 2, 2 * k + 2) / 2 / holdout_share
+    estimate = k / holdout_share
+
+    def recall(a: float) -> float | None:
+        return a / (a + missed) if a + missed > 0 else None
+
+    return {
+        "insufficient": False,
+        "precision": k / n,
+        "precision_low": float(found.low),
+        "precision_high": float(found.high),
+        "recall": recall(estimate),
+        "recall_low": recall(a_low) if missed > 0 or a_low > 0 else None,
+        "recall_high": recall(a_high),
+    }
+
+
+def threshold_counts(outcomes: Sequence[ScoredOutcome], policy: DecisionPolicy) -> ThresholdCounts:
+    n = k = 0
+    missed = 0.0
+    for o in outcomes:
+        if o.score >= policy.disable_invoice_at:
+            if o.holdout:
+                n += 1
+                k += bool(o.is_fraud)
+        elif o.is_fraud:
+            missed += evaluation_weight(o, policy)
+    return ThresholdCounts(n, k, missed)
+
+
 def evaluation_weight(outcome: ScoredOutcome, policy: DecisionPolicy) -> float:
     if outcome.holdout:
         return 1.0 / policy.holdout_share
@@ -60,7 +131,10 @@ def evaluation_weight(outcome: ScoredOutcome, policy: DecisionPolicy) -> float:
 
 
 def cohort_metrics(
-    outcomes: Sequence[ScoredOutcome], policy: DecisionPolicy, review_budget: int
+    outcomes: Sequence[ScoredOutcome],
+    policy: DecisionPolicy,
+    review_budget: int,
+    min_holdout: int = MIN_HOLDOUT,
 ) -> dict[str, Any]:
     """Precision and recall at the operating threshold, precision@k and recall@k of the review
     queue (the ``review_budget`` highest scores), PR-AUC, reliability bins."""
@@ -68,9 +142,7 @@ def cohort_metrics(
     score = np.array([o.score for o in outcomes], dtype=float)
     fraud = np.array([bool(o.is_fraud) for o in outcomes], dtype=float)
     weight = np.array([evaluation_weight(o, policy) for o in outcomes], dtype=float)
-    flagged = (score >= policy.disable_invoice_at).astype(float)
-    tp = float(np.sum(weight * fraud * flagged))
-    predicted, actual = float(np.sum(weight * flagged)), float(np.sum(weight * fraud))
+    actual = float(np.sum(weight * fraud))
     # The day's review queue: highest scores first, ties broken by transaction id (deterministic).
     ranked = sorted(range(n), key=lambda i: (-outcomes[i].score, outcomes[i].transaction_id))
     top = np.array(ranked[:review_budget], dtype=int)
@@ -86,6 +158,7 @@ def cohort_metrics(
     decisions: dict[str, int] = {}
     for o in outcomes:
         decisions[o.decision] = decisions.get(o.decision, 0) + 1
+    counts = threshold_counts(outcomes, policy)
     return {
         "transactions": n,
         "labelled": sum(1 for o in outcomes if o.is_fraud is not None),
@@ -93,8 +166,8 @@ def cohort_metrics(
         "holdout": sum(1 for o in outcomes if o.holdout),
         "decisions": decisions,
         "threshold": policy.disable_invoice_at,
-        "precision": tp / predicted if predicted else None,
-        "recall": tp / actual if actual else None,
+        "counts": counts,
+        **threshold_metrics(counts, policy.holdout_share, min_holdout),
         # Of the queue, only the outcomes a shop observes count (allowed and holdout rows, weighted):
         # a blocked transaction's fraud is never seen. Recall@k: the share of the day's (weighted)
         # fraud the queue holds, 100 % for a perfect ranking even when the day has fewer than k.

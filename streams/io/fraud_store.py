@@ -9,7 +9,7 @@ from typing import Any
 from cassandra.cluster import Session
 from cassandra.query import PreparedStatement
 
-from streams.fraud.evaluation import ScoredOutcome
+from streams.fraud.evaluation import ScoredOutcome, ThresholdCounts
 from streams.fraud.processor import COHORT_TABLE, SCORES_TABLE, TRANSACTIONS_TABLE, Archived
 from streams.io.cassandra import READ_TRANSIENT, check_identifier, execute_retrying
 
@@ -63,6 +63,23 @@ def read_cohort(
                     )
                 )
     return outcomes
+
+
+def read_threshold_counts(
+    session: Session, keyspace: str, version: str, first_day: int, last_day: int
+) -> dict[int, ThresholdCounts]:
+    """The stored counts behind precision and recall of the cohort days in ``[first_day, last_day]``."""
+    rows = session.execute(
+        "SELECT cohort_day, holdout_flagged, holdout_flagged_fraud, missed_fraud "
+        f"FROM {check_identifier(keyspace)}.{METRICS_TABLE} "
+        "WHERE pipeline_version = %s AND cohort_day >= %s AND cohort_day <= %s",
+        (version, first_day, last_day),
+    )
+    return {
+        r.cohort_day: ThresholdCounts(r.holdout_flagged, r.holdout_flagged_fraud or 0, r.missed_fraud or 0.0)
+        for r in rows
+        if r.holdout_flagged is not None  # (a row from before the counts were stored)
+    }
 
 
 def read_metrics(session: Session, keyspace: str, version: str, limit: int) -> list[dict[str, Any]]:

@@ -110,8 +110,11 @@ def produce_workload(settings: Settings) -> dict[str, int]:
 
 @pytest.fixture
 def dashboard_settings(isolated: Settings) -> Settings:
-    """Cohort metrics and drift refreshed every 2 s, over every day of the scenario."""
-    fraud = isolated.fraud.model_copy(update={"metrics_interval_s": 2.0, "metrics_days": 60})
+    """Cohort metrics and drift refreshed every 2 s, over every day of the scenario; precision and
+    recall from a single flagged holdout row (the workload is too small for the default 10)."""
+    fraud = isolated.fraud.model_copy(
+        update={"metrics_interval_s": 2.0, "metrics_days": 60, "min_holdout_rows": 1}
+    )
     return isolated.model_copy(update={"fraud": fraud})
 
 

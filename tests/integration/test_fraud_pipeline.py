@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
+from scipy.stats import chi2
 
 from streams.fraud.features import FEATURES
 from streams.fraud.generator import TransactionGenerator, TransactionProfile
@@ -144,14 +145,46 @@ def weighted_average_precision(rows: list[tuple[float, float, float]]) -> float:
     return ap
 
 
-def cohort_oracle(outcomes: list[dict[str, Any]], threshold: float, budget: int) -> dict[str, Any]:
+def interval_oracle(n: int, k: int, missed: float, min_holdout: int) -> dict[str, Any]:
+    """Precision (Wilson) and recall (Garwood on k, through k/h / (k/h + missed)) at 95 %, or
+    insufficient below ``min_holdout`` flagged holdout rows."""
+    names = ("precision", "precision_low", "precision_high", "recall", "recall_low", "recall_high")
+    if n < min_holdout:
+        return {"insufficient": True, **dict.fromkeys(names)}
+    z, p = 1.959963984540054, k / n
+    center, half = (p + z * z / (2 * n)), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    low_a = chi2.ppf(0.025, 2 * k) / 2 / HOLDOUT if k else 0.0
+    high_a = chi2.ppf(0.975, 2 * k + 2) / 2 / HOLDOUT
+
+    def recall(a: float) -> float | None:
+        return a / (a + missed) if a + missed > 0 else None
+
+    return {
+        "insufficient": False,
+        "precision": p,
+        "precision_low": (center - half) / (1 + z * z / n),
+        "precision_high": (center + half) / (1 + z * z / n),
+        "recall": recall(k / HOLDOUT),
+        "recall_low": recall(low_a) if missed > 0 or low_a > 0 else None,
+        "recall_high": recall(high_a),
+    }
+
+
+def threshold_counts_oracle(outcomes: list[dict[str, Any]], threshold: float) -> tuple[int, int, float]:
+    """(flagged holdout rows, of them fraud, fraud among the rows not flagged)."""
+    held = [o for o in outcomes if o["score"] >= threshold and o["holdout"]]
+    missed = sum(1.0 for o in outcomes if o["score"] < threshold and o["fraud"] and o["decision"] == "allow")
+    return len(held), sum(1 for o in held if o["fraud"]), missed
+
+
+def cohort_oracle(
+    outcomes: list[dict[str, Any]], threshold: float, budget: int, min_holdout: int
+) -> dict[str, Any]:
     def weight(o: dict[str, Any]) -> float:
         return 1 / HOLDOUT if o["holdout"] else (1.0 if o["decision"] == "allow" else 0.0)
 
-    flagged = [o for o in outcomes if o["score"] >= threshold]
-    tp = sum(weight(o) for o in flagged if o["fraud"])
-    predicted = sum(weight(o) for o in flagged)
     actual = sum(weight(o) for o in outcomes if o["fraud"])
+    n, k, missed = threshold_counts_oracle(outcomes, threshold)
     queue = sorted(outcomes, key=lambda o: (-o["score"], o["transaction_id"]))[:budget]
     evaluable = [(o["score"], 1.0 if o["fraud"] else 0.0, weight(o)) for o in outcomes]
     positives = [e for e in evaluable if e[2] > 0]
@@ -160,8 +193,8 @@ def cohort_oracle(outcomes: list[dict[str, Any]], threshold: float, budget: int)
         "transactions": len(outcomes),
         "labelled": sum(1 for o in outcomes if o["labelled"]),
         "fraud_labelled": sum(1 for o in outcomes if o["fraud"]),
-        "precision": tp / predicted if predicted else None,
-        "recall": tp / actual if actual else None,
+        "holdout_flagged": n,
+        **interval_oracle(n, k, missed, min_holdout),
         # the review queue, on what a shop observes (weighted; blocked rows are unseen)
         "precision_at_k": (
             sum(weight(o) for o in queue if o["fraud"]) / sum(weight(o) for o in queue)
@@ -176,7 +209,12 @@ def cohort_oracle(outcomes: list[dict[str, Any]], threshold: float, budget: int)
 @pytest.fixture
 def fraud_settings(isolated: Settings) -> Settings:
     fraud = isolated.fraud.model_copy(
-        update={"holdout_share": HOLDOUT, "metrics_interval_s": 2.0, "metrics_days": 60}
+        update={
+            "holdout_share": HOLDOUT,
+            "metrics_interval_s": 2.0,
+            "metrics_days": 60,
+            "min_holdout_rows": 3,
+        }
     )
     return isolated.model_copy(update={"fraud": fraud})
 
@@ -233,13 +271,19 @@ def test_scores_features_detection_and_cohort_metrics(fraud_settings: Settings, 
             def cohort_rows() -> list[Any]:
                 return list(session.execute("SELECT * FROM fraud_cohort"))
 
-            # Wait until the worker's periodic refresh has seen every label.
+            # Wait until the worker's periodic refresh has seen every label, and a refresh later
+            # nothing changed (a refresh writes each day's row, then the 7-day rows it changed).
+            seen: list[Any] = []
+
             def metrics_fresh() -> list[Any] | None:
                 rows = list(session.execute("SELECT * FROM fraud_cohort_metrics"))
-                return rows if sum(r.labelled for r in rows) == len(scenario.labels) else None
+                values = [{k: v for k, v in r._asdict().items() if k != "computed_at"} for r in rows]
+                settled = sum(r.labelled for r in rows) == len(scenario.labels) and seen == [values]
+                seen[:] = [values]
+                return rows if settled else None
 
             stored_metrics = wait_until(
-                metrics_fresh, 60, "cohort metrics covering every label", interval_s=1
+                metrics_fresh, 60, "cohort metrics covering every label", interval_s=3
             )
             transactions = list(session.execute("SELECT * FROM fraud_transactions"))
             scores = list(session.execute("SELECT transaction_id FROM fraud_scores"))
@@ -296,12 +340,24 @@ def test_scores_features_detection_and_cohort_metrics(fraud_settings: Settings, 
         )
     assert {r.cohort_day for r in stored_metrics} == set(days)
     assert any(r.holdout for r in cohort)
+    threshold, budget, least = (
+        settings.fraud.disable_invoice_at, settings.fraud.review_budget, settings.fraud.min_holdout_rows
+    )  # fmt: skip
     for row in stored_metrics:
-        expected = cohort_oracle(
-            days[row.cohort_day], settings.fraud.disable_invoice_at, settings.fraud.review_budget
-        )
+        expected = cohort_oracle(days[row.cohort_day], threshold, budget, least)
         actual = {k: getattr(row, k) for k in expected}
         assert actual == pytest.approx(expected, abs=1e-9), row.cohort_day
+        # The rolling 7-day cohort: the day and the 6 before it, pooled.
+        pooled = [
+            threshold_counts_oracle(days[d], threshold) for d in range(row.cohort_day - 6, row.cohort_day + 1)
+        ]
+        n, k, missed = (sum(c[i] for c in pooled) for i in range(3))
+        expected = {f"pooled_{name}": v for name, v in interval_oracle(n, k, missed, least).items()}
+        actual = {name: getattr(row, name) for name in expected}
+        assert actual == pytest.approx(expected, abs=1e-9), row.cohort_day
+        assert row.pooled_holdout_flagged == n and row.computed_at is not None
+    verdicts = {r.insufficient for r in stored_metrics} | {r.pooled_insufficient for r in stored_metrics}
+    assert verdicts == {True, False}  # the scenario has both kinds of days
 
     # The training loop learns a new version from what this pipeline archived.
     result = train_from_archive(settings, tmp_path / "fraud-it-v2.json")

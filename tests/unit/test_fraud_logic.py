@@ -63,7 +63,7 @@ def test_cohort_metrics_weight_the_holdout_and_ignore_blocked_transactions() -> 
         ScoredOutcome("c", 0.1, ALLOW, False, True),  # missed fraud
         ScoredOutcome("d", 0.2, ALLOW, False, None),  # unlabelled: legitimate
     ]
-    m = cohort_metrics(outcomes, policy, review_budget=3)
+    m = cohort_metrics(outcomes, policy, review_budget=3, min_holdout=1)
     assert m["precision"] == 1.0
     assert m["recall"] == pytest.approx(2 / 3)
     # The review queue is a (weight 2, fraud), b (blocked: unseen), d (weight 1): 2 of 3 by weight;

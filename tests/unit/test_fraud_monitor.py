@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from streams.compose import compose
+from streams.fraud.evaluation import ThresholdCounts
 from streams.fraud.pipeline import FraudPipeline
 from streams.fraud.processor import DAY_MS, FraudProcessor
 from streams.metrics import FraudMetrics
@@ -30,6 +31,10 @@ class Monitor(FraudMonitor):
         super().__init__(pipeline, params, None, "ks", "v1", 4, sink, metrics)
         self.read: list[list[int]] = []
         self.broken = False
+        self.stored: dict[int, ThresholdCounts] = {}  # counts of the days in Cassandra
+
+    def _stored_counts(self, first: int, last: int) -> dict[int, ThresholdCounts]:
+        return {d: c for d, c in self.stored.items() if first <= d <= last}
 
     def _cohort_rows(self, days: Any) -> list[dict[str, Any]]:
         if self.broken:
@@ -37,7 +42,8 @@ class Monitor(FraudMonitor):
         self.read.append(list(days))
         return [
             {"pipeline_version": "v1", "cohort_day": d, "precision": 1.0, "recall": 1.0,
-             "precision_at_k": 0.5, "recall_at_k": 0.5, "pr_auc": None}
+             "precision_at_k": 0.5, "recall_at_k": 0.5, "pr_auc": None,
+             "holdout_flagged": 6, "holdout_flagged_fraud": 3, "missed_fraud": 1.0}
             for d in days
         ]  # fmt: skip
 
@@ -107,3 +113,26 @@ def test_a_day_is_refreshed_until_its_rows_are_known_durable_then_once_more() ->
     asyncio.run(m.refresh())
     asyncio.run(m.refresh())
     assert m.read[1:] == [[TODAY - 5]] * 4 + [[]]
+
+
+def test_the_rolling_7_day_cohort_pools_the_counts_of_its_days() -> None:
+    m, pipeline, sink, metrics = monitor()
+    asyncio.run(m.refresh())
+    m.stored = {TODAY - d: ThresholdCounts(1, 1, 0.0) for d in range(10)}  # as stored: 1 row each
+    pipeline.durable_days = {TODAY - 3}  # recomputed: 6 rows, 3 fraud, 1 missed (`_cohort_rows`)
+    asyncio.run(m.refresh())
+    rows = sink.tables["fraud_cohort_metrics"]
+    # Day D pools D-6..D: the recomputed day-3 counts replace the stored ones.
+    pooled = rows[("v1", TODAY)]
+    assert pooled["pooled_holdout_flagged"] == 6 + 6 * 1  # days -6..0, day -3 recomputed
+    # Days whose window holds day-3: day-3 .. day+3 (up to the newest day, today)
+    changed = sorted(
+        d for (_, d), row in rows.items() if row["computed_at"] == rows[("v1", TODAY - 3)]["computed_at"]
+    )
+    assert changed == list(range(TODAY - 3, TODAY + 1))
+    day3 = rows[("v1", TODAY - 3)]
+    assert day3["pooled_holdout_flagged"] == 6 + 6 * 1  # day-3 fresh, days -9..-4 stored
+    h = m.params.policy.holdout_share
+    assert day3["pooled_precision"] == pytest.approx((3 + 6) / 12)
+    assert day3["pooled_recall"] == pytest.approx((9 / h) / (9 / h + 1.0))
+    assert "pooled_precision" in {s.labels["metric"] for x in metrics.cohort.collect() for s in x.samples}

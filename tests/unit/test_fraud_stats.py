@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import UTC, datetime
 from math import log, nextafter
 
@@ -28,6 +29,7 @@ from streams.fraud.decision import (
 )
 from streams.fraud.evaluation import (
     ScoredOutcome,
+    ThresholdCounts,
     cohort_metrics,
     evaluation_weight,
     feature_psi,
@@ -36,6 +38,7 @@ from streams.fraud.evaluation import (
     reference_of,
     reliability,
     season_bucket,
+    threshold_metrics,
 )
 
 HOUR, DAY = 3_600_000, 86_400_000
@@ -219,7 +222,7 @@ COHORT = [
 
 
 def test_cohort_metrics_by_hand() -> None:
-    m = cohort_metrics(COHORT, POLICY, review_budget=3)
+    m = cohort_metrics(COHORT, POLICY, review_budget=3, min_holdout=1)
     # Flagged (score >= 0.5) by weight: a 0 + b 4 + d 4 + h 0 = 8, of which fraud: b 4.
     assert m["precision"] == 0.5
     # Fraud by weight: a 0 + b 4 + e 1 = 5, of which flagged: b 4.
@@ -288,9 +291,10 @@ def test_cohort_metrics_without_what_they_need() -> None:
     m = cohort_metrics(legit, POLICY, 1)
     assert (m["precision"], m["recall"], m["pr_auc"], m["precision_at_k"]) == (None, None, None, 0.0)
     assert m["recall_at_k"] is None  # no fraud to find
-    fraud = [ScoredOutcome("a", 0.6, ALLOW, False, True), ScoredOutcome("b", 0.2, ALLOW, False, True)]
-    m = cohort_metrics(fraud, POLICY, 1)
-    assert (m["precision"], m["recall"], m["pr_auc"]) == (1.0, 0.5, None)  # all fraud: no PR curve
+    fraud = [ScoredOutcome("a", 0.6, ALLOW, True, True), ScoredOutcome("b", 0.2, ALLOW, False, True)]
+    m = cohort_metrics(fraud, POLICY, 1, min_holdout=1)
+    # a is a holdout row (weight 4): precision 1, recall 4 / (4 + 1); all fraud: no PR curve
+    assert (m["precision"], m["recall"], m["pr_auc"]) == (1.0, 0.8, None)
     blocked = [ScoredOutcome("a", 0.9, REVIEW, False, True), ScoredOutcome("b", 0.9, REVIEW, False, False)]
     m = cohort_metrics(blocked, POLICY, 2)
     assert (m["precision"], m["recall"], m["pr_auc"], m["reliability"]) == (None, None, None, [])
@@ -306,7 +310,7 @@ def test_evaluation_weights() -> None:
 
 
 def test_the_stored_cohort_row() -> None:
-    row = metrics_row("v7", 20454, COHORT, POLICY, 3)
+    row = metrics_row("v7", 20454, COHORT, POLICY, 3, min_holdout=1)
     assert json.loads(row.pop("reliability")) == cohort_metrics(COHORT, POLICY, 3)["reliability"]
     assert row == {
         "pipeline_version": "v7",
@@ -316,14 +320,83 @@ def test_the_stored_cohort_row() -> None:
         "fraud_labelled": 3,
         "holdout": 3,
         "threshold": 0.5,
+        "insufficient": False,
+        "holdout_flagged": 2,
+        "holdout_flagged_fraud": 1,
+        "missed_fraud": 1.0,
         "precision": 0.5,
+        "precision_low": pytest.approx(wilson(1, 2)[0]),
+        "precision_high": pytest.approx(wilson(1, 2)[1]),
         "recall": 0.8,
+        "recall_low": pytest.approx(garwood_recall(1, 0.25, 1.0)[0]),
+        "recall_high": pytest.approx(garwood_recall(1, 0.25, 1.0)[1]),
         "precision_at_k": 1.0,
         "recall_at_k": pytest.approx(0.8),
         "review_budget": 3,
         "pr_auc": pytest.approx(0.8 + 0.2 * 5 / 13),
         "decisions": {REVIEW: 1, ALLOW: 6, DISABLE_INVOICE: 1},
     }
+
+
+# ---- uncertainty: the flagged holdout rows are what precision and recall at the threshold rest on
+
+Z = 1.959963984540054  # the normal quantile of 97.5 %
+# Chi-square quantiles from a table: (probability, degrees of freedom) -> quantile
+CHI2 = {(0.025, 2): 0.0506356, (0.975, 4): 11.1433, (0.025, 10): 3.24697, (0.975, 12): 23.3367}
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    p = k / n
+    center = (p + Z * Z / (2 * n)) / (1 + Z * Z / n)
+    half = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / (1 + Z * Z / n)
+    return center - half, center + half
+
+
+def garwood_recall(k: int, h: float, missed: float) -> tuple[float, float]:
+    low, high = CHI2[(0.025, 2 * k)] / 2 / h, CHI2[(0.975, 2 * k + 2)] / 2 / h
+    return low / (low + missed), high / (high + missed)
+
+
+def test_precision_and_recall_come_with_their_intervals() -> None:
+    # 20 flagged holdout rows (share 0.25), 5 of them fraud; 3 fraud among the rows not flagged.
+    day = [ScoredOutcome(f"h{i}", 0.9, ALLOW, True, i < 5) for i in range(20)]
+    day += [ScoredOutcome(f"b{i}", 0.9, DISABLE_INVOICE, False, None) for i in range(60)]  # blocked
+    day += [ScoredOutcome(f"m{i}", 0.1, ALLOW, False, i < 3) for i in range(100)]
+    m = cohort_metrics(day, POLICY, 10, min_holdout=10)
+    assert m["insufficient"] is False
+    assert m["precision"] == 0.25  # 5 of 20
+    assert (m["precision_low"], m["precision_high"]) == pytest.approx(wilson(5, 20), abs=1e-9)
+    # Estimated flagged fraud 5 / 0.25 = 20 against 3 missed: recall 20 / 23.
+    assert m["recall"] == pytest.approx(20 / 23)
+    assert (m["recall_low"], m["recall_high"]) == pytest.approx(garwood_recall(5, 0.25, 3), abs=1e-4)
+    assert m["recall_low"] < m["recall"] < m["recall_high"]
+
+
+def test_a_day_whose_flagged_rows_include_no_holdout_row_is_insufficient_not_zero() -> None:
+    day = [ScoredOutcome(f"b{i}", 0.9, DISABLE_INVOICE, False, None) for i in range(35)]
+    day += [ScoredOutcome(f"m{i}", 0.1, ALLOW, False, i < 2) for i in range(500)]
+    m = cohort_metrics(day, POLICY, 10)
+    assert m["insufficient"] is True
+    assert [m[k] for k in ("precision", "recall", "precision_low", "recall_high")] == [None] * 4
+    # below the minimum (10 by default) it is insufficient too, whatever the few rows say
+    few = day + [ScoredOutcome(f"h{i}", 0.9, ALLOW, True, False) for i in range(9)]
+    assert cohort_metrics(few, POLICY, 10)["insufficient"] is True
+    assert cohort_metrics(few, POLICY, 10, min_holdout=9)["precision"] == 0.0
+
+
+def test_without_missed_fraud_recall_is_one_for_sure() -> None:
+    day = [ScoredOutcome(f"h{i}", 0.9, ALLOW, True, i < 1) for i in range(12)]
+    day += [ScoredOutcome(f"m{i}", 0.1, ALLOW, False, False) for i in range(50)]
+    m = cohort_metrics(day, POLICY, 10)
+    assert (m["recall"], m["recall_low"], m["recall_high"]) == (1.0, 1.0, 1.0)
+
+
+def test_threshold_counts_pool_by_summing() -> None:
+    a, b = ThresholdCounts(4, 1, 2.0), ThresholdCounts(8, 3, 1.0)
+    assert a + b == ThresholdCounts(12, 4, 3.0)
+    pooled = threshold_metrics(a + b, 0.25, 10)
+    assert pooled["precision"] == pytest.approx(4 / 12) and pooled["recall"] == pytest.approx(16 / 19)
+    assert threshold_metrics(a, 0.25, 10)["insufficient"] is True
 
 
 # ---- decisions

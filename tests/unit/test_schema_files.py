@@ -27,11 +27,21 @@ def test_cql_is_idempotent_and_keyspace_is_filled_in() -> None:
     assert "'replication_factor': 3" in statements[0]
     adds = [s for s in statements if s.startswith("ALTER TABLE")]
     assert all("IF NOT EXISTS" in s for s in statements if s not in adds)
+    metrics_columns = [
+        "computed_at timestamp", "recall_at_k double", "insufficient boolean", "holdout_flagged bigint",
+        "holdout_flagged_fraud bigint", "missed_fraud double", "precision_low double",
+        "precision_high double", "recall_low double", "recall_high double", "pooled_insufficient boolean",
+        "pooled_holdout_flagged bigint", "pooled_precision double", "pooled_precision_low double",
+        "pooled_precision_high double", "pooled_recall double", "pooled_recall_low double",
+        "pooled_recall_high double",
+    ]  # fmt: skip
     assert adds == [
         "ALTER TABLE ks_test.fraud_transactions ADD source_offset bigint",
-        "ALTER TABLE ks_test.fraud_cohort_metrics ADD computed_at timestamp",
-        "ALTER TABLE ks_test.fraud_cohort_metrics ADD recall_at_k double",
+        *(f"ALTER TABLE ks_test.fraud_cohort_metrics ADD {column}" for column in metrics_columns),
     ]
+    # and every column added is in the table's CREATE statement too
+    create = next(s for s in statements if "TABLE IF NOT EXISTS ks_test.fraud_cohort_metrics" in s)
+    assert all(f"  {column}" in create for column in metrics_columns)
     assert any("ks_test.smoke_events" in s for s in statements)
 
 
