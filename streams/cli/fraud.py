@@ -137,24 +137,36 @@ def print_training_report(report: dict[str, Any], version: str) -> None:
                 f"{r['brier']:.4f}",
             )
     console.print(table)
+    train, test = report["train"], report["test"]
+    if report.get("weighted"):
+        console.print(
+            f"holdout rows weighted 1 / holdout share: effective sample size {train['effective_n']:,.0f} "
+            f"of {train['n']:,} training rows, {test['effective_n']:,.0f} of {test['n']:,} test rows"
+        )
 
 
 def _archived_training_data(settings: Any, version: str, maturity_days: int) -> Any:
     from streams.fraud.training import TrainingData
     from streams.io.fraud_store import scan_training_rows
+    from streams.io.version_store import read_version
 
     with session_of(settings) as session:
         rows = scan_training_rows(session, settings.cassandra.keyspace, version)
+        record = read_version(session, settings.cassandra.keyspace, version)
+    pinned = record.params.get("fraud", {}) if record is not None else {}
+    holdout_share = float(pinned.get("holdout_share", settings.fraud.holdout_share))
     if not rows:
         raise ConfigError(f"no scored transactions archived for version {version}")
     newest = max(r["ts"] for r in rows)
     usable = [r for r in rows if r["is_fraud"] is not None or r["ts"] < newest - maturity_days * DAY_MS]
-    # Blocked transactions show no fraud: learn from the allowed ones and the holdout.
+    # Blocked transactions show no fraud: learn from the allowed ones and the holdout, a holdout row
+    # standing for 1 / h risky transactions (the share the source version was pinned with).
     usable = [r for r in usable if r["decision"] == "allow"]
     return TrainingData(
         np.array([r["features"] for r in usable], dtype=float),
         np.array([1.0 if r["is_fraud"] else 0.0 for r in usable]),
         np.array([r["ts"] for r in usable], dtype=np.int64),
+        np.array([1.0 / holdout_share if r["holdout"] else 1.0 for r in usable]),
     )
 
 

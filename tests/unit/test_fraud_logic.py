@@ -119,3 +119,36 @@ def test_training_splits_by_time_calibrates_and_reports(tmp_path: Path) -> None:
     assert np.allclose(again.score(x)[0], model.score(x)[0])
     with pytest.raises(ValueError, match="not enough"):
         train(type(data)(data.x[:100], data.y[:100], data.ts[:100]), "tiny", threshold=0.3)
+
+
+def test_weighted_rows_count_as_many_rows_in_the_fit_and_the_report() -> None:
+    from streams.fraud.training import TrainingData, effective_size, evaluate, train
+
+    assert effective_size(np.ones(4)) == 4.0
+    assert effective_size(np.array([20.0, 1.0, 1.0])) == pytest.approx(22 * 22 / 402)
+    # A model whose score is sigmoid(first feature): scores 0.88, 0.73, 0.27, 0.12.
+    coef = np.zeros(len(FEATURES))
+    coef[0] = 1.0
+    model = FraudModel("m", FEATURES, np.zeros(len(FEATURES)), np.ones(len(FEATURES)), coef, 0.0, (1.0, 0.0))
+    x = np.zeros((4, len(FEATURES)))
+    x[:, 0] = [2.0, 1.0, -1.0, -2.0]
+    y = np.array([1.0, 0.0, 1.0, 0.0])
+    plain = evaluate(model, x, y, threshold=0.5)
+    assert (plain["recall_at_threshold"], plain["precision_at_threshold"]) == (0.5, 0.5)
+    # The flagged fraud is a holdout row standing for 20: recall 20 / 21, precision 20 / 21.
+    weighted = evaluate(model, x, y, threshold=0.5, weight=np.array([20.0, 1.0, 1.0, 1.0]))
+    assert weighted["recall_at_threshold"] == pytest.approx(20 / 21)
+    assert weighted["precision_at_threshold"] == pytest.approx(20 / 21)
+    assert weighted["base_rate"] == pytest.approx(21 / 23)
+    # The weights reach the fit: every 7th row counted twice moves the coefficients.
+    rng = np.random.default_rng(5)
+    n = 1200
+    xs = rng.normal(size=(n, len(FEATURES)))
+    ys = (rng.random(n) < 1 / (1 + np.exp(-(xs[:, 0] * 2 - 2)))).astype(float)
+    ts = np.arange(n, dtype=np.int64)
+    twice = np.where(np.arange(n) % 7 == 0, 2.0, 1.0)
+    weighted_model, report = train(TrainingData(xs, ys, ts, twice), "w", threshold=0.3)
+    assert report["weighted"] and report["train"]["effective_n"] < report["train"]["n"]
+    plain_model, plain_report = train(TrainingData(xs, ys, ts), "u", threshold=0.3)
+    assert not plain_report["weighted"] and plain_report["train"]["effective_n"] == plain_report["train"]["n"]
+    assert not np.allclose(weighted_model.coef, plain_model.coef)
