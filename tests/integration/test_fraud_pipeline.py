@@ -359,6 +359,28 @@ def test_scores_features_detection_and_cohort_metrics(fraud_settings: Settings, 
     verdicts = {r.insufficient for r in stored_metrics} | {r.pooled_insufficient for r in stored_metrics}
     assert verdicts == {True, False}  # the scenario has both kinds of days
 
+    # Ground truth: every transaction's label, blocked ones included (the generator labels them as
+    # if they had been allowed). The estimates see only the allowed ones and the holdout; their
+    # 95 % intervals of the rolling 7-day cohorts hold the true precision and recall.
+    def truth_of(window: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+        flagged = [o for o in window if o["score"] >= threshold]
+        fraud = [o for o in window if o["fraud"]]
+        caught = sum(1 for o in flagged if o["fraud"])
+        return (caught / len(flagged) if flagged else None, caught / len(fraud) if fraud else None)
+
+    covered = []
+    for row in stored_metrics:
+        if row.pooled_insufficient:
+            continue
+        window = [o for d in range(row.cohort_day - 6, row.cohort_day + 1) for o in days[d]]
+        precision, recall = truth_of(window)
+        covered.append(row.pooled_precision_low <= precision <= row.pooled_precision_high)
+        covered.append(row.pooled_recall_low <= recall <= row.pooled_recall_high)
+        print(f"7 days to {row.cohort_day}: precision {precision:.3f} in [{row.pooled_precision_low:.3f}, "
+              f"{row.pooled_precision_high:.3f}], recall {recall:.3f} in [{row.pooled_recall_low:.3f}, "
+              f"{row.pooled_recall_high:.3f}] ({row.pooled_holdout_flagged} flagged held out)")  # fmt: skip
+    assert len(covered) >= 10 and all(covered)
+
     # The training loop learns a new version from what this pipeline archived.
     result = train_from_archive(settings, tmp_path / "fraud-it-v2.json")
     assert result.returncode == 0, result.stderr
