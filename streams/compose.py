@@ -63,6 +63,7 @@ class FraudParams:
     history_horizon_ms: int
     review_budget: int
     min_holdout_rows: int
+    drift_window_hours: int
     metrics_days: int
     metrics_interval_s: float
     drift_alert_psi: float
@@ -137,6 +138,7 @@ def fraud_params(fraud: FraudSettings, model: PinnedFile, ip_countries: PinnedFi
         history_horizon_ms=fraud.history_horizon_days * DAY_MS,
         review_budget=fraud.review_budget,
         min_holdout_rows=fraud.min_holdout_rows,
+        drift_window_hours=fraud.drift_window_hours,
         metrics_days=fraud.metrics_days,
         metrics_interval_s=fraud.metrics_interval_s,
         drift_alert_psi=fraud.drift_alert_psi,

@@ -156,6 +156,9 @@ class FraudSettings(_Group):
     )
     metrics_days: int = Field(14, ge=1, description="recent cohort days: gauges, recomputed at start")
     drift_alert_psi: float = Field(0.25, gt=0)
+    # The live feature histograms the inspector compares with the training reference cover this much
+    # event time, up to the newest transaction folded (a rebuild at start or rebalance adds nothing).
+    drift_window_hours: int = Field(24, ge=1, description="event time the live feature histograms cover")
 
 
 class WorkerSettings(_Group):

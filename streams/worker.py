@@ -69,7 +69,7 @@ def build_pipelines(composition: Composition, fraud_lookup: Lookup | None = None
         fraud = FraudProcessor(
             f.model, f.policy, f.ip_prefixes, version, label_horizon_ms=f.label_horizon_ms,
             dedupe_horizon_ms=f.dedupe_horizon_ms, history_horizon_ms=f.history_horizon_ms,
-            archive=fraud_lookup is not None,
+            archive=fraud_lookup is not None, drift_window_hours=f.drift_window_hours,
         )  # fmt: skip
         decoders = (
             transaction_decoder(load_validator(schemas / TRANSACTION_SCHEMA)),

@@ -114,10 +114,12 @@ def as_matrix(rows: list[dict[str, float]]) -> Matrix:
 
 class LiveHistograms:
     """Live feature histograms per (feature, season bucket), binned at the model's reference edges
-    (as `histogram`), for the drift inspector. A batch is counted with one `np.bincount` into a
-    flat tally: feature by feature, bucket by bucket, bin by bin."""
+    (as `histogram`), for the drift inspector, over the last ``window_hours`` hours of event time
+    (None: all of it). Counts are kept per event hour, each hour in one flat tally (feature by
+    feature, bin by bin) filled with one `np.bincount`; an hour older than the window before the
+    newest one is dropped, and an hour's season bucket is the one of its start."""
 
-    def __init__(self, model: FraudModel) -> None:
+    def __init__(self, model: FraudModel, window_hours: int | None = None) -> None:
         self.features = [
             (name, np.asarray(spec["edges"], dtype=float))
             for name in FEATURES
@@ -125,34 +127,50 @@ class LiveHistograms:
         ]
         self.columns = [FEATURES.index(name) for name, _ in self.features]
         self.widths = [len(edges) + 1 for _, edges in self.features]  # bins per feature
-        sizes = [SEASON_BUCKETS * width for width in self.widths]
-        self.offsets = [sum(sizes[:k]) for k in range(len(sizes))]  # where each feature's counts start
-        self.tally = np.zeros(sum(sizes), dtype=np.int64)
+        self.offsets = np.cumsum([0, *self.widths[:-1]])  # where each feature's counts start
+        self.size = sum(self.widths)
+        self.window_hours = window_hours
+        self.hours: dict[int, NDArray[np.int64]] = {}  # event hour -> tally
         self.buckets: list[int] = []  # season buckets seen, in the order they first appeared
 
     def add(self, x: Matrix, ts: Sequence[int]) -> None:
         """Count the rows of ``x`` (features in `FEATURES` order) scored at times ``ts``."""
-        buckets = season_buckets(np.asarray(ts, dtype=np.int64))
-        bins = np.empty((len(buckets), len(self.features)), dtype=np.int64)
+        times = np.asarray(ts, dtype=np.int64)
+        bins = np.empty((len(times), len(self.features)), dtype=np.int64)
         for k, ((_, edges), column) in enumerate(zip(self.features, self.columns, strict=True)):
             bins[:, k] = np.searchsorted(edges, x[:, column], side="right")
-        bins += buckets[:, None] * np.asarray(self.widths) + np.asarray(self.offsets)
-        self.tally += np.bincount(bins.ravel(), minlength=len(self.tally))
-        for bucket in np.flatnonzero(np.bincount(buckets, minlength=SEASON_BUCKETS)).tolist():
+        bins += self.offsets
+        hours = times // HOUR_MS
+        for bucket in np.unique(season_buckets(times)).tolist():
             if bucket not in self.buckets:
                 self.buckets.append(bucket)
+        for hour in np.unique(hours).tolist():
+            tally = self.hours.get(hour)
+            if tally is None:
+                tally = self.hours[hour] = np.zeros(self.size, dtype=np.int64)
+            tally += np.bincount(bins[hours == hour].ravel(), minlength=self.size)
+        if self.window_hours is not None and self.hours:
+            oldest = max(self.hours) - self.window_hours + 1
+            for hour in [h for h in self.hours if h < oldest]:
+                del self.hours[hour]
 
     def counts(self) -> dict[tuple[str, int], list[int]]:
-        """(feature, season bucket) -> count per bin, for the buckets seen."""
-        tally = self.tally.tolist()
+        """(feature, season bucket) -> count per bin, for the buckets within the window."""
+        by_bucket: dict[int, NDArray[np.int64]] = {}
+        for hour, tally in self.hours.items():
+            bucket = int(season_buckets(np.array([hour * HOUR_MS]))[0])
+            by_bucket[bucket] = by_bucket.get(bucket, 0) + tally
+        spans = list(zip(self.features, self.widths, self.offsets.tolist(), strict=True))
         return {
-            (name, bucket): tally[offset + bucket * width : offset + (bucket + 1) * width]
+            (name, bucket): by_bucket[bucket][offset : offset + width].tolist()
             for bucket in self.buckets
-            for (name, _), width, offset in zip(self.features, self.widths, self.offsets, strict=True)
+            if bucket in by_bucket
+            for (name, _), width, offset in spans
         }
 
 
 SEASON_BUCKETS = 8
+HOUR_MS = 3_600_000
 
 
 def season_buckets(ts: NDArray[np.int64]) -> NDArray[np.int64]:

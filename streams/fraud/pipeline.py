@@ -94,7 +94,9 @@ class FraudPipeline(PartitionStates):
         labels = self._decoded_labels(partition, batch.get(self.labels, ()), folded.letters)
         offsets = [message.offset() or 0 for message in sources]
         process = self.processor.process
-        out = process([(tx, partition) for tx in txs], [(lb, partition) for lb in labels], offsets)
+        out = process(
+            [(tx, partition) for tx in txs], [(lb, partition) for lb in labels], offsets, live=not replay
+        )
         days = {row["cohort_day"] for row in out.cohort} | {row["cohort_day"] for row in out.label_cohort}
         if replay:
             self.processor.seal([partition], durable=True)  # a rebuild: these rows were written before

@@ -146,9 +146,11 @@ class FraudProcessor:
         dedupe_horizon_ms: int = DAY_MS,
         history_horizon_ms: int = 30 * DAY_MS,
         archive: bool = True,
+        drift_window_hours: int | None = None,
     ) -> None:
         """``archive``: labels of forgotten decisions are joined with archived rows (`looked_up`);
-        without one, decisions are kept in memory for the whole label horizon."""
+        without one, decisions are kept in memory for the whole label horizon.
+        ``drift_window_hours``: the event time the live feature histograms cover (None: all)."""
         self.model = model
         self.policy = policy
         self.prefixes = dict(ip_prefixes)
@@ -159,7 +161,8 @@ class FraudProcessor:
         self.memory_horizon_ms = dedupe_horizon_ms if archive else max(dedupe_horizon_ms, label_horizon_ms)
         self.states: dict[int, PartitionFraud] = {}
         self.looked_up: dict[int, dict[str, Archived]] = {}  # partition -> found before this fold
-        self._live = LiveHistograms(model)  # against this model's edges: a new model is a new version
+        # Against this model's edges (a new model is a new version).
+        self._live = LiveHistograms(model, drift_window_hours)
 
     @property
     def live_counts(self) -> dict[tuple[str, int], list[int]]:
@@ -183,10 +186,14 @@ class FraudProcessor:
         transactions: Sequence[tuple[Transaction, int]],
         labels: Sequence[tuple[Label, int]],
         offsets: Sequence[int] | None = None,
+        *,
+        live: bool = True,
     ) -> FraudOutput:
         """Score the new transactions (in order, each from what its partition saw before it), then
         join the labels; a transaction id decided in its partition within the dedupe horizon is a
-        duplicate. ``offsets``: each transaction's offset in its topic (None: unknown)."""
+        duplicate. ``offsets``: each transaction's offset in its topic (None: unknown). ``live``
+        False: a rebuild (the live feature histograms saw these transactions already, or should
+        not: they are history)."""
         out = FraudOutput()
         fresh: list[TransactionMessage] = []
         partitions: list[int] = []
@@ -199,7 +206,7 @@ class FraudProcessor:
             self._fold(self.state(partition), run, fresh, rows, out)
             partitions.extend(itertools.repeat(partition, len(fresh) - before))
         if fresh:
-            self._score(fresh, partitions, rows, out)
+            self._score(fresh, partitions, rows, out, live=live)
         arrived: dict[int, list[LabelMessage]] = {}
         for label, partition in labels:
             self.state(partition)
@@ -259,13 +266,16 @@ class FraudProcessor:
         partitions: list[int],
         rows: list[list[float]],
         out: FraudOutput,
+        *,
+        live: bool,
     ) -> None:
         """Score, explain and bin the batch with numpy at once, then decide and build its rows."""
         x = np.fromiter(itertools.chain.from_iterable(rows), float, len(rows) * len(rows[0]))
         x = x.reshape(len(rows), -1)
         scores, contributions = self.model.score(x)
         reasons = self.model.reasons(contributions)
-        self._live.add(x, [tx.ts for tx in fresh])
+        if live:
+            self._live.add(x, [tx.ts for tx in fresh])
         version, model_version = self.version, self.model.version
         policy, risky_from = self.policy, self.policy.disable_invoice_at
         scored, stored, cohort, results = out.scores, out.transactions, out.cohort, out.results

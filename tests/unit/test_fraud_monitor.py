@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import numpy as np
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -136,3 +138,48 @@ def test_the_rolling_7_day_cohort_pools_the_counts_of_its_days() -> None:
     assert day3["pooled_precision"] == pytest.approx((3 + 6) / 12)
     assert day3["pooled_recall"] == pytest.approx((9 / h) / (9 / h + 1.0))
     assert "pooled_precision" in {s.labels["metric"] for x in metrics.cohort.collect() for s in x.samples}
+
+
+# ---- the live feature histograms behind the drift inspector
+
+HOUR = 3_600_000
+
+
+def test_live_histograms_cover_the_last_window_of_event_time() -> None:
+    from streams.fraud.features import FEATURES
+    from streams.fraud.model import LiveHistograms
+
+    params = compose(Settings()).fraud
+    live = LiveHistograms(params.model, window_hours=24)
+    column = FEATURES.index("log_amount")
+    start = (TODAY * 24) * HOUR  # a Friday, 00:00: the second day is a Saturday (buckets 4-7)
+    for hour in range(48):  # one transaction an hour for two days, log_amount 10 (the top bin)
+        x = np.zeros((1, len(FEATURES)))
+        x[0, column] = 10.0
+        live.add(x, [start + hour * HOUR])
+    counts = live.counts()
+    # Only the newest 24 hours: the second day, 6 hours in each of its four day parts.
+    assert sum(counts[("log_amount", b)][-1] for b in range(4, 8)) == 24
+    assert all(sum(counts[("log_amount", b)]) == 6 for b in range(4, 8))
+    assert sorted(live.hours) == list(range(TODAY * 24 + 24, TODAY * 24 + 48))
+    everything = LiveHistograms(params.model)
+    everything.add(np.full((3, len(FEATURES)), 10.0), [start, start + 30 * HOUR, start + 47 * HOUR])
+    assert sum(sum(v) for (name, _), v in everything.counts().items() if name == "log_amount") == 3
+
+
+def test_a_rebuild_does_not_feed_the_live_histograms() -> None:
+    from streams.fraud.generator import TransactionGenerator, TransactionProfile
+
+    params = compose(Settings()).fraud
+    processor = FraudProcessor(params.model, params.policy, params.ip_prefixes, "v1", drift_window_hours=24)
+    generator = TransactionGenerator(
+        TransactionProfile(malformed_share=0.0),
+        seed=3,
+        start_ms=TODAY * DAY_MS,
+        ip_prefixes=params.ip_prefixes,
+    )
+    txs = [(orjson.loads(v), 0) for _, v in generator.scenario(300).transactions]
+    processor.process(txs[:200], [], list(range(200)), live=False)  # a rebuild: history
+    assert processor.live_counts == {}
+    processor.process(txs[200:], [], list(range(200, 300)))
+    assert sum(sum(v) for (name, _), v in processor.live_counts.items() if name == "log_amount") == 100
