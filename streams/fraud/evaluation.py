@@ -201,13 +201,30 @@ def histogram(values: np.ndarray, edges: Sequence[float]) -> list[int]:
     return np.bincount(index, minlength=len(edges) + 1).astype(int).tolist()
 
 
+DISCRETE_VALUES = 10  # a feature with at most this many distinct values is binned value by value
+
+
+def bin_edges(column: np.ndarray) -> list[float]:
+    """Where a feature's histogram is split. A discrete feature (binary, one-hot, a small count:
+    at most `DISCRETE_VALUES` distinct values) gets a bin per value, split halfway between
+    neighbours; a constant one gets bins below, at and above it. Deciles would collapse such a
+    feature to one edge with 0 and 1 in one bin, where no shift shows. A continuous feature gets
+    its deciles (rounded to 6 decimals, repeats dropped)."""
+    values = np.unique(column)
+    if len(values) == 1:
+        return [round(float(values[0]), 6), round(float(values[0]) + 1e-6, 6)]
+    if len(values) <= DISCRETE_VALUES:
+        return [round(float(a + b) / 2, 6) for a, b in itertools.pairwise(values.tolist())]
+    return sorted(set(np.quantile(column, np.linspace(0.1, 0.9, 9)).round(6).tolist()))
+
+
 def reference_of(x: np.ndarray, ts: Sequence[int], features: Sequence[str]) -> dict[str, Any]:
-    """Training reference: per feature, bin edges and per-season-bucket bin fractions."""
+    """Training reference: per feature, bin edges (`bin_edges`) and per-season-bucket bin counts."""
     buckets = np.array([season_bucket(t) for t in ts])
     reference: dict[str, Any] = {}
     for j, name in enumerate(features):
         column = x[:, j]
-        edges = sorted(set(np.quantile(column, np.linspace(0.1, 0.9, 9)).round(6).tolist()))
+        edges = bin_edges(column)
         reference[name] = {
             "edges": edges,
             "fractions": {

@@ -30,6 +30,7 @@ from streams.fraud.decision import (
 from streams.fraud.evaluation import (
     ScoredOutcome,
     ThresholdCounts,
+    bin_edges,
     cohort_metrics,
     evaluation_weight,
     feature_psi,
@@ -183,7 +184,7 @@ def test_histogram_puts_a_value_on_an_edge_in_the_upper_bin() -> None:
 
 def test_reference_of_by_hand() -> None:
     """0..99 (first half on a Thursday night, bucket 0; second on a Saturday noon, bucket 6): the
-    deciles of 0..99 are 9.9, 19.8, ..., 89.1; a constant column has one edge."""
+    deciles of 0..99 are 9.9, 19.8, ..., 89.1; a constant column has bins below, at and above it."""
     x = np.column_stack([np.arange(100, dtype=float), np.full(100, 5.0), np.arange(100) / 7])
     ts = [T] * 50 + [T + 2 * DAY + 12 * HOUR] * 50
     reference = reference_of(x, ts, ["amount", "flag", "sevenths"])
@@ -203,7 +204,23 @@ def test_reference_of_by_hand() -> None:
         [9.9, 19.8, 29.7, 39.6, 49.5, 59.4, 69.3, 79.2, 89.1]
     )
     assert reference["amount"]["fractions"] == {"0": [10] * 5 + [0] * 5, "6": [0] * 5 + [10] * 5}
-    assert reference["flag"] == {"edges": [5.0], "fractions": {"0": [0, 50], "6": [0, 50]}}
+    assert reference["flag"] == {"edges": [5.0, 5.000001], "fractions": {"0": [0, 50, 0], "6": [0, 50, 0]}}
+
+
+def test_a_discrete_feature_gets_a_bin_per_value_so_its_shift_shows() -> None:
+    assert bin_edges(np.array([0.0, 1.0, 0.0, 0.0])) == [0.5]
+    assert bin_edges(np.array([1.0, 2.0, 3.0, 5.0, 2.0])) == [1.5, 2.5, 4.0]  # a count
+    assert len(bin_edges(np.arange(100, dtype=float))) == 9  # continuous: deciles
+    # A binary feature at 1.2 % in training and 50 % live: deciles put 0 and 1 in one bin
+    # (PSI 0); a bin per value sees it: (0.5 - 0.988) ln(0.5 / 0.988) + (0.5 - 0.012) ln(0.5 / 0.012).
+    train = np.array([1.0] * 12 + [0.0] * 988)
+    live = np.array([1.0] * 500 + [0.0] * 500)
+    edges = bin_edges(train)
+    expected = (0.5 - 0.988) * log(0.5 / 0.988) + (0.5 - 0.012) * log(0.5 / 0.012)
+    assert psi(histogram(train, edges), histogram(live, edges)) == pytest.approx(expected)
+    assert expected == pytest.approx(2.15, abs=0.01)
+    deciles = sorted(set(np.quantile(train, np.linspace(0.1, 0.9, 9)).tolist()))
+    assert psi(histogram(train, deciles), histogram(live, deciles)) == 0.0  # what the old edges saw
 
 
 # ---- cohort metrics: allowed rows weight 1, holdout rows 1 / holdout share, blocked rows 0
