@@ -130,7 +130,7 @@ class CtrSettings(_Group):
 class FraudSettings(_Group):
     """Fraud scoring: the pinned model and lookups, decision thresholds, holdout, evaluation."""
 
-    model_file: Path = Field(default_factory=lambda: project_dir() / "deploy" / "models" / "fraud-lr-v1.json")
+    model_file: Path = Field(default_factory=lambda: project_dir() / "deploy" / "models" / "fraud-lr-v2.json")
     ip_countries_file: Path = Field(
         default_factory=lambda: project_dir() / "deploy" / "fraud" / "ip-countries-v1.json"
     )
@@ -158,7 +158,7 @@ class FraudSettings(_Group):
     drift_alert_psi: float = Field(0.25, gt=0)
     # The live feature histograms the inspector compares with the training reference cover this much
     # event time, up to the newest transaction folded (a rebuild at start or rebalance adds nothing).
-    drift_window_hours: int = Field(24, ge=1, description="event time the live feature histograms cover")
+    drift_window_hours: int = Field(168, ge=1, description="event time the live feature histograms cover")
 
 
 class WorkerSettings(_Group):

@@ -385,7 +385,7 @@ def test_scores_features_detection_and_cohort_metrics(fraud_settings: Settings, 
     result = train_from_archive(settings, tmp_path / "fraud-it-v2.json")
     assert result.returncode == 0, result.stderr
     trained = FraudModel.load(tmp_path / "fraud-it-v2.json")
-    assert trained.version == "fraud-it-v2" and trained.metrics["current"]["version"] == "fraud-lr-v1"
+    assert trained.version == "fraud-it-v2" and trained.metrics["current"]["version"] == "fraud-lr-v2"
     # holdout rows weighted 1 / h: fewer effective rows than rows
     train_split = trained.metrics["train"]
     assert trained.metrics["weighted"] and train_split["effective_n"] < train_split["n"]

@@ -51,7 +51,7 @@ def sha256_of(path: Path) -> str:
 
 def test_default_pins_are_the_ones_registered_versions_carry() -> None:
     prior = DEPLOY / "priors" / "ctr-default.json"
-    model = DEPLOY / "models" / "fraud-lr-v1.json"
+    model = DEPLOY / "models" / "fraud-lr-v2.json"
     ip_countries = DEPLOY / "fraud" / "ip-countries-v1.json"
     expected = {
         "partitions": 4,
@@ -67,7 +67,7 @@ def test_default_pins_are_the_ones_registered_versions_carry() -> None:
         "fraud": {
             "disable_invoice_at": 0.3, "review_at": 0.7, "holdout_share": 0.05, "review_budget": 50,
             "label_horizon_days": 90, "dedupe_horizon_hours": 24, "history_horizon_days": 30,
-            "model": {"file": "fraud-lr-v1.json", "sha256": sha256_of(model)},
+            "model": {"file": "fraud-lr-v2.json", "sha256": sha256_of(model)},
             "ip_countries": {"file": "ip-countries-v1.json", "sha256": sha256_of(ip_countries)},
         },
     }  # fmt: skip

@@ -183,3 +183,46 @@ def test_a_rebuild_does_not_feed_the_live_histograms() -> None:
     assert processor.live_counts == {}
     processor.process(txs[200:], [], list(range(200, 300)))
     assert sum(sum(v) for (name, _), v in processor.live_counts.items() if name == "log_amount") == 100
+
+
+def drift_of(transform: Any = None) -> dict[str, float]:
+    """PSI per feature of two weeks of demo-shaped traffic (a seed the model never saw), as the
+    worker's inspector computes it, against the shipped model's training reference."""
+    from streams.fraud.evaluation import feature_psi
+    from streams.fraud.generator import TransactionGenerator, TransactionProfile
+    from streams.fraud.synthetic import DEMO_GAP_MS
+
+    params = compose(Settings()).fraud
+    processor = FraudProcessor(
+        params.model, params.policy, params.ip_prefixes, "v1", drift_window_hours=params.drift_window_hours
+    )
+    generator = TransactionGenerator(
+        TransactionProfile(mean_gap_ms=DEMO_GAP_MS, malformed_share=0.0), seed=77,
+        start_ms=1_780_000_000_000, ip_prefixes=params.ip_prefixes,
+    )  # fmt: skip
+    txs = [orjson.loads(v) for _, v in generator.scenario(20_000).transactions]
+    if transform is not None:
+        txs = [transform(i, tx) for i, tx in enumerate(txs)]
+    for i in range(0, len(txs), 1000):
+        batch = txs[i : i + 1000]
+        processor.process([(tx, 0) for tx in batch], [], list(range(i, i + len(batch))))
+    return feature_psi(params.model.reference, processor.live_counts)
+
+
+def test_the_drift_alert_is_quiet_on_demo_traffic_and_fires_on_a_shift() -> None:
+    alert = compose(Settings()).fraud.drift_alert_psi
+    quiet = drift_of()
+    assert len(quiet) == 27 and max(quiet.values()) < alert, max(quiet.items(), key=lambda kv: kv[1])
+
+    def foreign_ip(i: int, tx: dict[str, Any]) -> dict[str, Any]:
+        # Half the transactions from an IP of another country than the billing one.
+        if i % 2 == 0 and tx.get("ip"):
+            octet = next(
+                o for o, c in compose(Settings()).fraud.ip_prefixes.items() if c != tx["billing_country"]
+            )
+            tx = {**tx, "ip": f"{octet}.{tx['ip'].split('.', 1)[1]}"}
+        return tx
+
+    shifted = drift_of(foreign_ip)
+    assert shifted["billing_ip_mismatch"] > alert  # a binary feature: seen bin by bin
+    assert max(v for k, v in shifted.items() if k != "billing_ip_mismatch") < alert
