@@ -157,8 +157,8 @@ class LiveHistograms:
     def counts(self) -> dict[tuple[str, int], list[int]]:
         """(feature, season bucket) -> count per bin, for the buckets within the window."""
         by_bucket: dict[int, NDArray[np.int64]] = {}
-        for hour, tally in self.hours.items():
-            bucket = int(season_buckets(np.array([hour * HOUR_MS]))[0])
+        starts = np.fromiter(self.hours, dtype=np.int64, count=len(self.hours)) * HOUR_MS
+        for bucket, tally in zip(season_buckets(starts).tolist(), self.hours.values(), strict=True):
             by_bucket[bucket] = by_bucket.get(bucket, 0) + tally
         spans = list(zip(self.features, self.widths, self.offsets.tolist(), strict=True))
         return {

@@ -58,7 +58,7 @@ def evaluate(
     caught = float(np.sum(w * (flagged & (y == 1))))
     return {
         "pr_auc": float(average_precision_score(y, p, sample_weight=w)) if y.any() else None,
-        "recall_at_threshold": caught / max(float(np.sum(w * (y == 1))), 1e-12) if y.any() else 0.0,
+        "recall_at_threshold": caught / float(np.sum(w * (y == 1))) if y.any() else 0.0,
         "precision_at_threshold": caught / float(np.sum(w * flagged)) if flagged.any() else 0.0,
         "threshold": threshold,
         "base_rate": float(np.average(y, weights=w)),

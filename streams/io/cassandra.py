@@ -236,9 +236,11 @@ def _serializer(cql_type: Any, protocol_version: int) -> Callable[[Any], bytes]:
             return _pack_doubles
         if issubclass(element, UTF8Type):  # text (the server says varchar)
             return _pack_texts
-    for known, packer in _PACKERS.items():
-        if cql_type is known or (known is UTF8Type and issubclass(cql_type, UTF8Type)):
-            return packer
+    if issubclass(cql_type, UTF8Type):  # text (the server says varchar)
+        return str.encode
+    packer = _PACKERS.get(cql_type)
+    if packer is not None:
+        return packer
     serialize = cql_type.serialize
     return lambda value: serialize(value, protocol_version)
 
@@ -249,7 +251,6 @@ _PACKERS: dict[Any, Callable[[Any], bytes]] = {
     LongType: struct.Struct(">q").pack,
     Int32Type: _INT,
     BooleanType: struct.Struct(">?").pack,
-    UTF8Type: str.encode,  # UTF-8
 }
 _DOUBLES: dict[int, tuple[struct.Struct, list[int]]] = {}
 
