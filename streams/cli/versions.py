@@ -107,7 +107,8 @@ def _follow(
                 break
             if all(p.pid() is None for p in processes):
                 logs = ", ".join(str(p.log_file) for p in processes)
-                raise RuntimeServiceError(f"the workers of {record.version} exited (logs: {logs})")
+                why = processes[0].last_error()[:300]
+                raise RuntimeServiceError(f"the workers of {record.version} exited: {why} (logs: {logs})")
             if time.monotonic() > deadline:
                 raise RuntimeServiceError(
                     f"{record.version} has not caught up in {timeout:.0f}s ({lag.total} records behind); "

@@ -8,6 +8,7 @@ import re
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 from pathlib import Path
@@ -330,7 +331,7 @@ class CassandraSink:
             using = f" USING {' AND '.join(options)}" if options else ""
             into = f"{self._keyspace}.{check_identifier(table)}"
             self._prepared[key] = Binder(
-                self._session.prepare(f"INSERT INTO {into} ({names}) VALUES ({marks}){using}")
+                prepare_retrying(self._session, f"INSERT INTO {into} ({names}) VALUES ({marks}){using}")
             )
         return self._prepared[key]
 
@@ -474,6 +475,21 @@ async def execute_retrying(
             if attempt == 1 or attempt % 10 == 0:
                 log.warning("%s (attempt %d): %s", what, attempt, exc)
             await asyncio.sleep(min(0.1 * 2 ** min(attempt, 6), 5.0))
+
+
+def prepare_retrying(session: Session, cql: str, *, attempts: int = 6) -> PreparedStatement:
+    """``cql`` prepared, retrying a timeout or a node that is away (0.5 s doubling): a worker
+    prepares at its first write or read, which on a busy node can take longer than the session's
+    timeout; that must not end the worker. Blocks the caller (once per statement)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return session.prepare(cql)
+        except (OperationTimedOut, NoHostAvailable) as exc:
+            if attempt == attempts:
+                raise
+            log.warning("preparing a statement (attempt %d): %s", attempt, exc)
+            time.sleep(0.25 * 2**attempt)
+    raise AssertionError("attempts must be at least 1")
 
 
 def _batch(statements: Sequence[BoundStatement]) -> Statement:

@@ -11,7 +11,7 @@ from cassandra.query import PreparedStatement
 
 from streams.fraud.evaluation import ScoredOutcome, ThresholdCounts
 from streams.fraud.processor import COHORT_TABLE, SCORES_TABLE, TRANSACTIONS_TABLE, Archived
-from streams.io.cassandra import READ_TRANSIENT, check_identifier, execute_retrying
+from streams.io.cassandra import READ_TRANSIENT, check_identifier, execute_retrying, prepare_retrying
 
 METRICS_TABLE = "fraud_cohort_metrics"
 
@@ -122,7 +122,7 @@ class DecisionArchive:
 
     async def _one(self, version: str, tx_id: str) -> Archived | None:
         if self._prepared is None:
-            self._prepared = self.session.prepare(self.cql)
+            self._prepared = prepare_retrying(self.session, self.cql)
         async with self._slots:
             rows = await execute_retrying(
                 self.session, self._prepared, "reading archived decisions failing", (version, tx_id),

@@ -18,7 +18,7 @@ from cassandra.cluster import Session
 from cassandra.query import PreparedStatement
 
 from streams.engine.snapshots import Snapshot, SnapshotInfo
-from streams.io.cassandra import as_asyncio, check_identifier
+from streams.io.cassandra import as_asyncio, check_identifier, prepare_retrying
 from streams.tables import STATE_SNAPSHOTS
 
 CHUNK_BYTES = 512 * 1024
@@ -34,7 +34,7 @@ class CassandraSnapshotStore:
 
     def _statement(self, cql: str) -> PreparedStatement:
         if cql not in self._prepared:
-            self._prepared[cql] = self.session.prepare(cql)
+            self._prepared[cql] = prepare_retrying(self.session, cql)
         return self._prepared[cql]
 
     async def _run(self, cql: str, values: list[Any]) -> list[Any]:

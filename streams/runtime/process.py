@@ -84,3 +84,20 @@ class ManagedProcess:
         except OSError:
             return ""
         return lines[-1].strip() if lines else ""
+
+    def last_error(self) -> str:
+        """Why the process ended, as its log tells it: the exception of the last traceback, else
+        the last ERROR or CRITICAL line, else the last line."""
+        try:
+            lines = self.log_file.read_text(errors="replace").rstrip().splitlines()
+        except OSError:
+            return ""
+        tracebacks = [i for i, line in enumerate(lines) if line.startswith("Traceback ")]
+        if tracebacks:
+            after = [line for line in lines[tracebacks[-1] + 1 :] if line and not line[0].isspace()]
+            if after:
+                return after[0].strip()
+        errors = [line for line in lines if "[ERROR]" in line or "[CRITICAL]" in line]
+        if errors:
+            return errors[-1].strip()
+        return lines[-1].strip() if lines else ""

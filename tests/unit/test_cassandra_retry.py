@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from cassandra import InvalidRequest, OperationTimedOut, ReadTimeout
 
-from streams.io.cassandra import READ_TRANSIENT, execute_retrying
+from streams.io.cassandra import READ_TRANSIENT, execute_retrying, prepare_retrying
 
 SILENT = object()  # a request Cassandra never answers
 
@@ -85,3 +85,31 @@ def test_a_request_without_an_answer_times_out_on_the_event_loop_and_is_retried(
     assert rows == ["row"] and [type(e) for e in retried] == [OperationTimedOut]
     # the driver keeps no timer of its own (a reference cycle per request, see `execute`)
     assert session.timeouts == [None, None]
+
+
+class Preparing:
+    def __init__(self, *outcomes: Any) -> None:
+        self.outcomes = list(outcomes)
+        self.calls = 0
+
+    def prepare(self, cql: str) -> Any:
+        self.calls += 1
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+def test_a_prepare_that_times_out_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("streams.io.cassandra.time.sleep", lambda s: None)
+    session = Preparing(OperationTimedOut("slow"), OperationTimedOut("slow"), "prepared")
+    assert prepare_retrying(session, "SELECT 1") == "prepared"  # type: ignore[arg-type]
+    assert session.calls == 3
+    failing = Preparing(*[OperationTimedOut("down")] * 3)
+    with pytest.raises(OperationTimedOut):
+        prepare_retrying(failing, "SELECT 1", attempts=3)  # type: ignore[arg-type]
+    assert failing.calls == 3
+    invalid = Preparing(InvalidRequest("no such table"))
+    with pytest.raises(InvalidRequest):  # not transient: at once
+        prepare_retrying(invalid, "SELECT 1")  # type: ignore[arg-type]
+    assert invalid.calls == 1
