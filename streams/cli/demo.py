@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Annotated
 
 import typer
@@ -171,7 +170,7 @@ def print_where_next(settings: Settings, summary: str) -> None:
 
 def show_fraud(settings: Settings, worker: ManagedProcess) -> int:
     """Produce transactions and labels, wait for scores and cohort metrics, print the fraud view."""
-    from streams.cli.fraud import query_fraud_metrics
+    from streams.cli.fraud import LabelMode, produce_fraud_traffic, query_fraud_metrics
     from streams.fraud.generator import TransactionGenerator, TransactionProfile
     from streams.fraud.synthetic import load_ip_prefixes
 
@@ -184,13 +183,10 @@ def show_fraud(settings: Settings, worker: ManagedProcess) -> int:
     scenario = generator.scenario(count)
     t = settings.topics
     before = consumed(settings, t.transactions) + consumed(settings, t.labels)
-    sent = 0
-    for topic, messages in ((t.transactions, scenario.transactions), (t.labels, scenario.labels)):
-        with progress_bar() as progress:
-            task = progress.add_task(f"producing to {topic}", total=len(messages))
-            report = produce(settings.kafka, topic, messages, on_progress=partial(progress.advance, task))
-        check_report(report)
-        sent += report.sent
+    # Labels follow the worker's decisions: a disabled invoice is never left unpaid.
+    sent = produce_fraud_traffic(
+        settings, scenario, LabelMode.decided, version=settings.worker.pipeline_version
+    )
     wait_for(
         lambda: consumed(settings, t.transactions) + consumed(settings, t.labels) - before >= sent,
         worker, "the worker to score every transaction", 600,

@@ -3,21 +3,33 @@
 Legitimate customers buy with their own devices and cards from home, with a daily and weekly
 rhythm. Fraud (about 1 %) follows known patterns: card-testing bursts (many small amounts on new
 cards from one device within minutes), account takeover (new device, new shipping country, high
-amount), and amount spikes against the customer's history. Labels arrive days later (chargebacks,
-unpaid invoices, manual reviews); some transactions are never labelled. Optional fields are
-sometimes missing; a few messages are malformed.
+amount), and amount spikes against the customer's history. Optional fields are sometimes missing;
+a few messages are malformed.
+
+Labels are what the shop learns afterwards, and that depends on what it decided (`label_for`): an
+allowed transaction is paid, or days later charged back or left unpaid; a disabled invoice cannot
+go unpaid (the fraudster, asked to pay first, walks away; an honest customer pays); a reviewed
+transaction gets a manual-review verdict within hours. `Scenario.labels_for` gives the labels of
+given decisions (`streams produce transactions` reads them from the serving version's scores
+topic); `Scenario.labels` those of a shop that allowed everything. Some transactions are never
+labelled.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from streams.fraud.decision import ALLOW, DISABLE_INVOICE, REVIEW
+
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+REVIEW_DELAY_HOURS = 6.0  # median time to a manual-review verdict
 HOME_COUNTRIES = ("DE", "DE", "DE", "AT", "CH", "NL", "FR", "PL")
 FRAUD_COUNTRIES = ("RO", "NG", "ZA", "US", "GB")
 PAYMENT_METHODS = ("invoice", "invoice", "invoice", "card", "paypal", "direct_debit")
@@ -51,13 +63,72 @@ class Customer:
     first_seen: bool = True
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What will become known about one valid transaction, drawn when it is generated; which label
+    the shop gets depends on its decision as well (`label_for`)."""
+
+    transaction_id: str
+    customer_id: str
+    ts: int
+    payment_method: str
+    fraud: bool
+    labelled: bool  # if allowed: a chargeback or unpaid invoice (fraud), or a payment seen (legit)
+    delay_ms: int  # from the transaction to that label
+    review_delay_ms: int  # from the transaction to a manual-review verdict, if reviewed
+
+
+def label_for(outcome: Outcome, decision: str, holdout: bool) -> dict[str, Any] | None:
+    """The label the shop gets for ``outcome`` after deciding ``decision`` (``holdout``: allowed
+    although risky, an allowed transaction as any other), or None if it never learns anything."""
+    ts, fraud = outcome.ts + outcome.delay_ms, outcome.fraud
+    if decision == REVIEW and not holdout:
+        ts, source = outcome.ts + outcome.review_delay_ms, "manual_review"  # every review ends
+    elif not outcome.labelled:
+        return None
+    elif decision == DISABLE_INVOICE and not holdout and outcome.payment_method == "invoice":
+        if fraud:
+            return None  # asked to pay first, the fraudster walks away: nothing ever goes unpaid
+        source = "paid"  # an honest customer pays first
+    elif fraud:
+        source = "unpaid_invoice" if outcome.payment_method == "invoice" else "chargeback"
+    else:
+        source = "paid"
+    return {
+        "transaction_id": outcome.transaction_id,
+        "customer_id": outcome.customer_id,
+        "ts": ts,
+        "is_fraud": fraud,
+        "source": source,
+    }
+
+
 @dataclass
 class Scenario:
-    """What was produced: messages in arrival order and the ground truth."""
+    """What was produced: messages in arrival order, the ground truth, and what will become known."""
 
     transactions: list[tuple[bytes, bytes]] = field(default_factory=list)
-    labels: list[tuple[bytes, bytes]] = field(default_factory=list)
     truth: dict[str, str] = field(default_factory=dict)  # transaction_id -> "legit" or the fraud pattern
+    outcomes: list[Outcome] = field(default_factory=list)  # of the valid transactions, in order
+
+    def labels_for(self, decisions: Mapping[str, tuple[str, bool]] | None) -> list[tuple[bytes, bytes]]:
+        """The labels (key, value), in the order they become known, of ``decisions`` (transaction
+        id -> (decision, holdout); a transaction without one counts as allowed). None: a shop that
+        allowed everything."""
+        found = decisions or {}
+        labels = []
+        for outcome in self.outcomes:
+            decision, holdout = found.get(outcome.transaction_id, (ALLOW, False))
+            label = label_for(outcome, decision, holdout)
+            if label is not None:
+                labels.append((label["ts"], outcome.customer_id.encode(), orjson.dumps(label)))
+        labels.sort(key=lambda item: item[0])
+        return [(key, value) for _, key, value in labels]
+
+    @property
+    def labels(self) -> list[tuple[bytes, bytes]]:
+        """The labels of a shop that allowed every transaction."""
+        return self.labels_for(None)
 
 
 def _raw_seasonality(hour: int, weekday: int) -> float:
@@ -123,7 +194,6 @@ class TransactionGenerator:
         """About ``count`` transactions (fraud bursts add a few) and their labels."""
         out = Scenario()
         ts = self.start_ms
-        pending_labels: list[tuple[int, bytes, bytes]] = []
         while len(out.truth) < count:
             ts = self._next_time(ts)
             customer = self.rng.choices(self.customers, self.weights)[0]
@@ -135,13 +205,10 @@ class TransactionGenerator:
             for event in events:
                 out.truth[event["transaction_id"]] = pattern
                 out.transactions.append((customer.customer_id.encode(), self._encode(event)))
-                label = self._label(event, pattern != "legit")
-                if label is not None:
-                    pending_labels.append((label["ts"], customer.customer_id.encode(), orjson.dumps(label)))
+                out.outcomes.append(self._outcome(event, pattern != "legit"))
                 if self.rng.random() < self.profile.malformed_share:
                     out.transactions.append((customer.customer_id.encode(), self._malformed(event)))
             customer.first_seen = False
-        out.labels = [(key, value) for _, key, value in sorted(pending_labels, key=lambda item: item[0])]
         return out
 
     def _base(self, customer: Customer, ts: int) -> dict[str, Any]:
@@ -205,24 +272,21 @@ class TransactionGenerator:
         )
         return [event]
 
-    def _label(self, event: dict[str, Any], is_fraud: bool) -> dict[str, Any] | None:
-        p = self.profile
-        if is_fraud and self.rng.random() < p.never_labelled_fraud:
-            return None
-        if not is_fraud and self.rng.random() >= p.legit_labelled:
-            return None
-        delay = int(self.rng.lognormvariate(math.log(p.label_delay_days), 0.5) * DAY_MS)
-        if is_fraud:
-            source = "chargeback" if event["payment_method"] == "card" else "unpaid_invoice"
-        else:
-            source = self.rng.choice(("paid", "manual_review"))
-        return {
-            "transaction_id": event["transaction_id"],
-            "customer_id": event["customer_id"],
-            "ts": event["ts"] + delay,
-            "is_fraud": is_fraud,
-            "source": source,
-        }
+    def _outcome(self, event: dict[str, Any], fraud: bool) -> Outcome:
+        p, rng = self.profile, self.rng
+        labelled = rng.random() >= p.never_labelled_fraud if fraud else rng.random() < p.legit_labelled
+        delay = 0
+        if labelled:
+            delay = int(rng.lognormvariate(math.log(p.label_delay_days), 0.5) * DAY_MS)
+            if not fraud:
+                rng.choice(("paid", "manual_review"))  # drawn as before: a seed's traffic is unchanged
+        # Drawn apart from the traffic's stream, which stays the same whatever is decided.
+        own = random.Random(f"{self.seed}:{event['transaction_id']}")
+        review = int(own.lognormvariate(math.log(REVIEW_DELAY_HOURS), 0.5) * HOUR_MS)
+        return Outcome(
+            event["transaction_id"], event["customer_id"], event["ts"], event["payment_method"],
+            fraud, labelled, delay, review,
+        )  # fmt: skip
 
     def _encode(self, event: dict[str, Any]) -> bytes:
         optional = (

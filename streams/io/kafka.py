@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import ConfigError, RuntimeServiceError
@@ -282,6 +290,40 @@ def watermarks(kafka: KafkaSettings, topic: str) -> dict[int, tuple[int, int]]:
 def high_watermarks(kafka: KafkaSettings, topic: str) -> dict[int, int]:
     """partition -> the offset after its last message."""
     return {p: high for p, (_, high) in watermarks(kafka, topic).items()}
+
+
+def tail(kafka: KafkaSettings, topic: str, start: Mapping[int, int]) -> Iterator[list[bytes]]:
+    """The values of ``topic`` from ``start`` (partition -> offset; a partition not named: from its
+    beginning) on, a list per poll (empty when a second went by without any), for as long as the
+    caller iterates. A topic that does not exist yet is waited for."""
+    consumer = Consumer(
+        {**client_config(kafka), "group.id": "streams-tail", "enable.auto.commit": False,
+         "auto.offset.reset": "earliest"}
+    )  # fmt: skip
+    try:
+        while True:
+            metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if metadata is not None and metadata.error is None and metadata.partitions:
+                break
+            yield []
+            time.sleep(1.0)
+        consumer.assign(
+            [TopicPartition(topic, p, start.get(p, OFFSET_BEGINNING)) for p in sorted(metadata.partitions)]
+        )
+        while True:
+            values = []
+            for message in consumer.consume(1000, timeout=1.0):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise RuntimeServiceError(f"cannot read {topic}: {error.str()}")
+                value = message.value()
+                if value is not None:
+                    values.append(value)
+            yield values
+    finally:
+        consumer.close()
 
 
 def offsets_for_time(kafka: KafkaSettings, topic: str, timestamp_ms: int) -> dict[int, int]:

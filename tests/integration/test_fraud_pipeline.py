@@ -16,6 +16,7 @@ import orjson
 import pytest
 from scipy.stats import chi2
 
+from streams.cli.fraud import read_decisions
 from streams.fraud.features import FEATURES
 from streams.fraud.generator import TransactionGenerator, TransactionProfile
 from streams.fraud.model import FraudModel
@@ -240,7 +241,6 @@ def test_scores_features_detection_and_cohort_metrics(fraud_settings: Settings, 
     hands = [(tx["customer_id"].encode(), orjson.dumps(tx)) for tx in hand_cases()]
     messages = scenario.transactions + hands
     assert produce(settings.kafka, settings.topics.transactions, messages).failed == 0
-    assert produce(settings.kafka, settings.topics.labels, scenario.labels).failed == 0
 
     valid = {}
     for _, raw in messages:
@@ -253,12 +253,36 @@ def test_scores_features_detection_and_cohort_metrics(fraud_settings: Settings, 
     )
 
     with running_worker(settings, tmp_path):
+        # Labels follow the decisions, as a shop learns them: read from the scores topic, as
+        # `streams produce transactions` does, and the same as the archived rows say.
         wait_until(
             lambda: (
                 (text := scrape(settings))
                 and metric(text, "streams_events_consumed_total", topic=settings.topics.transactions)
                 == len(messages)
-                and metric(text, "streams_fraud_labels_joined_total") == len(scenario.labels)
+            ),
+            300,
+            "every transaction scored",
+            interval_s=1,
+        )
+        version = settings.worker.pipeline_version
+        decisions = read_decisions(settings, version, set(scenario.truth), timeout_s=120)
+        cluster, session = connect(settings.cassandra, keyspace=settings.cassandra.keyspace)
+        try:
+            archived = {
+                r.transaction_id: (r.decision, r.holdout)
+                for r in session.execute("SELECT transaction_id, decision, holdout FROM fraud_transactions")
+                if r.transaction_id in scenario.truth
+            }
+        finally:
+            cluster.shutdown()
+        assert decisions == archived
+        decided_labels = scenario.labels_for(decisions)
+        assert produce(settings.kafka, settings.topics.labels, decided_labels).failed == 0
+        wait_until(
+            lambda: (
+                (text := scrape(settings))
+                and metric(text, "streams_fraud_labels_joined_total") == len(decided_labels)
             ),
             300,
             "every transaction scored and every label joined",
@@ -278,7 +302,7 @@ def test_scores_features_detection_and_cohort_metrics(fraud_settings: Settings, 
             def metrics_fresh() -> list[Any] | None:
                 rows = list(session.execute("SELECT * FROM fraud_cohort_metrics"))
                 values = [{k: v for k, v in r._asdict().items() if k != "computed_at"} for r in rows]
-                settled = sum(r.labelled for r in rows) == len(scenario.labels) and seen == [values]
+                settled = sum(r.labelled for r in rows) == len(decided_labels) and seen == [values]
                 seen[:] = [values]
                 return rows if settled else None
 
@@ -359,13 +383,18 @@ def test_scores_features_detection_and_cohort_metrics(fraud_settings: Settings, 
     verdicts = {r.insufficient for r in stored_metrics} | {r.pooled_insufficient for r in stored_metrics}
     assert verdicts == {True, False}  # the scenario has both kinds of days
 
-    # Ground truth: every transaction's label, blocked ones included (the generator labels them as
-    # if they had been allowed). The estimates see only the allowed ones and the holdout; their
-    # 95 % intervals of the rolling 7-day cohorts hold the true precision and recall.
+    # Ground truth: every transaction's label had the shop allowed it, blocked ones included
+    # (`scenario.labels`). The estimates see only the labels of what was decided, the holdout's
+    # among them; their 95 % intervals of the rolling 7-day cohorts hold the true precision and
+    # recall.
+    truth_labels = {
+        orjson.loads(v)["transaction_id"]: orjson.loads(v)["is_fraud"] for _, v in scenario.labels
+    }
+
     def truth_of(window: list[dict[str, Any]]) -> tuple[float | None, float | None]:
         flagged = [o for o in window if o["score"] >= threshold]
-        fraud = [o for o in window if o["fraud"]]
-        caught = sum(1 for o in flagged if o["fraud"])
+        fraud = [o for o in window if truth_labels.get(o["transaction_id"], False)]
+        caught = sum(1 for o in flagged if truth_labels.get(o["transaction_id"], False))
         return (caught / len(flagged) if flagged else None, caught / len(fraud) if fraud else None)
 
     covered = []
@@ -391,3 +420,56 @@ def test_scores_features_detection_and_cohort_metrics(fraud_settings: Settings, 
     assert trained.metrics["weighted"] and train_split["effective_n"] < train_split["n"]
     assert "effective sample size" in result.stdout
     assert trained.metrics["new"]["pr_auc"] > 5 * trained.metrics["new"]["base_rate"]
+
+
+def streams_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args],
+        env={**os.environ, **settings_env(settings)}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def test_produced_labels_follow_the_serving_versions_decisions(isolated: Settings, tmp_path: Path) -> None:
+    """`streams produce transactions` (labels 'decided', the default) waits for the decisions of the
+    serving version and sends the labels a shop would learn from them."""
+    settings = isolated
+    count, days, seed = 1500, 3, 8
+    produce_args = ("produce", "transactions", "--count", str(count), "--days", str(days),
+                    "--start-ms", str(START), "--seed", str(seed))  # fmt: skip
+    with running_worker(settings, tmp_path):
+        result = streams_cli(settings, *produce_args)
+        assert result.returncode == 0, result.stderr
+    assert f"following the decisions of {settings.worker.pipeline_version}" in result.stdout
+
+    # The same scenario, regenerated; the decisions as archived in Cassandra.
+    generator = TransactionGenerator(
+        TransactionProfile(mean_gap_ms=days * DAY / count), seed=seed, start_ms=START,
+        ip_prefixes=load_ip_prefixes(settings.fraud.ip_countries_file),
+    )  # fmt: skip
+    scenario = generator.scenario(count)
+    cluster, session = connect(settings.cassandra, keyspace=settings.cassandra.keyspace)
+    try:
+        rows = list(session.execute("SELECT transaction_id, decision, holdout FROM fraud_transactions"))
+    finally:
+        cluster.shutdown()
+    decisions = {r.transaction_id: (r.decision, r.holdout) for r in rows}
+    assert decisions.keys() == scenario.truth.keys()
+    sent = [v for vs in read_partitions(settings, settings.topics.labels).values() for _, v in vs]
+    assert sorted(sent) == sorted(v for _, v in scenario.labels_for(decisions))
+
+    labels = {orjson.loads(v)["transaction_id"]: orjson.loads(v) for v in sent}
+    outcomes = {o.transaction_id: o for o in scenario.outcomes}
+    blocked_invoices = [
+        t for t, (decision, holdout) in decisions.items()
+        if decision == "disable_invoice" and not holdout and outcomes[t].payment_method == "invoice"
+    ]  # fmt: skip
+    reviewed = {t for t, (decision, holdout) in decisions.items() if decision == "review" and not holdout}
+    assert blocked_invoices and reviewed  # both kinds of decisions were made
+    assert all(labels[t]["source"] != "unpaid_invoice" for t in blocked_invoices if t in labels)
+    assert {t for t, lb in labels.items() if lb["source"] == "manual_review"} == reviewed
+    assert all(labels[t]["is_fraud"] == (scenario.truth[t] != "legit") for t in reviewed)
+
+    # Decisions that never come: one clear line once the wait is over.
+    missing = streams_cli(settings, *produce_args[:-1], "9", "--version", "nosuch", "--decision-timeout", "3")
+    assert missing.returncode == 1
+    assert "have no decision of nosuch after 3 s" in missing.stderr, missing.stderr
