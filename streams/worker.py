@@ -33,7 +33,8 @@ from streams.fraud.messages import label_decoder, transaction_decoder
 from streams.fraud.pipeline import LABEL_SCHEMA, TRANSACTION_SCHEMA, FraudPipeline, Lookup
 from streams.fraud.processor import FraudProcessor
 from streams.host import Timer, run_host
-from streams.io.cassandra import CassandraSink, connect
+from streams.io.cassandra import connect
+from streams.io.cassandra_sink import CassandraSink
 from streams.io.fraud_store import DecisionArchive
 from streams.io.kafka import RecordOutput, check_access, is_transient, make_producer, read_partition
 from streams.io.snapshot_store import CassandraSnapshotStore

@@ -19,8 +19,8 @@ from streams.fraud.processor import (
     Archived,
     FraudOutput,
     FraudProcessor,
-    PartitionFraud,
 )
+from streams.fraud.state import PartitionFraud
 from streams.tables import of_pipeline
 
 TRANSACTION_SCHEMA = "transaction.schema.json"

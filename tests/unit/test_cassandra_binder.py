@@ -23,7 +23,7 @@ from cassandra.query import PreparedStatement
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.io.cassandra import Binder
+from streams.io.cassandra_sink import Binder
 
 # As a PREPARE response gives them (`protocol.read_type`): text is varchar, lists are parameterized.
 TYPES = {
