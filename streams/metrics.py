@@ -228,8 +228,27 @@ class FraudMetrics:
             ["feature"],
             registry=registry,
         )
+        self.chain_length, self.chain_head = _chain_gauges(registry)
         self.drift = Gauge(
             "streams_fraud_drift_alert",
             "1 when any feature's PSI is above the alert threshold.",
             registry=registry,
         )
+
+
+def _chain_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge]:
+    """The decision log's head per partition (`fraud.audit`)."""
+    length = Gauge(
+        "streams_fraud_decision_chain_length",
+        "Decisions in the partition's tamper-evident decision log (its head's sequence number + 1).",
+        ["partition"],
+        registry=registry,
+    )
+    head = Gauge(
+        "streams_fraud_decision_chain_head",
+        "The first 48 bits of the hash of the partition's decision log head, as a number: its "
+        "history shows a log rewritten later.",
+        ["partition"],
+        registry=registry,
+    )
+    return length, head

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streams.compose import FraudParams
+from streams.fraud.audit import hash_prefix
 from streams.fraud.cohorts import metrics_row
 from streams.fraud.evaluation import ThresholdCounts, feature_psi, threshold_metrics
 from streams.fraud.pipeline import FraudPipeline
@@ -56,6 +57,7 @@ class FraudMonitor:
         `metrics_days` days too (what an earlier process folded may not have been refreshed).
         A day is recomputed whole, from every Kafka partition's rows: a day a label reached on any
         worker is recomputed by that worker. The gauges show the last `metrics_days` days."""
+        self._show_chains()
         watermarks = [s.watermark for s in self.processor.states.values() if s.watermark is not None]
         if not watermarks:
             return
@@ -82,6 +84,13 @@ class FraudMonitor:
         for feature, value in drift.items():
             m.psi.labels(feature).set(value)
         m.drift.set(1.0 if any(v > self.params.drift_alert_psi for v in drift.values()) else 0.0)
+
+    def _show_chains(self) -> None:
+        m = self.metrics
+        for partition, state in self.processor.states.items():
+            if state.chain_head:
+                m.chain_length.labels(str(partition)).set(state.numbered)
+                m.chain_head.labels(str(partition)).set(hash_prefix(state.chain_head))
 
     def _show(self, rows: list[dict[str, Any]], recent: set[int]) -> None:
         """Gauges of the recomputed days among ``recent``; days that left ``recent`` are removed."""

@@ -90,6 +90,7 @@ class TopicSettings(_Group):
     transactions: str = "transactions"
     labels: str = "labels"
     fraud_scores: str = "fraud-scores"
+    fraud_chain_heads: str = "fraud-chain-heads"
     dead_letters: str = "dead-letters"
 
 

@@ -81,6 +81,12 @@ FRAUD_TRANSACTIONS = Table(
 FRAUD_COHORT = Table(
     "fraud_cohort", "fraud", ("pipeline_version", "cohort_day", "source_partition"), ("transaction_id",)
 )
+FRAUD_DECISION_LOG = Table(
+    "fraud_decision_log", "fraud", ("pipeline_version", "source_partition", "bucket"), ("seq",),
+    ("transaction_id", "ts", "score", "decision", "holdout", "reasons", "model_version", "features_digest",
+     "source_offset", "prev_hash", "hash"),
+    "ts",
+)  # fmt: skip
 FRAUD_COHORT_METRICS = Table("fraud_cohort_metrics", "fraud", ("pipeline_version",), ("cohort_day",))
 SMOKE = Table(
     "smoke_events", "smoke", ("pipeline_version", "run_id"), ("event_id",),
@@ -92,7 +98,7 @@ STATE_SNAPSHOTS = Table(
     ("snapshot_id", "chunk"),
 )  # fmt: skip
 CATALOGUE = (
-    CTR_AD, CTR_CAMPAIGN, CTR_CELL, FRAUD_SCORES, FRAUD_TRANSACTIONS, FRAUD_COHORT,
+    CTR_AD, CTR_CAMPAIGN, CTR_CELL, FRAUD_SCORES, FRAUD_TRANSACTIONS, FRAUD_COHORT, FRAUD_DECISION_LOG,
     FRAUD_COHORT_METRICS, SMOKE, DEAD_LETTERS, STATE_SNAPSHOTS,
 )  # fmt: skip
 

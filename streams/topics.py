@@ -25,6 +25,10 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
         settings.kafka.partitions,
         {"retention.ms": str(7 * 86_400_000)},
     )
+    # The decision log's head per partition (`fraud.audit`): the latest per partition is kept.
+    heads = TopicSpec(
+        result_topic(t.fraud_chain_heads, version), settings.kafka.partitions, {"cleanup.policy": "compact"}
+    )
     return [
         raw_topic(t.smoke, settings),
         raw_topic(t.ad_events, settings),
@@ -33,5 +37,6 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
         raw_topic(t.transactions, settings),
         raw_topic(t.labels, settings),
         scores,
+        heads,
         raw_topic(t.dead_letters, settings),
     ]

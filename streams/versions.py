@@ -125,7 +125,9 @@ def group_name(app_id: str, version: str) -> str:
 
 def names_of(settings: Settings, version: str, pipelines: tuple[str, ...]) -> VersionNames:
     t = settings.topics
-    results = (result_topic(t.ctr_results, version), result_topic(t.fraud_scores, version))
+    results = tuple(
+        result_topic(base, version) for base in (t.ctr_results, t.fraud_scores, t.fraud_chain_heads)
+    )
     return VersionNames(
         group_name(settings.worker.app_id, version), results, source_topics(settings, pipelines)
     )

@@ -78,7 +78,8 @@ def build_pipelines(composition: Composition, fraud_lookup: Lookup | None = None
         )
         topics = (t.transactions, t.labels)
         scores = result_topic(t.fraud_scores, version)
-        pipelines.append(FraudPipeline(fraud, decoders, topics, scores, fraud_lookup))
+        heads = result_topic(t.fraud_chain_heads, version)
+        pipelines.append(FraudPipeline(fraud, decoders, topics, scores, fraud_lookup, heads))
     return pipelines
 
 

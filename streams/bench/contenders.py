@@ -154,10 +154,12 @@ class OurWorker(Contender):
     def cleanup(self, run: RunContext, session: Any, oracle: Oracle) -> None:
         settings, version, group = run.settings, self.version(run), self.group(run)
         t = settings.topics
-        fraud_scores = run.topic_env.get("STREAMS_TOPICS__FRAUD_SCORES", t.fraud_scores)
-        delete_topics(
-            settings.kafka, [result_topic(t.ctr_results, version), result_topic(fraud_scores, version)]
+        bases = (
+            t.ctr_results,
+            run.topic_env.get("STREAMS_TOPICS__FRAUD_SCORES", t.fraud_scores),
+            run.topic_env.get("STREAMS_TOPICS__FRAUD_CHAIN_HEADS", t.fraud_chain_heads),
         )
+        delete_topics(settings.kafka, [result_topic(base, version) for base in bases])
         delete_topics_containing(settings, f"{group}-")
         for each in {group, self.source_group(run)}:
             delete_group_if_empty(settings, each)

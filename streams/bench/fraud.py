@@ -98,6 +98,7 @@ def fraud_topics(suffix: str) -> dict[str, str]:
         "STREAMS_TOPICS__TRANSACTIONS": f"bench-transactions-{suffix}",
         "STREAMS_TOPICS__LABELS": f"bench-labels-{suffix}",
         "STREAMS_TOPICS__FRAUD_SCORES": f"bench-fraud-scores-{suffix}",
+        "STREAMS_TOPICS__FRAUD_CHAIN_HEADS": f"bench-fraud-chain-heads-{suffix}",
     }
 
 

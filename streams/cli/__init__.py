@@ -8,7 +8,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from streams.cli import ctr, demo, dev, fraud, hostile, pipeline, query, versions
+from streams.cli import audit, ctr, demo, dev, fraud, hostile, pipeline, query, versions
 from streams.errors import StreamsError
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.add_typer(pipeline.produce_app, name="produce")
 pipeline.produce_app.command("hostile")(hostile.produce_hostile)
 app.add_typer(query.app, name="query")
 app.add_typer(ctr.app, name="ctr")
+app.add_typer(audit.app, name="audit")
 app.command()(pipeline.worker)
 app.command()(demo.demo)
 app.command()(pipeline.bench)

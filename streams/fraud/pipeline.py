@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
 from streams.engine.pipeline import Batch, Drained, Folded, Message, PartitionStates, decode_all
+from streams.fraud import audit
 from streams.fraud.processor import (
     COHORT_TABLE,
     SCORES_TABLE,
@@ -49,9 +50,11 @@ class FraudPipeline(PartitionStates):
         topics: tuple[str, str],
         scores_topic: str,
         lookup: Lookup | None = None,
+        heads_topic: str | None = None,
     ) -> None:
         """Without ``lookup`` the processor must keep its decisions for the whole label horizon
-        (``archive=False``)."""
+        (``archive=False``). ``heads_topic``: where each drain publishes the decision log's head
+        of every partition that decided something (after the rows, `Drained` order)."""
         self.processor = processor
         self.lookup = lookup
         self._labels: dict[int, tuple[Sequence[Message], list[Any], Folded]] = {}
@@ -59,6 +62,8 @@ class FraudPipeline(PartitionStates):
         self.transactions, self.labels = topics
         self.topics = topics
         self.scores_topic = scores_topic
+        self.heads_topic = heads_topic
+        self._chained: set[int] = set()  # partitions whose decision log grew since the last drain
         self.out = Drained()
         # Cohort days that got a decision or a label (the monitor recomputes them, `refreshable`):
         # folded since the last drain; folded before it (rows maybe still on their way); durable
@@ -123,15 +128,31 @@ class FraudPipeline(PartitionStates):
         self.out.put(SCORES_TABLE, out.scores, partition)
         self.out.put(TRANSACTIONS_TABLE, out.transactions + out.label_transactions, partition)
         self.out.put(COHORT_TABLE, out.cohort + out.label_cohort, partition)
+        if out.log:
+            self.out.put(audit.LOG_TABLE, out.log, partition)
+            self._chained.add(partition)
         self.out.records.setdefault(self.scores_topic, []).extend(out.results)
 
     def drain(self) -> Drained:
+        self._publish_heads()
         out, self.out = self.out, Drained()
         self.processor.seal()
         # The engine drains once the previous checkpoint has ended: what that one held is durable.
         self.durable_days |= self.drained_days
         self.drained_days, self.touched_days = self.touched_days, set()
         return out
+
+    def _publish_heads(self) -> None:
+        chained, self._chained = self._chained, set()
+        if self.heads_topic is None:
+            return
+        records = self.out.records.setdefault(self.heads_topic, [])
+        for partition in sorted(chained):
+            state = self.processor.states.get(partition)
+            if state is not None and state.chain_head:
+                head = {"pipeline_version": self.processor.version, "source_partition": partition,
+                        "seq": state.numbered - 1, "hash": state.chain_head}  # fmt: skip
+                records.append((str(partition).encode(), head))
 
     def refreshable(self) -> set[int]:
         """The cohort days to recompute: every day that got a decision or a label, at each call

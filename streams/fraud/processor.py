@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from streams.fraud import audit
 from streams.fraud.decision import ALLOW, DecisionPolicy, decide
 from streams.fraud.features import advance
 from streams.fraud.messages import LabelMessage, TransactionMessage, as_label, as_transaction
@@ -66,6 +67,8 @@ class FraudOutput:
     label_transactions: list[dict[str, Any]] = field(default_factory=list)
     label_cohort: list[dict[str, Any]] = field(default_factory=list)
     offsets: list[int | None] = field(default_factory=list)  # of each scored transaction
+    numbers: list[int] = field(default_factory=list)  # and its decision number in its partition
+    log: list[dict[str, Any]] = field(default_factory=list)  # the decision log's new entries
     duplicates: int = 0
     orphans: int = 0
 
@@ -186,6 +189,7 @@ class FraudProcessor:
             rows.append(advance(features, tx, prefixes))  # its features, then its fold: no leak
             fresh.append(tx)
             offsets.append(offset)
+            out.numbers.append(state.numbered)
             if seen is not None:  # decided again after the horizon: one entry, the newest
                 del decisions[tx_id]
                 state.redecided[tx_id] = state.numbered  # not forgotten through its older entries
@@ -219,8 +223,8 @@ class FraudProcessor:
         version, model_version = self.version, self.model.version
         policy, risky_from = self.policy, self.policy.disable_invoice_at
         scored, stored, cohort, results = out.scores, out.transactions, out.cohort, out.results
-        for tx, partition, score, why, features, offset in zip(
-            fresh, partitions, scores.tolist(), reasons, rows, out.offsets, strict=True
+        for tx, partition, score, why, features, offset, seq in zip(
+            fresh, partitions, scores.tolist(), reasons, rows, out.offsets, out.numbers, strict=True
         ):
             tx_id, customer, ts = tx.transaction_id, tx.customer_id, tx.ts
             decision, holdout = (ALLOW, False) if score < risky_from else decide(tx_id, score, policy)
@@ -241,12 +245,27 @@ class FraudProcessor:
                 {"pipeline_version": version, "transaction_id": tx_id, "score": score, "decision": decision,
                  "holdout": holdout, "cohort_day": cohort_day, "source_partition": partition}
             )  # fmt: skip
+            self._append_log(partition, seq, stored[-1], out.log)
             results.append(
                 (customer.encode(),
                  {"pipeline_version": version, "transaction_id": tx_id, "score": score, "decision": decision,
                   "holdout": holdout, "customer_id": customer, "ts": ts, "reasons": why,
                   "model_version": model_version})
             )  # fmt: skip
+
+    def _append_log(self, partition: int, seq: int, row: dict[str, Any], log: list[dict[str, Any]]) -> None:
+        """Chain the decision (its ``fraud_transactions`` row) onto the partition's decision log."""
+        state = self.states[partition]
+        prev_hash = state.chain_head or audit.genesis(self.version, partition)
+        entry = {
+            "pipeline_version": self.version, "source_partition": partition, "bucket": audit.bucket_of(seq),
+            "seq": seq, "transaction_id": row["transaction_id"], "ts": row["ts"], "score": row["score"],
+            "decision": row["decision"], "holdout": row["holdout"], "reasons": row["reasons"],
+            "model_version": row["model_version"], "features_digest": audit.features_digest(row["features"]),
+            "source_offset": row["source_offset"], "prev_hash": prev_hash,
+        }  # fmt: skip
+        entry["hash"] = state.chain_head = audit.entry_hash(prev_hash, entry)
+        log.append(entry)
 
     def _release_labels(
         self, partition: int, state: PartitionFraud, arrived: Sequence[LabelMessage], out: FraudOutput

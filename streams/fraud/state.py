@@ -70,3 +70,4 @@ class PartitionFraud:
     sealed: int = 0
     sealed_in_order: int = 0
     redecided: dict[str, int] = field(default_factory=dict)  # id decided again -> its number
+    chain_head: str = ""  # the hash of the decision log's last entry ("": none yet)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from streams.fraud import audit
 from streams.fraud.decision import DecisionPolicy, decide
 from streams.fraud.evaluation import histogram, season_bucket
 from streams.fraud.features import DAY, EW_ALPHA, FEATURES, HOUR, MIN, PAYMENT_METHODS
@@ -178,6 +179,8 @@ class PartitionFraud:
     decisions: dict[str, Decided] = field(default_factory=dict)
     watermark: int | None = None
     pending: list[dict[str, Any]] = field(default_factory=list)
+    numbered: int = 0  # decisions made
+    chain_head: str = ""  # the decision log's last hash
 
 
 @dataclass
@@ -189,6 +192,8 @@ class FraudOutput:
     label_transactions: list[dict[str, Any]] = field(default_factory=list)
     label_cohort: list[dict[str, Any]] = field(default_factory=list)
     offsets: list[int | None] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
     orphans: int = 0
 
@@ -241,6 +246,8 @@ class ReferenceProcessor:
                 continue
             state.decisions.pop(tx["transaction_id"], None)
             out.offsets.append(offsets[i] if offsets is not None else None)
+            out.numbers.append(state.numbered)
+            state.numbered += 1
             fresh.append((tx, partition, compute(state.features, tx, self.prefixes)))
             update(state.features, tx)
             state.decisions[tx["transaction_id"]] = Decided(tx["ts"] // DAY_MS, tx["ts"])
@@ -295,6 +302,7 @@ class ReferenceProcessor:
                 }
             )
             out.cohort.append({**common, "cohort_day": cohort_day, "source_partition": partition})
+            self._chain(partition, out.numbers[i], out.transactions[-1], out)
             out.results.append(
                 (
                     tx["customer_id"].encode(),
@@ -302,6 +310,23 @@ class ReferenceProcessor:
                      "model_version": self.model.version},
                 )
             )  # fmt: skip
+
+    def _chain(self, partition: int, seq: int, row: dict[str, Any], out: FraudOutput) -> None:
+        """The decision appended to its partition's log: each entry hashes the one before it."""
+        state = self.states[partition]
+        entry = {
+            "pipeline_version": self.version,
+            "source_partition": partition,
+            "bucket": seq // 65_536,
+            "seq": seq,
+            **{name: row[name] for name in ("transaction_id", "ts", "score", "decision", "holdout", "reasons",
+                                           "model_version")},
+            "features_digest": audit.features_digest(row["features"]),
+            "source_offset": row["source_offset"],
+            "prev_hash": state.chain_head or audit.genesis(self.version, partition),
+        }  # fmt: skip
+        entry["hash"] = state.chain_head = audit.entry_hash(entry["prev_hash"], entry)
+        out.log.append(entry)
 
     def _release_labels(self, partition: int, state: PartitionFraud, out: FraudOutput) -> None:
         waiting = []
