@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from streams.fraud.decision import ALLOW, DISABLE_INVOICE, REVIEW
+from streams.fraud.rings import Rings, household
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -48,6 +49,9 @@ class TransactionProfile:
     never_labelled_fraud: float = 0.1
     legit_labelled: float = 0.2  # share of legitimate transactions that get a "paid"/review label
     label_delay_days: float = 5.0  # median
+    # Rings (`fraud.rings`): the chance that one of each pattern (device_farm, shared_card,
+    # reshipping) starts at an arrival, at its rhythm's average. All 0: no rings, no addresses.
+    ring_shares: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Customer:
     payment_method: str
     weight: float
     first_seen: bool = True
+    address: str = ""  # where it ships to (sent with rings on)
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,7 @@ class TransactionGenerator:
         self.customers = [self._customer(i) for i in range(profile.customers)]
         self.weights = [c.weight for c in self.customers]
         self.sequence = 0
+        self.rings = Rings(self) if any(profile.ring_shares) else None
 
     def _next_time(self, ts: int) -> int:
         """Next arrival of a Poisson process whose rate follows `seasonality` (by thinning), so that
@@ -184,7 +190,18 @@ class TransactionGenerator:
             email_domain=rng.choice(EMAIL_DOMAINS),
             payment_method=rng.choice(PAYMENT_METHODS),
             weight=rng.paretovariate(1.5),
+            address=household(i),
         )
+
+    def new_customer(self, customer_id: str, country: str) -> Customer:
+        """An account opened now (a ring's): one device and card of its own, its own address."""
+        rng = self.rng
+        return Customer(
+            customer_id=customer_id, country=country, typical_amount=rng.lognormvariate(math.log(60), 0.6),
+            devices=[f"dev-{customer_id}"], cards=[f"card-{customer_id}"],
+            email_domain=rng.choice(EMAIL_DOMAINS), payment_method="invoice", weight=0.0,
+            address=f"addr-{customer_id}",
+        )  # fmt: skip
 
     def ip_in(self, country: str) -> str:
         prefix = self.rng.choice(self.prefixes_of.get(country) or ["10"])
@@ -196,6 +213,11 @@ class TransactionGenerator:
         ts = self.start_ms
         while len(out.truth) < count:
             ts = self._next_time(ts)
+            if self.rings is not None:
+                self.rings.maybe_start(ts)
+                for pattern, account, event in self.rings.due(ts):
+                    self._emit(out, pattern, account, event)
+                    account.first_seen = False
             customer = self.rng.choices(self.customers, self.weights)[0]
             if self.rng.random() < self.profile.fraud_share:
                 pattern = self.rng.choice(("card_testing", "account_takeover", "amount_spike"))
@@ -203,15 +225,19 @@ class TransactionGenerator:
             else:
                 pattern, events = "legit", [self._legit(customer, ts)]
             for event in events:
-                out.truth[event["transaction_id"]] = pattern
-                out.transactions.append((customer.customer_id.encode(), self._encode(event)))
-                out.outcomes.append(self._outcome(event, pattern != "legit"))
-                if self.rng.random() < self.profile.malformed_share:
-                    out.transactions.append((customer.customer_id.encode(), self._malformed(event)))
+                self._emit(out, pattern, customer, event)
             customer.first_seen = False
         return out
 
-    def _base(self, customer: Customer, ts: int) -> dict[str, Any]:
+    def _emit(self, out: Scenario, pattern: str, customer: Customer, event: dict[str, Any]) -> None:
+        out.truth[event["transaction_id"]] = pattern
+        out.transactions.append((customer.customer_id.encode(), self._encode(event)))
+        out.outcomes.append(self._outcome(event, pattern != "legit"))
+        if self.rng.random() < self.profile.malformed_share:
+            out.transactions.append((customer.customer_id.encode(), self._malformed(event)))
+
+    def base(self, customer: Customer, ts: int) -> dict[str, Any]:
+        """A transaction of ``customer`` at ``ts`` as it usually buys."""
         self.sequence += 1
         return {
             "transaction_id": f"tx{self.seed}-{self.sequence:08d}",
@@ -227,10 +253,10 @@ class TransactionGenerator:
             "shipping_country": customer.country,
             "basket_items": self.rng.randint(1, 6),
             "is_new_customer": customer.first_seen,
-        }
+        } | ({"shipping_address": customer.address} if self.rings is not None else {})
 
     def _legit(self, customer: Customer, ts: int) -> dict[str, Any]:
-        event = self._base(customer, ts)
+        event = self.base(customer, ts)
         event["amount"] = round(customer.typical_amount * self.rng.lognormvariate(0, 0.35), 2)
         if self.rng.random() < 0.01:  # honest splurge, looks like a spike
             event["amount"] = round(event["amount"] * self.rng.uniform(4, 8), 2)
@@ -240,7 +266,7 @@ class TransactionGenerator:
         device = f"dev-x{self.seed}-{self.sequence}"
         events = []
         for k in range(self.rng.randint(4, 9)):
-            event = self._base(customer, ts + k * self.rng.randint(5_000, 20_000))
+            event = self.base(customer, ts + k * self.rng.randint(5_000, 20_000))
             event.update(
                 amount=round(self.rng.uniform(1, 6), 2),
                 card_id=f"card-x{self.seed}-{self.sequence}",
@@ -253,7 +279,7 @@ class TransactionGenerator:
         return events
 
     def _account_takeover(self, customer: Customer, ts: int) -> list[dict[str, Any]]:
-        event = self._base(customer, ts)
+        event = self.base(customer, ts)
         country = self.rng.choice(FRAUD_COUNTRIES)
         event.update(
             amount=round(customer.typical_amount * self.rng.uniform(5, 20), 2),
@@ -266,7 +292,7 @@ class TransactionGenerator:
         return [event]
 
     def _amount_spike(self, customer: Customer, ts: int) -> list[dict[str, Any]]:
-        event = self._base(customer, ts)
+        event = self.base(customer, ts)
         event.update(
             amount=round(customer.typical_amount * self.rng.uniform(8, 25), 2), payment_method="invoice"
         )

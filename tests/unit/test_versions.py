@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from streams.errors import ConfigError
 from streams.settings import Settings
 from streams.verify import RESULT_TABLES, compare, keyed
-from streams.versions import file_pin, first_difference, names_of, params_digest, pinned_params, result_topic
+from streams.versions import file_pin, first_difference, names_of, params_digest, pinned_params
 
 AD_TABLE = next(t for t in RESULT_TABLES if t.name == "ctr_ad_windows")
 
