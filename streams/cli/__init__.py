@@ -8,7 +8,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from streams.cli import audit, ctr, demo, dev, fraud, hostile, pipeline, query, versions
+from streams.cli import audit, ctr, demo, dev, fraud, hostile, pipeline, query, transactions, versions
 from streams.errors import StreamsError
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.add_typer(dev.app, name="dev")
 app.add_typer(pipeline.produce_app, name="produce")
 pipeline.produce_app.command("hostile")(hostile.produce_hostile)
+pipeline.produce_app.command("transactions")(transactions.produce_transactions)
 app.add_typer(query.app, name="query")
 app.add_typer(ctr.app, name="ctr")
 app.add_typer(audit.app, name="audit")

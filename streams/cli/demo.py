@@ -170,7 +170,8 @@ def print_where_next(settings: Settings, summary: str) -> None:
 
 def show_fraud(settings: Settings, worker: ManagedProcess) -> int:
     """Produce transactions and labels, wait for scores and cohort metrics, print the fraud view."""
-    from streams.cli.fraud import LabelMode, produce_fraud_traffic, query_fraud_metrics
+    from streams.cli.fraud import query_fraud_metrics
+    from streams.cli.transactions import LabelMode, produce_fraud_traffic
     from streams.fraud.generator import TransactionGenerator, TransactionProfile
     from streams.fraud.synthetic import load_ip_prefixes
 

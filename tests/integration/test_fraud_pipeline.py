@@ -16,7 +16,7 @@ import orjson
 import pytest
 from scipy.stats import chi2
 
-from streams.cli.fraud import read_decisions
+from streams.cli.transactions import read_decisions
 from streams.fraud.features import FEATURES
 from streams.fraud.generator import TransactionGenerator, TransactionProfile
 from streams.fraud.model import FraudModel
