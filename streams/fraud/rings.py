@@ -36,18 +36,25 @@ _RHYTHM = {
 }
 
 
-def rhythm(pattern: str, ts: int) -> float:
-    """How likely a ring of ``pattern`` starts at ``ts`` relative to its average (about 1 over a week)."""
+def _raw_rhythm(pattern: str, hour: int, weekday: int) -> float:
     peak, weekdays, weekends = _RHYTHM[pattern]
-    hour = (ts // HOUR_MS) % 24
-    weekday = (ts // DAY_MS + 3) % 7  # 1970-01-01 was a Thursday
     distance = min(abs(hour - peak), 24 - abs(hour - peak))
     level = 0.25 + 3.0 * math.exp(-(distance**2) / 8)
     if weekdays:
         level *= 1.3 if weekday < 5 else 0.25
     if weekends:
         level *= 2.0 if weekday >= 5 else 0.6
-    return level / 1.35
+    return level
+
+
+_MEAN = {p: sum(_raw_rhythm(p, h, d) for h in range(24) for d in range(7)) / 168 for p in _RHYTHM}
+
+
+def rhythm(pattern: str, ts: int) -> float:
+    """How likely a ring of ``pattern`` starts at ``ts``, relative to its weekly average (mean 1)."""
+    hour = (ts // HOUR_MS) % 24
+    weekday = (ts // DAY_MS + 3) % 7  # 1970-01-01 was a Thursday
+    return _raw_rhythm(pattern, hour, weekday) / _MEAN[pattern]
 
 
 def household(i: int) -> str:
