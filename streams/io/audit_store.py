@@ -15,7 +15,7 @@ from streams.fraud.audit import Finding, Head
 from streams.fraud.processor import SCORES_TABLE, TRANSACTIONS_TABLE
 from streams.io.cassandra import check_identifier
 from streams.io.kafka import read_partition, watermarks
-from streams.io.version_store import scan_version_rows, version_partitions
+from streams.io.version_store import version_partitions
 from streams.settings import KafkaSettings
 
 ENTRY_COLUMNS = ("source_partition", "seq", *audit.HASHED[1:], "prev_hash", "hash")
@@ -95,12 +95,23 @@ def audit_version(
         (TRANSACTIONS_TABLE, columns),
         (SCORES_TABLE, ("transaction_id", *audit.COMPARED)),
     ):
-        rows = list(scan_version_rows(session, keyspace, table, version, selected))
+        rows = list(_scan(session, keyspace, table, version, selected))
         report.rows[table] = sum(1 for r in rows if r.get("score") is not None)
         found += audit.compare_decisions(partition_of, latest, rows, table)
     ts_of = {tx_id: entry["ts"] for tx_id, entry in latest.items()}
     report.findings = [f for f in found if _within(f, ts_of, from_ms, to_ms)]
     return report
+
+
+def _scan(
+    session: Session, keyspace: str, table: str, version: str, columns: tuple[str, ...]
+) -> Iterator[dict[str, Any]]:
+    """A version's rows of a table with a partition per transaction or customer: one paged scan of
+    the whole table (token order), not a read per partition."""
+    names = ", ".join(check_identifier(c) for c in ("pipeline_version", *columns))
+    for row in session.execute(f"SELECT {names} FROM {check_identifier(keyspace)}.{check_identifier(table)}"):
+        if row.pipeline_version == version:
+            yield row._asdict()
 
 
 def _counting(
