@@ -8,6 +8,8 @@ holds in memory are looked up in the archive (`Lookup`, given by the host: the
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
@@ -51,10 +53,12 @@ class FraudPipeline(PartitionStates):
         scores_topic: str,
         lookup: Lookup | None = None,
         heads_topic: str | None = None,
+        heads_interval_s: float = 1.0,
     ) -> None:
         """Without ``lookup`` the processor must keep its decisions for the whole label horizon
         (``archive=False``). ``heads_topic``: where each drain publishes the decision log's head
-        of every partition that decided something (after the rows, `Drained` order)."""
+        of every partition that decided something since (after the rows, `Drained` order), at most
+        every ``heads_interval_s`` of wall-clock time (a head is a witness, not a result)."""
         self.processor = processor
         self.lookup = lookup
         self._labels: dict[int, tuple[Sequence[Message], list[Any], Folded]] = {}
@@ -63,7 +67,9 @@ class FraudPipeline(PartitionStates):
         self.topics = topics
         self.scores_topic = scores_topic
         self.heads_topic = heads_topic
-        self._chained: set[int] = set()  # partitions whose decision log grew since the last drain
+        self._chained: set[int] = set()  # partitions whose decision log grew since heads were sent
+        self.heads_interval_s = heads_interval_s
+        self._heads_sent = -math.inf  # (time.monotonic)
         self.out = Drained()
         # Cohort days that got a decision or a label (the monitor recomputes them, `refreshable`):
         # folded since the last drain; folded before it (rows maybe still on their way); durable
@@ -143,9 +149,10 @@ class FraudPipeline(PartitionStates):
         return out
 
     def _publish_heads(self) -> None:
-        chained, self._chained = self._chained, set()
-        if self.heads_topic is None:
+        now = time.monotonic()
+        if self.heads_topic is None or not self._chained or now - self._heads_sent < self.heads_interval_s:
             return
+        chained, self._chained, self._heads_sent = self._chained, set(), now
         records = self.out.records.setdefault(self.heads_topic, [])
         for partition in sorted(chained):
             state = self.processor.states.get(partition)

@@ -168,3 +168,66 @@ def test_decision_rows_against_the_log(chain: list[dict[str, Any]]) -> None:
     ]
     assert found[0].detail == "differs from the log in decision" and found[0].seq == chain[3]["seq"]
     assert found[1].partition == 0 and found[1].source_offset == 99
+
+
+def fraud_pipeline(heads_interval_s: float) -> Any:
+    from streams.engine.testing import LogMessage
+    from streams.events import load_validator
+    from streams.fraud.messages import label_decoder, transaction_decoder
+    from streams.fraud.pipeline import FraudPipeline
+
+    settings = Settings()
+    decoders = (
+        transaction_decoder(load_validator(settings.schemas_dir / "transaction.schema.json")),
+        label_decoder(load_validator(settings.schemas_dir / "label.schema.json")),
+    )
+    pipeline = FraudPipeline(
+        processor(),
+        decoders,
+        ("tx", "labels"),
+        "scores",
+        heads_topic="heads",
+        heads_interval_s=heads_interval_s,
+    )
+    offsets: dict[int, int] = {}
+
+    def fold(events: list[tuple[dict[str, Any], int]], partition: int) -> None:
+        start = offsets.get(partition, 0)
+        batch = {
+            "tx": [LogMessage("tx", partition, start + i, orjson.dumps(e)) for i, (e, _) in enumerate(events)]
+        }
+        offsets[partition] = start + len(events)
+        pipeline.fold(partition, batch)
+
+    return pipeline, fold
+
+
+def test_each_drain_publishes_the_heads_of_the_partitions_that_decided() -> None:
+    pipeline, fold = fraud_pipeline(heads_interval_s=0.0)
+    events = traffic(60)
+    fold([e for e in events if e[1] == 0], 0)
+    fold([e for e in events if e[1] == 1], 1)
+    drained = pipeline.drain()
+    log = drained.rows[audit.LOG_TABLE]
+    heads = {key: value for key, value in drained.records["heads"]}
+    assert set(heads) == {b"0", b"1"}
+    for partition in (0, 1):
+        last = max((e for e in log if e["source_partition"] == partition), key=lambda e: e["seq"])
+        assert heads[str(partition).encode()] == {
+            "pipeline_version": "v1", "source_partition": partition, "seq": last["seq"], "hash": last["hash"],
+        }  # fmt: skip
+    assert "heads" not in pipeline.drain().records  # nothing decided since
+    fold([e for e in events if e[1] == 2], 2)
+    assert [key for key, _ in pipeline.drain().records["heads"]] == [b"2"]
+
+
+def test_heads_wait_for_their_interval_and_are_not_lost() -> None:
+    pipeline, fold = fraud_pipeline(heads_interval_s=3600.0)
+    events = traffic(60)
+    fold([e for e in events if e[1] == 0], 0)
+    assert [key for key, _ in pipeline.drain().records["heads"]] == [b"0"]  # the first at once
+    fold([e for e in events if e[1] == 1], 1)
+    assert "heads" not in pipeline.drain().records  # within the interval: later
+    pipeline.heads_interval_s = 0.0
+    fold([e for e in events if e[1] == 2], 2)
+    assert sorted(key for key, _ in pipeline.drain().records["heads"]) == [b"1", b"2"]
