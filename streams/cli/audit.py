@@ -23,6 +23,13 @@ def verify(
     version: Version = None,
     start: Annotated[str | None, typer.Option("--from", help="Decisions from this event time.")] = None,
     end: Annotated[str | None, typer.Option("--to", help="... until this time (exclusive).")] = None,
+    from_first_entry: Annotated[
+        bool,
+        typer.Option(
+            help="Check each chain from its first stored entry on: for a version that made decisions "
+            "before it kept a decision log (a version replayed with --from is always checked so)."
+        ),
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Recompute every decision chain of the version (default: the serving one) against its
@@ -44,7 +51,7 @@ def verify(
             raise ConfigError(f"unknown version {chosen!r} (see `streams versions`)")
         heads = published_heads(settings.kafka, result_topic(settings.topics.fraud_chain_heads, chosen))
         report = audit_version(
-            session, keyspace, chosen, heads, anchored=record.replay_from != "beginning",
+            session, keyspace, chosen, heads, anchored=from_first_entry or record.replay_from != "beginning",
             from_ms=from_ms, to_ms=to_ms,
         )  # fmt: skip
     if as_json:
