@@ -141,7 +141,6 @@ def verify_chain(
 
 
 def compare_decisions(
-    partition_of: Mapping[str, int],
     latest: Mapping[str, Mapping[str, Any]],
     rows: Iterable[Mapping[str, Any]],
     table: str,
@@ -173,7 +172,7 @@ def compare_decisions(
     for tx_id, entry in latest.items():
         if tx_id not in seen:
             findings.append(
-                Finding("deleted", table, partition_of[tx_id], entry["seq"], tx_id,
+                Finding("deleted", table, entry["source_partition"], entry["seq"], tx_id,
                         entry["source_offset"], "the log's decision has no row")
             )  # fmt: skip
     return findings

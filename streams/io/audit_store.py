@@ -77,12 +77,11 @@ def audit_version(
     time: it is always reported)."""
     report = AuditReport(version)
     latest: dict[str, dict[str, Any]] = {}
-    partition_of: dict[str, int] = {}
     found: list[Finding] = []
     seen: set[int] = set()
     for partition, entries in log_entries(session, keyspace, version):
         seen.add(partition)
-        counted = _counting(entries, report, latest, partition_of)
+        counted = _counting(entries, report, latest)
         findings, _ = audit.verify_chain(
             version, partition, counted, anchored=anchored, published=heads.get(partition)
         )
@@ -97,7 +96,7 @@ def audit_version(
     ):
         rows = list(_scan(session, keyspace, table, version, selected))
         report.rows[table] = sum(1 for r in rows if r.get("score") is not None)
-        found += audit.compare_decisions(partition_of, latest, rows, table)
+        found += audit.compare_decisions(latest, rows, table)
     ts_of = {tx_id: entry["ts"] for tx_id, entry in latest.items()}
     report.findings = [f for f in found if _within(f, ts_of, from_ms, to_ms)]
     return report
@@ -115,9 +114,8 @@ def _scan(
 
 
 def _counting(
-    entries: Iterator[dict[str, Any]], report: AuditReport, latest: dict[str, dict[str, Any]],
-    partition_of: dict[str, int],
-) -> Iterator[dict[str, Any]]:  # fmt: skip
+    entries: Iterator[dict[str, Any]], report: AuditReport, latest: dict[str, dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
     """``entries``, counted; each whose content hashes to its hash is the latest of its transaction
     so far (a tampered entry is reported by the chain, not again through every row it disagrees with)."""
     for entry in entries:
@@ -126,7 +124,6 @@ def _counting(
         intact = audit.entry_hash(entry["prev_hash"], entry) == entry["hash"]
         if intact and (tx_id not in latest or latest[tx_id]["seq"] <= entry["seq"]):
             latest[tx_id] = entry
-            partition_of[tx_id] = entry["source_partition"]
         yield entry
 
 

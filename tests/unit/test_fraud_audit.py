@@ -152,15 +152,14 @@ def test_a_chain_anchored_at_its_first_entry(chain: list[dict[str, Any]]) -> Non
 
 def test_decision_rows_against_the_log(chain: list[dict[str, Any]]) -> None:
     latest = {e["transaction_id"]: e for e in chain}
-    partition_of = dict.fromkeys(latest, 0)
     rows = [{**{k: e[k] for k in ("transaction_id", "source_partition", "source_offset", *audit.COMPARED)}}
             for e in chain]  # fmt: skip
-    assert compare_decisions(partition_of, latest, rows, "fraud_transactions") == []
+    assert compare_decisions(latest, rows, "fraud_transactions") == []
     rows[3] = {**rows[3], "decision": "allow" if rows[3]["decision"] != "allow" else "review"}
     removed = rows.pop(7)
     rows.append({**rows[0], "transaction_id": "forged", "source_partition": 0, "source_offset": 99})
     rows.append({"transaction_id": chain[1]["transaction_id"], "score": None})  # a label's cells only
-    found = compare_decisions(partition_of, latest, rows, "fraud_transactions")
+    found = compare_decisions(latest, rows, "fraud_transactions")
     assert [(f.kind, f.transaction_id) for f in found] == [
         ("altered", rows[3]["transaction_id"]),
         ("inserted", "forged"),
