@@ -140,7 +140,7 @@ def read_decisions(
     deadline = time.monotonic() + timeout_s
     with progress_bar() as progress:
         task = progress.add_task(f"decisions of {version}", total=len(wanted))
-        for values in tail(settings.kafka, topic, {}):
+        for values in tail(settings.kafka, topic):
             for value in values:
                 record = orjson.loads(value)
                 tx_id = record.get("transaction_id")

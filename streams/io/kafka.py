@@ -292,10 +292,9 @@ def high_watermarks(kafka: KafkaSettings, topic: str) -> dict[int, int]:
     return {p: high for p, (_, high) in watermarks(kafka, topic).items()}
 
 
-def tail(kafka: KafkaSettings, topic: str, start: Mapping[int, int]) -> Iterator[list[bytes]]:
-    """The values of ``topic`` from ``start`` (partition -> offset; a partition not named: from its
-    beginning) on, a list per poll (empty when a second went by without any), for as long as the
-    caller iterates. A topic that does not exist yet is waited for."""
+def tail(kafka: KafkaSettings, topic: str) -> Iterator[list[bytes]]:
+    """The values of ``topic`` from the beginning on, a list per poll (empty when a second went by
+    without any), for as long as the caller iterates. A topic that does not exist yet is waited for."""
     consumer = Consumer(
         {**client_config(kafka), "group.id": "streams-tail", "enable.auto.commit": False,
          "auto.offset.reset": "earliest"}
@@ -307,9 +306,7 @@ def tail(kafka: KafkaSettings, topic: str, start: Mapping[int, int]) -> Iterator
                 break
             yield []
             time.sleep(1.0)
-        consumer.assign(
-            [TopicPartition(topic, p, start.get(p, OFFSET_BEGINNING)) for p in sorted(metadata.partitions)]
-        )
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(metadata.partitions)])
         while True:
             values = []
             for message in consumer.consume(1000, timeout=1.0):
