@@ -307,12 +307,63 @@ def evaluate(
         return
     policy = params.policy
     title = f"{model.version} on {len(scenario.truth):,} generated transactions in {count} partitions"
-    table = Table(
-        "pattern", "transactions", "flagged", "review", "PR-AUC vs legit", title=title, box=box.SIMPLE_HEAD,
-        caption=f"flagged: score >= {policy.disable_invoice_at} (invoice disabled); review: >= "
-        f"{policy.review_at}; for legitimate traffic both are false positives. Seed {seed}.",
-    )  # fmt: skip
+    caption = (
+        f"flagged: score >= {policy.disable_invoice_at} (invoice disabled); review: >= {policy.review_at}; "
+        f"for legitimate traffic both are false positives. Seed {seed}."
+    )
+    console.print(_patterns_table(title, caption, report))
+
+
+def _patterns_table(title: str, caption: str, report: Any, *, review: bool = True) -> Table:
+    columns = ("pattern", "transactions", "flagged", *(("review",) if review else ()), "PR-AUC vs legit")
+    table = Table(*columns, title=title, caption=caption, box=box.SIMPLE_HEAD)
     for r in report:
         auc = "-" if r.pr_auc is None else f"{r.pr_auc:.3f}"
-        table.add_row(r.pattern, f"{r.transactions:,}", pct(r.flagged), pct(r.reviewed), auc)
-    console.print(table)
+        shares = (pct(r.flagged), pct(r.reviewed)) if review else (pct(r.flagged),)
+        table.add_row(r.pattern, f"{r.transactions:,}", *shares, auc)
+    return table
+
+
+def entity_study(
+    train: Annotated[int, typer.Option(min=1000, help="Generated transactions to learn from.")] = 120_000,
+    test: Annotated[
+        int, typer.Option(min=1000, help="Generated transactions of the held-out period.")
+    ] = 40_000,
+    max_fpr: Annotated[
+        float, typer.Option(min=0.0001, max=0.5, help="False-positive rate to read recall at.")
+    ] = 0.01,
+    as_json: AsJson = False,
+) -> None:
+    """What entity features across customers are worth (no services): logistic regressions on the
+    partition-local features alone and with `fraud.entities` (one global view of the generated
+    traffic, rings included: what an exact entity stage would see), recall per pattern at a false-
+    positive rate on a held-out period, and PR-AUC. A study for issue 16: the worker does not
+    compute entity features yet."""
+    from streams.cli.transactions import RING_SHARES
+    from streams.compose import compose
+    from streams.fraud.detection import entity_study as study
+    from streams.fraud.detection import study_data
+    from streams.fraud.generator import TransactionGenerator, TransactionProfile
+
+    prefixes = dict(compose(load_settings()).fraud.ip_prefixes)
+
+    def generated(seed: int, count: int) -> Any:
+        profile = TransactionProfile(mean_gap_ms=14 * DAY_MS / 20_000, ring_shares=RING_SHARES)
+        return TransactionGenerator(
+            profile, seed=seed, start_ms=1_767_225_600_000, ip_prefixes=prefixes
+        ).scenario(count)
+
+    results = study(
+        study_data(generated(1001, train), prefixes), study_data(generated(2001, test), prefixes), max_fpr
+    )
+    if as_json:
+        summary = {
+            name: {"threshold": r["threshold"], "patterns": [vars(p) for p in r["patterns"]]}
+            for name, r in results.items()
+        }
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    for name, r in results.items():
+        caption = f"flagged: score >= {r['threshold']:.3f}, where {max_fpr:.1%} of the legitimate ones lie"
+        title = f"{name}: learned from {train:,} generated transactions, tested on {test:,} others"
+        console.print(_patterns_table(title, caption, r["patterns"], review=False))

@@ -36,3 +36,14 @@ def test_the_command_reports_every_pattern_rings_included() -> None:
     assert {"device_farm", "shared_card", "reshipping", "card_testing", "legit"} <= set(patterns)
     assert patterns["legit"]["transactions"] > 19_000 and patterns["legit"]["pr_auc"] is None
     assert report["partitions"] >= 1 and report["model"]
+
+
+def test_the_entity_study_compares_both_feature_sets_on_a_held_out_period() -> None:
+    result = CliRunner().invoke(app, ["entity-study", "--train", "6000", "--test", "3000", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert set(report) == {"partition-local features", "with entity features"}
+    for name, found in report.items():
+        legit = next(p for p in found["patterns"] if p["pattern"] == "legit")
+        assert legit["flagged"] <= 0.011, name  # read at 1 % false positives of the test period
+        assert 0.0 < found["threshold"] < 1.0
