@@ -394,7 +394,12 @@ def test_kafka_user_may_use_every_topic_and_group_of_the_version(
     t, version = settings.topics, settings.worker.pipeline_version
     for topic in (t.ad_events, t.transactions, t.labels, t.smoke):
         assert {"Read", "Describe"} <= allowed("topic", topic) or "All" in allowed("topic", topic), topic
-    for topic in (t.dead_letters, f"{t.ctr_results}.{version}", f"{t.fraud_scores}.{version}"):
+    results = (
+        f"{t.ctr_results}.{version}",
+        f"{t.fraud_scores}.{version}",
+        f"{t.fraud_chain_heads}.{version}",
+    )
+    for topic in (t.dead_letters, *results):
         assert {"Write", "Describe"} <= allowed("topic", topic), topic
     app = f"{settings.worker.app_id}-{version}"
     assert "All" in allowed("topic", f"{app}-__assignor-__leader"), "Faust's internal topics"
