@@ -34,9 +34,10 @@ HASHED = (
 COMPARED = ("ts", "score", "decision", "holdout", "reasons", "model_version")
 
 
-def genesis(version: str, partition: int) -> str:
-    """The "previous hash" of a chain's first entry."""
-    return hashlib.sha256(f"streams-decision-log:{version}:{partition}".encode()).hexdigest()
+def genesis(partition: int) -> str:
+    """The "previous hash" of a chain's first entry. It names the Kafka partition, not the version:
+    every version that replays the same log from its beginning has the same chains."""
+    return hashlib.sha256(f"streams-decision-log:{partition}".encode()).hexdigest()
 
 
 def features_digest(features: Sequence[float]) -> str:
@@ -89,7 +90,6 @@ class Head:
 
 
 def verify_chain(
-    version: str,
     partition: int,
     entries: Iterable[Mapping[str, Any]],
     *,
@@ -106,7 +106,7 @@ def verify_chain(
     deleted entry; an entry whose content hashes right but whose link does not continue the chain
     (a forged entry, or one rewritten with its hash recomputed) is inserted."""
     findings: list[Finding] = []
-    prev_hash, expected = genesis(version, partition), 0
+    prev_hash, expected = genesis(partition), 0
     last: Head | None = None
     at_published: str | None = None
     for entry in entries:

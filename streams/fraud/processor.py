@@ -256,7 +256,7 @@ class FraudProcessor:
     def _append_log(self, partition: int, seq: int, row: dict[str, Any], log: list[dict[str, Any]]) -> None:
         """Chain the decision (its ``fraud_transactions`` row) onto the partition's decision log."""
         state = self.states[partition]
-        prev_hash = state.chain_head or audit.genesis(self.version, partition)
+        prev_hash = state.chain_head or audit.genesis(partition)
         entry = {
             "pipeline_version": self.version, "source_partition": partition, "bucket": audit.bucket_of(seq),
             "seq": seq, "transaction_id": row["transaction_id"], "ts": row["ts"], "score": row["score"],

@@ -83,11 +83,11 @@ def audit_version(
         seen.add(partition)
         counted = _counting(entries, report, latest)
         findings, _ = audit.verify_chain(
-            version, partition, counted, anchored=anchored, published=heads.get(partition)
+            partition, counted, anchored=anchored, published=heads.get(partition)
         )
         found += findings
     for partition in sorted(set(heads) - seen):  # a chain deleted as a whole
-        found += audit.verify_chain(version, partition, [], published=heads[partition])[0]
+        found += audit.verify_chain(partition, [], published=heads[partition])[0]
     report.partitions = len(seen | set(heads))
     columns = ("transaction_id", "source_partition", "source_offset", *audit.COMPARED)
     for table, selected in (

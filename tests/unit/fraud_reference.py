@@ -323,7 +323,7 @@ class ReferenceProcessor:
                                            "model_version")},
             "features_digest": audit.features_digest(row["features"]),
             "source_offset": row["source_offset"],
-            "prev_hash": state.chain_head or audit.genesis(self.version, partition),
+            "prev_hash": state.chain_head or audit.genesis(partition),
         }  # fmt: skip
         entry["hash"] = state.chain_head = audit.entry_hash(entry["prev_hash"], entry)
         out.log.append(entry)

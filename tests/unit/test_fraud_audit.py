@@ -33,8 +33,8 @@ def test_an_entrys_hash_by_hand() -> None:
     canonical = json.dumps(
         [7, "tx-1", T0, 0.1, "allow", False, ["amount_z"], "m1", digest, 41], separators=(",", ":")
     )
-    prev = hashlib.sha256(b"streams-decision-log:v1:3").hexdigest()
-    assert audit.genesis("v1", 3) == prev
+    prev = hashlib.sha256(b"streams-decision-log:3").hexdigest()
+    assert audit.genesis(3) == prev
     assert audit.entry_hash(prev, entry) == hashlib.sha256((prev + canonical).encode()).hexdigest()
     # every hashed field counts
     for name, other in (("score", 0.1000000001), ("decision", "review"), ("holdout", True), ("seq", 8),
@@ -88,7 +88,7 @@ def test_the_processor_chains_every_decision_the_same_whatever_the_batches() -> 
     for partition, entries in chains(whole).items():
         assert [e["seq"] for e in entries] == list(range(len(entries)))
         assert all(e["bucket"] == 0 for e in entries)
-        findings, head = verify_chain("v1", partition, entries)
+        findings, head = verify_chain(partition, entries)
         assert findings == [] and head == Head(len(entries) - 1, entries[-1]["hash"])
 
 
@@ -104,50 +104,50 @@ def kinds(findings: list[audit.Finding]) -> list[tuple[str, int | None]]:
 
 def test_an_altered_entry(chain: list[dict[str, Any]]) -> None:
     chain[5] = {**chain[5], "decision": "allow" if chain[5]["decision"] != "allow" else "review"}
-    assert kinds(verify_chain("v1", 0, chain)[0]) == [("altered", 5)]
+    assert kinds(verify_chain(0, chain)[0]) == [("altered", 5)]
 
 
 def test_an_altered_entry_with_its_hash_recomputed_breaks_the_next_link(chain: list[dict[str, Any]]) -> None:
     forged = {**chain[5], "score": 0.01}
     forged["hash"] = audit.entry_hash(forged["prev_hash"], forged)
     chain[5] = forged
-    assert kinds(verify_chain("v1", 0, chain)[0]) == [("inserted", 6)]
+    assert kinds(verify_chain(0, chain)[0]) == [("inserted", 6)]
 
 
 def test_a_deleted_entry(chain: list[dict[str, Any]]) -> None:
     del chain[9]
-    assert kinds(verify_chain("v1", 0, chain)[0]) == [("deleted", 9)]
+    assert kinds(verify_chain(0, chain)[0]) == [("deleted", 9)]
 
 
 def test_a_forged_entry_appended(chain: list[dict[str, Any]]) -> None:
     last = chain[-1]
     forged = {**last, "seq": last["seq"] + 1, "transaction_id": "forged", "prev_hash": "0" * 64}
     forged["hash"] = audit.entry_hash(forged["prev_hash"], forged)
-    findings = verify_chain("v1", 0, [*chain, forged])[0]
+    findings = verify_chain(0, [*chain, forged])[0]
     assert [(f.kind, f.seq, f.transaction_id) for f in findings] == [("inserted", last["seq"] + 1, "forged")]
 
 
 def test_the_published_head_shows_a_rewritten_chain_and_a_cut_tail(chain: list[dict[str, Any]]) -> None:
     head = Head(chain[-1]["seq"], chain[-1]["hash"])
-    assert verify_chain("v1", 0, chain, published=head)[0] == []
+    assert verify_chain(0, chain, published=head)[0] == []
     # rewritten from the start with every hash recomputed: each link holds, the head does not
-    rewritten, prev = [], audit.genesis("v1", 0)
+    rewritten, prev = [], audit.genesis(0)
     for entry in chain:
         entry = {**entry, "prev_hash": prev, "decision": "allow"}
         entry["hash"] = prev = audit.entry_hash(entry["prev_hash"], entry)
         rewritten.append(entry)
-    assert verify_chain("v1", 0, rewritten)[0] == []
-    assert kinds(verify_chain("v1", 0, rewritten, published=head)[0]) == [("rewritten", head.seq)]
+    assert verify_chain(0, rewritten)[0] == []
+    assert kinds(verify_chain(0, rewritten, published=head)[0]) == [("rewritten", head.seq)]
     # the last two entries gone
-    assert kinds(verify_chain("v1", 0, chain[:-2], published=head)[0]) == [
+    assert kinds(verify_chain(0, chain[:-2], published=head)[0]) == [
         ("deleted", head.seq - 1), ("deleted", head.seq),
     ]  # fmt: skip
 
 
 def test_a_chain_anchored_at_its_first_entry(chain: list[dict[str, Any]]) -> None:
     """A version replayed from a point in the log: its chain starts mid-way."""
-    assert kinds(verify_chain("v1", 0, chain[10:])[0]) == [("deleted", s) for s in range(10)]
-    assert verify_chain("v1", 0, chain[10:], anchored=True)[0] == []
+    assert kinds(verify_chain(0, chain[10:])[0]) == [("deleted", s) for s in range(10)]
+    assert verify_chain(0, chain[10:], anchored=True)[0] == []
 
 
 def test_decision_rows_against_the_log(chain: list[dict[str, Any]]) -> None:
