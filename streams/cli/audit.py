@@ -55,15 +55,19 @@ def verify(
             from_ms=from_ms, to_ms=to_ms,
         )  # fmt: skip
     if as_json:
-        summary = {"version": chosen, "partitions": report.partitions, "entries": report.entries,
-                   "rows": report.rows, "findings": [f.as_dict() for f in report.findings]}  # fmt: skip
+        summary = {"version": chosen, "partitions": report.partitions, "published_heads": report.heads,
+                   "entries": report.entries, "rows": report.rows,
+                   "findings": [f.as_dict() for f in report.findings]}  # fmt: skip
         typer.echo(json.dumps(summary, indent=2))
     else:
         rows = ", ".join(f"{n:,} in {table}" for table, n in report.rows.items())
         console.print(
-            f"{chosen}: {report.entries:,} logged decisions in {report.partitions} chains, "
-            f"decision rows {rows}"
+            f"{chosen}: {report.entries:,} logged decisions in {report.partitions} chains "
+            f"({report.heads} with a published head), decision rows {rows}"
         )
+        if report.entries and report.heads < report.partitions:
+            console.print("chains without a published head are checked by their links alone: a chain "
+                          "rewritten as a whole would not show (is fraud-chain-heads.V there?)")  # fmt: skip
         if report.findings:
             table = Table("finding", "table", "partition", "seq", "offset", "transaction", "detail",
                           box=box.SIMPLE_HEAD)  # fmt: skip

@@ -240,6 +240,11 @@ class Job:
         for pipeline in self.pipelines:
             if names is None or pipeline.name in names:
                 pending, self.pending[pipeline.name] = self.pending[pipeline.name], Pending()
+                closing = getattr(
+                    pipeline, "closing", None
+                )  # optional: the last drain before partitions leave
+                if final and closing is not None:
+                    closing()
                 pending.drained = drained = pipeline.drain()
                 positions = self._positions(pipeline, self.durable | pending.offsets)
                 stamp = {p: fence(sum(at.values())) for p, at in positions.items()}

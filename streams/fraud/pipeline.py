@@ -148,6 +148,11 @@ class FraudPipeline(PartitionStates):
         self.drained_days, self.touched_days = self.touched_days, set()
         return out
 
+    def closing(self) -> None:
+        """The next drain is the last before partitions leave (a revoke, a stop): it publishes the
+        heads that wait for their interval."""
+        self._heads_sent = -math.inf
+
     def _publish_heads(self) -> None:
         now = time.monotonic()
         if self.heads_topic is None or not self._chained or now - self._heads_sent < self.heads_interval_s:

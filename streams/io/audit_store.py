@@ -14,7 +14,7 @@ from streams.fraud import audit
 from streams.fraud.audit import Finding, Head
 from streams.fraud.processor import SCORES_TABLE, TRANSACTIONS_TABLE
 from streams.io.cassandra import check_identifier
-from streams.io.kafka import read_partition, watermarks
+from streams.io.kafka import existing_topics, read_partition, watermarks
 from streams.io.version_store import version_partitions
 from streams.settings import KafkaSettings
 
@@ -27,6 +27,7 @@ class AuditReport:
     partitions: int = 0
     entries: int = 0
     rows: dict[str, int] = field(default_factory=dict)  # serving table -> decision rows checked
+    heads: int = 0  # chains with a published head (the others are checked by their links alone)
     findings: list[Finding] = field(default_factory=list)
 
 
@@ -59,6 +60,8 @@ def log_entries(
 def published_heads(kafka: KafkaSettings, topic: str) -> dict[int, Head]:
     """The latest head each partition published (compacted topic: the last record per key)."""
     heads: dict[int, Head] = {}
+    if topic not in existing_topics(kafka):  # a version without fraud, or deleted: nothing published
+        return heads
     for partition, (low, high) in watermarks(kafka, topic).items():
         for message in read_partition(kafka, topic, partition, low, high):
             value = message.value()
@@ -88,7 +91,7 @@ def audit_version(
         found += findings
     for partition in sorted(set(heads) - seen):  # a chain deleted as a whole
         found += audit.verify_chain(partition, [], published=heads[partition])[0]
-    report.partitions = len(seen | set(heads))
+    report.partitions, report.heads = len(seen | set(heads)), len(heads)
     columns = ("transaction_id", "source_partition", "source_offset", *audit.COMPARED)
     for table, selected in (
         (TRANSACTIONS_TABLE, columns),

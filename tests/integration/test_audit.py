@@ -50,6 +50,8 @@ def test_audit_names_each_tampered_decision(isolated: Settings, tmp_path: Path) 
 
     code, clean = audit(settings)
     assert code == 0 and clean["findings"] == [], clean
+    # the stop's last checkpoint published every partition's head
+    assert clean["published_heads"] == clean["partitions"] == settings.kafka.partitions
     assert clean["entries"] == len(scenario.truth) == clean["rows"]["fraud_transactions"]
 
     version, keyspace = settings.worker.pipeline_version, settings.cassandra.keyspace

@@ -383,3 +383,42 @@ def test_after_a_failed_checkpoint_nothing_later_is_committed() -> None:
     h.pipelines = [Counting()]  # the next process re-reads from the last commit
     asyncio.run(h.run_until_idle(OWNED))
     assert counts(h) == oracle(h.log)
+
+
+class Closing(Counting):
+    """Records which drains were announced as the last before partitions leave."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drains: list[bool] = []
+        self._closing = False
+
+    def closing(self) -> None:
+        self._closing = True
+
+    def drain(self) -> Drained:
+        self.drains.append(self._closing)
+        self._closing = False
+        return super().drain()
+
+
+def test_the_last_drain_before_a_revoke_is_announced() -> None:
+    pipeline = Closing()
+    h = Harness([pipeline])
+    fill(h.log, 400)
+
+    async def scenario() -> None:
+        job, consumer, task = h.start(OWNED)
+        while consumer.positions.get((TOPIC, 1), 0) == 0:
+            await asyncio.sleep(0.001)
+        before = len(pipeline.drains)
+        consumer.rebalance("revoke", [(TOPIC, 1)])
+        while (TOPIC, 1) in consumer.assigned:
+            await asyncio.sleep(0.001)
+        assert True in pipeline.drains[before:]  # the revoke's flush said so
+        await job.stop()
+        await task
+
+    asyncio.run(scenario())
+    assert pipeline.drains.count(True) >= 2 and pipeline.drains[-1] is True  # the revoke, then the stop
+    assert False in pipeline.drains  # the periodic flushes did not
