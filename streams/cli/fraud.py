@@ -42,8 +42,13 @@ def train(
     ] = False,
     transactions: Annotated[int, typer.Option(min=1000, help="With --synthetic: how many.")] = 120_000,
     seed: Annotated[int, typer.Option(help="With --synthetic: the generator seed.")] = 1001,
+    rings: Annotated[
+        bool,
+        typer.Option(help="With --synthetic: traffic with fraud rings (`produce transactions --rings`)."),
+    ] = False,
 ) -> None:
     """Train a fraud model: time-based split, class weights, calibration, report against the current model."""
+    from streams.cli.transactions import RING_SHARES
     from streams.fraud.model import FraudModel
     from streams.fraud.synthetic import load_ip_prefixes, synthetic_training_data
     from streams.fraud.training import train as fit
@@ -57,6 +62,7 @@ def train(
             seed=seed,
             transactions=transactions,
             start_ms=1_764_547_200_000,
+            ring_shares=RING_SHARES if rings else (0.0, 0.0, 0.0),
         )
     else:
         data = _archived_training_data(
@@ -268,8 +274,11 @@ def _estimate(row: dict[str, Any], name: str, insufficient: str = "insufficient"
 
 
 def evaluate(
-    model_file: Annotated[
-        Path | None, typer.Option("--model", help="The model file (default: STREAMS_FRAUD__MODEL_FILE).")
+    model_files: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--model", help="A model file, or several to compare (default: STREAMS_FRAUD__MODEL_FILE)."
+        ),
     ] = None,
     transactions: Annotated[int, typer.Option(min=100, help="Generated transactions.")] = 20_000,
     days: Annotated[float, typer.Option(min=0.01, help="Days of event time they span.")] = 14,
@@ -291,27 +300,33 @@ def evaluate(
 
     settings = load_settings()
     params = compose(settings).fraud
-    model = FraudModel.load(model_file) if model_file is not None else params.model
+    models = [FraudModel.load(f) for f in model_files] if model_files else [params.model]
     profile = TransactionProfile(
         mean_gap_ms=days * DAY_MS / transactions, ring_shares=RING_SHARES if rings else (0.0, 0.0, 0.0)
     )
     scenario = TransactionGenerator(
         profile, seed=seed, start_ms=1_767_225_600_000, ip_prefixes=dict(params.ip_prefixes)
     ).scenario(transactions)
-    count = partitions or settings.kafka.partitions
-    report = detection(scores_of(model, params.policy, params.ip_prefixes, scenario, count), scenario.truth,
-                       params.policy)  # fmt: skip
+    count, policy = partitions or settings.kafka.partitions, params.policy
+    reports = [
+        (
+            model,
+            detection(scores_of(model, policy, params.ip_prefixes, scenario, count), scenario.truth, policy),
+        )
+        for model in models
+    ]
     if as_json:
-        typer.echo(json.dumps({"model": model.version, "partitions": count,
-                               "patterns": [vars(r) for r in report]}, indent=2))  # fmt: skip
+        compared = [{"model": m.version, "patterns": [vars(r) for r in report]} for m, report in reports]
+        summary = {"partitions": count, "transactions": len(scenario.truth), "seed": seed, "models": compared}
+        typer.echo(json.dumps(summary, indent=2))
         return
-    policy = params.policy
-    title = f"{model.version} on {len(scenario.truth):,} generated transactions in {count} partitions"
     caption = (
         f"flagged: score >= {policy.disable_invoice_at} (invoice disabled); review: >= {policy.review_at}; "
         f"for legitimate traffic both are false positives. Seed {seed}."
     )
-    console.print(_patterns_table(title, caption, report))
+    for model, report in reports:
+        title = f"{model.version} on {len(scenario.truth):,} generated transactions in {count} partitions"
+        console.print(_patterns_table(title, caption, report))
 
 
 def _patterns_table(title: str, caption: str, report: Any, *, review: bool = True) -> Table:

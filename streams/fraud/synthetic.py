@@ -33,13 +33,16 @@ DEMO_GAP_MS = 14 * 86_400_000 / 20_000
 
 
 def synthetic_training_data(
-    prefixes: dict[str, str], *, seed: int, transactions: int, start_ms: int, mean_gap_ms: float = DEMO_GAP_MS
-) -> TrainingData:
+    prefixes: dict[str, str], *, seed: int, transactions: int, start_ms: int,
+    mean_gap_ms: float = DEMO_GAP_MS, ring_shares: tuple[float, float, float] = (0.0, 0.0, 0.0),
+) -> TrainingData:  # fmt: skip
     """Features of a generated history (one state, in arrival order), labelled by the ground truth;
-    transactions ``mean_gap_ms`` apart on average (the demo's traffic by default)."""
-    scenario = TransactionGenerator(
-        TransactionProfile(mean_gap_ms=mean_gap_ms), seed=seed, start_ms=start_ms, ip_prefixes=prefixes
-    ).scenario(transactions)
+    transactions ``mean_gap_ms`` apart on average (the demo's traffic by default), with fraud
+    rings if ``ring_shares`` says so (`fraud.rings`)."""
+    profile = TransactionProfile(mean_gap_ms=mean_gap_ms, ring_shares=ring_shares)
+    scenario = TransactionGenerator(profile, seed=seed, start_ms=start_ms, ip_prefixes=prefixes).scenario(
+        transactions
+    )
     state = FeatureState()
     rows, labels, times = [], [], []
     seen: set[str] = set()

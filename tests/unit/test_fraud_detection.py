@@ -32,10 +32,11 @@ def test_the_command_reports_every_pattern_rings_included() -> None:
     result = CliRunner().invoke(app, ["evaluate", "--json"])  # 20,000 over 14 days
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    patterns = {row["pattern"]: row for row in report["patterns"]}
+    assert [m["model"] for m in report["models"]] == ["fraud-lr-v2"]
+    patterns = {row["pattern"]: row for row in report["models"][0]["patterns"]}
     assert {"device_farm", "shared_card", "reshipping", "card_testing", "legit"} <= set(patterns)
     assert patterns["legit"]["transactions"] > 19_000 and patterns["legit"]["pr_auc"] is None
-    assert report["partitions"] >= 1 and report["model"]
+    assert report["partitions"] >= 1 and report["transactions"] >= 20_000
 
 
 def test_the_entity_study_compares_both_feature_sets_on_a_held_out_period() -> None:
