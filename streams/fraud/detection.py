@@ -98,7 +98,7 @@ def study_data(scenario: Scenario, prefixes: Mapping[str, str]) -> StudyData:
     from streams.fraud.features import FeatureState, compute, update
     from streams.fraud.model import as_matrix
 
-    state, history = FeatureState(), EntityHistory()
+    state, history, lookup = FeatureState(), EntityHistory(), dict(prefixes)
     rows, entity_rows, patterns, ids = [], [], [], []
     seen: set[str] = set()
     day = None
@@ -114,7 +114,7 @@ def study_data(scenario: Scenario, prefixes: Mapping[str, str]) -> StudyData:
         if day != tx["ts"] // 86_400_000:
             day = tx["ts"] // 86_400_000
             history.evict()
-        rows.append(compute(state, tx, dict(prefixes)))
+        rows.append(compute(state, tx, lookup))
         update(state, tx)
         entity_rows.append(history.features(tx))
         history.add(tx)

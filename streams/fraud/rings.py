@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -65,9 +65,9 @@ def household(i: int) -> str:
 @dataclass(order=True)
 class Pending:
     ts: int
-    number: int
-    pattern: str
-    make: Callable[[int], tuple[Customer, dict[str, Any]]]
+    number: int  # in the order queued: ties of time go first come, first sent
+    pattern: str = field(compare=False)
+    make: Callable[[int], tuple[Customer, dict[str, Any]]] = field(compare=False)
 
 
 class Rings:
@@ -76,7 +76,7 @@ class Rings:
     def __init__(self, generator: TransactionGenerator) -> None:
         self.g = generator
         self.queue: list[Pending] = []
-        self.started = 0
+        self.started = self.queued = 0
 
     def maybe_start(self, ts: int) -> None:
         """At each arrival of the ordinary traffic: a ring of each pattern starts with its share."""
@@ -96,7 +96,8 @@ class Rings:
         return out
 
     def _push(self, ts: int, pattern: str, make: Callable[[int], tuple[Customer, dict[str, Any]]]) -> None:
-        heapq.heappush(self.queue, Pending(ts, len(self.queue) + self.started * 1000, pattern, make))
+        self.queued += 1
+        heapq.heappush(self.queue, Pending(ts, self.queued, pattern, make))
 
     def _spread(self, ts: int, count: int, hours: float) -> list[int]:
         rng = self.g.rng
