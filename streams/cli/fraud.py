@@ -231,6 +231,8 @@ def _print_cohorts(rows: list[dict[str, Any]], pipeline_version: str) -> None:
         "PR-AUC",
         "computed",
         title="the review queue (k = the review budget) and the ranking; computed: UTC",
+        caption="prec@k, rec@k: - when the queue's blocked rows rest on fewer than "
+        "STREAMS_FRAUD__MIN_HOLDOUT_ROWS held-out ones",
         box=box.SIMPLE_HEAD,
     )
     for r in rows:

@@ -137,7 +137,9 @@ def cohort_metrics(
     min_holdout: int = MIN_HOLDOUT,
 ) -> dict[str, Any]:
     """Precision and recall at the operating threshold, precision@k and recall@k of the review
-    queue (the ``review_budget`` highest scores), PR-AUC, reliability bins."""
+    queue (the ``review_budget`` highest scores), PR-AUC, reliability bins. Below ``min_holdout``
+    flagged holdout rows the threshold figures are insufficient; so are the queue's, when it holds
+    blocked rows and fewer than ``min_holdout`` held-out ones."""
     n = len(outcomes)
     score = np.array([o.score for o in outcomes], dtype=float)
     fraud = np.array([bool(o.is_fraud) for o in outcomes], dtype=float)
@@ -148,6 +150,10 @@ def cohort_metrics(
     top = np.array(ranked[:review_budget], dtype=int)
     queue_weight = float(weight[top].sum()) if n else 0.0
     queue_fraud = float(np.sum(weight[top] * fraud[top])) if n else 0.0
+    # A queue with blocked rows is seen through its holdout rows only: too few of them, and the
+    # figure is one or two rows times 1 / holdout share (0 % one day, 100 % the next).
+    extrapolated = n > 0 and bool(np.any(weight[top] == 0))
+    queue_insufficient = extrapolated and sum(outcomes[i].holdout for i in top) < min_holdout
     evaluable = weight > 0
     pr_auc = None
     if evaluable.any() and fraud[evaluable].any() and not fraud[evaluable].all():
@@ -171,8 +177,9 @@ def cohort_metrics(
         # Of the queue, only the outcomes a shop observes count (allowed and holdout rows, weighted):
         # a blocked transaction's fraud is never seen. Recall@k: the share of the day's (weighted)
         # fraud the queue holds, 100 % for a perfect ranking even when the day has fewer than k.
-        "precision_at_k": queue_fraud / queue_weight if queue_weight else None,
-        "recall_at_k": queue_fraud / actual if actual else None,
+        # Both None when the queue's blocked rows rest on fewer than ``min_holdout`` held-out rows.
+        "precision_at_k": queue_fraud / queue_weight if queue_weight and not queue_insufficient else None,
+        "recall_at_k": queue_fraud / actual if actual and not queue_insufficient else None,
         "review_budget": review_budget,
         "pr_auc": pr_auc,
         "reliability": bins,

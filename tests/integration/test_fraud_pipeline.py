@@ -187,6 +187,8 @@ def cohort_oracle(
     actual = sum(weight(o) for o in outcomes if o["fraud"])
     n, k, missed = threshold_counts_oracle(outcomes, threshold)
     queue = sorted(outcomes, key=lambda o: (-o["score"], o["transaction_id"]))[:budget]
+    # blocked rows in the queue are seen through its holdout rows: at least min_holdout of them
+    seen = not any(weight(o) == 0 for o in queue) or sum(o["holdout"] for o in queue) >= min_holdout
     evaluable = [(o["score"], 1.0 if o["fraud"] else 0.0, weight(o)) for o in outcomes]
     positives = [e for e in evaluable if e[2] > 0]
     has_both = any(y for _, y, _ in positives) and not all(y for _, y, _ in positives)
@@ -199,10 +201,10 @@ def cohort_oracle(
         # the review queue, on what a shop observes (weighted; blocked rows are unseen)
         "precision_at_k": (
             sum(weight(o) for o in queue if o["fraud"]) / sum(weight(o) for o in queue)
-            if sum(weight(o) for o in queue)
+            if sum(weight(o) for o in queue) and seen
             else None
         ),
-        "recall_at_k": sum(weight(o) for o in queue if o["fraud"]) / actual if actual else None,
+        "recall_at_k": sum(weight(o) for o in queue if o["fraud"]) / actual if actual and seen else None,
         "pr_auc": weighted_average_precision(evaluable) if has_both else None,
     }
 

@@ -271,16 +271,16 @@ def test_cohort_metrics_by_hand() -> None:
 
 @pytest.mark.parametrize(
     ("budget", "precision", "recall"),
-    [(1, None, 0.0), (2, 1.0, 0.8), (4, 0.5, 0.8), (6, 5 / 13, 1.0), (8, 5 / 15, 1.0), (20, 5 / 15, 1.0)],
+    [(1, None, None), (2, 1.0, 0.8), (4, 0.5, 0.8), (6, 5 / 13, 1.0), (8, 5 / 15, 1.0), (20, 5 / 15, 1.0)],
 )
 def test_precision_and_recall_at_k_for_each_budget(
-    budget: int, precision: float | None, recall: float
+    budget: int, precision: float | None, recall: float | None
 ) -> None:
     # By descending score, with weights: a F 0 | b F 4 | h 0 | d 4 | c 4 | e F 1 | f 1 | g 1.
     # Precision@k: weighted fraud over weighted rows of the queue (None: nothing in it observed).
-    m = cohort_metrics(COHORT, POLICY, budget)
+    m = cohort_metrics(COHORT, POLICY, budget, min_holdout=1)
     assert m["precision_at_k"] == (None if precision is None else pytest.approx(precision))
-    assert m["recall_at_k"] == pytest.approx(recall)
+    assert m["recall_at_k"] == (None if recall is None else pytest.approx(recall))  # 1: a blocked queue
 
 
 def test_a_perfect_ranking_with_one_fraud_has_full_recall_at_k() -> None:
@@ -465,3 +465,18 @@ def test_the_holdout_takes_draws_strictly_below_its_share() -> None:
     assert decide("t1", 0.9, other_salt) == (
         (ALLOW, True) if expected_draw("t1", "other") < nextafter(draw, 1) else (REVIEW, False)
     )
+
+
+def test_a_queue_seen_through_too_few_holdout_rows_is_insufficient() -> None:
+    """50 blocked, 2 held out (one a fraud): 1 / 2 at weight 20 each would read 50 %."""
+    day = [ScoredOutcome(f"b{i:02d}", 0.9, REVIEW, False, None) for i in range(50)] + [
+        ScoredOutcome("h1", 0.95, ALLOW, True, True),
+        ScoredOutcome("h2", 0.95, ALLOW, True, False),
+    ]
+    m = cohort_metrics(day, POLICY, 50, min_holdout=3)
+    assert (m["precision_at_k"], m["recall_at_k"]) == (None, None)
+    m = cohort_metrics(day, POLICY, 50, min_holdout=2)
+    assert m["precision_at_k"] == 0.5 and m["recall_at_k"] == 1.0
+    # a queue with nothing blocked is observed whole: no holdout needed
+    allowed = [ScoredOutcome("f", 0.2, ALLOW, False, True), ScoredOutcome("l", 0.1, ALLOW, False, False)]
+    assert cohort_metrics(allowed, POLICY, 2, min_holdout=10)["precision_at_k"] == 0.5
