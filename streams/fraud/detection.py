@@ -1,7 +1,8 @@
 """Detection per fraud pattern on generated ground truth: how a model does on each pattern the
 generator knows (rings included), scored by the pipeline's own processor over the traffic spread
-across Kafka partitions as the topic spreads it (customers by a hash of their id), so that
-partition-local features see what a worker sees. Offline: no services."""
+across partitions as a topic spreads it (customers by a hash of their id: crc32 here, where Kafka
+uses murmur2, so the split differs but not its effect), so that partition-local features see what
+a worker sees. Offline: no services."""
 
 from __future__ import annotations
 
