@@ -70,6 +70,7 @@ class FraudPipeline(PartitionStates):
         self._chained: set[int] = set()  # partitions whose decision log grew since heads were sent
         self.heads_interval_s = heads_interval_s
         self._heads_sent = -math.inf  # (time.monotonic)
+        self._published: set[int] = set()  # partitions whose head was published once
         self.out = Drained()
         # Cohort days that got a decision or a label (the monitor recomputes them, `refreshable`):
         # folded since the last drain; folded before it (rows maybe still on their way); durable
@@ -154,10 +155,19 @@ class FraudPipeline(PartitionStates):
         self._heads_sent = -math.inf
 
     def _publish_heads(self) -> None:
-        now = time.monotonic()
-        if self.heads_topic is None or not self._chained or now - self._heads_sent < self.heads_interval_s:
+        """The heads of the partitions whose log grew, once the interval is over; a partition's
+        first head at once (every chain has a published head as soon as it has entries)."""
+        if self.heads_topic is None or not self._chained:
             return
-        chained, self._chained, self._heads_sent = self._chained, set(), now
+        now = time.monotonic()
+        if now - self._heads_sent >= self.heads_interval_s:
+            chained, self._chained, self._heads_sent = self._chained, set(), now
+        else:
+            chained = self._chained - self._published
+            self._chained -= chained
+        self._published |= chained
+        if not chained:
+            return
         records = self.out.records.setdefault(self.heads_topic, [])
         for partition in sorted(chained):
             state = self.processor.states.get(partition)

@@ -249,6 +249,13 @@ def test_replay_verify_promote_retire(ctr_settings: Settings, tmp_path: Path) ->
             }
             assert from_t == expected.keys() & late_ids and from_t
             assert_fraud_as_oracle(fraud_rows(base, "v3"), {k: expected[k] for k in from_t})
+            # The decision logs: v1b's chains equal v1's (`verify` above); v3's start at T and are
+            # checked from their first entry on. Every chain verifies against its published head.
+            for version in ("v1", "v1b", "v3"):
+                audited = streams_cli(base, "audit", "verify", "--version", version, "--json")
+                assert audited.returncode == 0, audited.stdout + audited.stderr
+                report = json.loads(audited.stdout)
+                assert report["findings"] == [] and report["published_heads"] == report["partitions"]
 
             # A version pinned to other settings cannot be restarted with the new ones.
             clash = streams_cli(with_version(v2, "v1"), "replay", "--version", "v1", "--no-wait")
