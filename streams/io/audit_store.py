@@ -14,6 +14,7 @@ from streams.fraud import audit
 from streams.fraud.audit import Finding, Head
 from streams.fraud.processor import SCORES_TABLE, TRANSACTIONS_TABLE
 from streams.io.cassandra import check_identifier
+from streams.io.fraud_store import scan_table
 from streams.io.kafka import existing_topics, read_partition, watermarks
 from streams.io.version_store import version_partitions
 from streams.settings import KafkaSettings
@@ -84,11 +85,17 @@ def audit_version(
     seen: set[int] = set()
     for partition, entries in log_entries(session, keyspace, version):
         seen.add(partition)
-        counted = _counting(entries, report, latest)
-        findings, _ = audit.verify_chain(
-            partition, counted, anchored=anchored, published=heads.get(partition)
-        )
+        chain = list(entries)
+        findings, _ = audit.verify_chain(partition, chain, anchored=anchored, published=heads.get(partition))
         found += findings
+        report.entries += len(chain)
+        # Each intact entry is the latest of its transaction so far (a tampered entry is reported
+        # by the chain, not again through every row it disagrees with).
+        altered = {f.seq for f in findings if f.kind == "altered"}
+        for entry in chain:
+            tx_id = entry["transaction_id"]
+            if entry["seq"] not in altered and (tx_id not in latest or latest[tx_id]["seq"] <= entry["seq"]):
+                latest[tx_id] = entry
     for partition in sorted(set(heads) - seen):  # a chain deleted as a whole
         found += audit.verify_chain(partition, [], published=heads[partition])[0]
     report.partitions, report.heads = len(seen | set(heads)), len(heads)
@@ -97,37 +104,12 @@ def audit_version(
         (TRANSACTIONS_TABLE, columns),
         (SCORES_TABLE, ("transaction_id", *audit.COMPARED)),
     ):
-        rows = list(_scan(session, keyspace, table, version, selected))
+        rows = list(scan_table(session, keyspace, table, version, selected))
         report.rows[table] = sum(1 for r in rows if r.get("score") is not None)
         found += audit.compare_decisions(latest, rows, table)
     ts_of = {tx_id: entry["ts"] for tx_id, entry in latest.items()}
     report.findings = [f for f in found if _within(f, ts_of, from_ms, to_ms)]
     return report
-
-
-def _scan(
-    session: Session, keyspace: str, table: str, version: str, columns: tuple[str, ...]
-) -> Iterator[dict[str, Any]]:
-    """A version's rows of a table with a partition per transaction or customer: one paged scan of
-    the whole table (token order), not a read per partition."""
-    names = ", ".join(check_identifier(c) for c in ("pipeline_version", *columns))
-    for row in session.execute(f"SELECT {names} FROM {check_identifier(keyspace)}.{check_identifier(table)}"):
-        if row.pipeline_version == version:
-            yield row._asdict()
-
-
-def _counting(
-    entries: Iterator[dict[str, Any]], report: AuditReport, latest: dict[str, dict[str, Any]]
-) -> Iterator[dict[str, Any]]:
-    """``entries``, counted; each whose content hashes to its hash is the latest of its transaction
-    so far (a tampered entry is reported by the chain, not again through every row it disagrees with)."""
-    for entry in entries:
-        report.entries += 1
-        tx_id = entry["transaction_id"]
-        intact = audit.entry_hash(entry["prev_hash"], entry) == entry["hash"]
-        if intact and (tx_id not in latest or latest[tx_id]["seq"] <= entry["seq"]):
-            latest[tx_id] = entry
-        yield entry
 
 
 def _within(finding: Finding, ts_of: Mapping[str, int], from_ms: int | None, to_ms: int | None) -> bool:

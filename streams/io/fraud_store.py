@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from cassandra.cluster import Session
@@ -92,13 +92,22 @@ def read_metrics(session: Session, keyspace: str, version: str, limit: int) -> l
     )
 
 
+def scan_table(
+    session: Session, keyspace: str, table: str, version: str, columns: Sequence[str]
+) -> Iterator[dict[str, Any]]:
+    """``version``'s rows of a table with a partition per transaction or customer (``columns`` and
+    ``pipeline_version``): one paged scan of the whole table in token order, not a read per
+    partition (offline jobs: training, the audit)."""
+    names = ", ".join(check_identifier(c) for c in ("pipeline_version", *columns))
+    for row in session.execute(f"SELECT {names} FROM {check_identifier(keyspace)}.{check_identifier(table)}"):
+        if row.pipeline_version == version:
+            yield row._asdict()
+
+
 def scan_training_rows(session: Session, keyspace: str, version: str) -> list[dict[str, Any]]:
     """Scored transactions of ``version`` with their features and labels: a full scan (offline job)."""
-    rows = session.execute(
-        f"SELECT pipeline_version, transaction_id, ts, features, is_fraud, decision, holdout "
-        f"FROM {check_identifier(keyspace)}.{TRANSACTIONS_TABLE}"
-    )
-    return [dict(r._asdict()) for r in rows if r.pipeline_version == version and r.features]
+    columns = ("transaction_id", "ts", "features", "is_fraud", "decision", "holdout")
+    return [r for r in scan_table(session, keyspace, TRANSACTIONS_TABLE, version, columns) if r["features"]]
 
 
 class DecisionArchive:
