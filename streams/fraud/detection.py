@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 from sklearn.metrics import average_precision_score
 
 from streams.fraud.decision import DecisionPolicy
@@ -40,14 +39,9 @@ def scores_of(
 ) -> dict[str, float]:
     """Each valid transaction's score, folded per partition in arrival order as a worker would."""
     by_partition: dict[int, list[tuple[dict[str, Any], int]]] = defaultdict(list)
-    for key, raw in scenario.transactions:
-        try:
-            tx = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(tx, dict) and tx.get("transaction_id") in scenario.truth:
-            partition = zlib.crc32(key) % partitions
-            by_partition[partition].append((tx, partition))
+    for key, tx in scenario.valid_events():
+        partition = zlib.crc32(key) % partitions
+        by_partition[partition].append((tx, partition))
     processor = FraudProcessor(model, policy, prefixes, "evaluation")
     scores: dict[str, float] = {}
     for partition in sorted(by_partition):
@@ -101,17 +95,8 @@ def study_data(scenario: Scenario, prefixes: Mapping[str, str]) -> StudyData:
 
     state, history, lookup = FeatureState(), EntityHistory(), dict(prefixes)
     rows, entity_rows, patterns, ids = [], [], [], []
-    seen: set[str] = set()
     day = None
-    for _, raw in scenario.transactions:
-        try:
-            tx = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            continue
-        tx_id = tx.get("transaction_id") if isinstance(tx, dict) else None
-        if tx_id not in scenario.truth or tx_id in seen:
-            continue
-        seen.add(tx_id)
+    for _, tx in scenario.valid_events():
         if day != tx["ts"] // 86_400_000:
             day = tx["ts"] // 86_400_000
             history.evict()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +134,20 @@ class Scenario:
     def labels(self) -> list[tuple[bytes, bytes]]:
         """The labels of a shop that allowed every transaction."""
         return self.labels_for(None)
+
+    def valid_events(self) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """(key, transaction) of each valid transaction once, in arrival order: the malformed
+        messages (ids ``bad-...``, or not JSON) left out, as a worker dead-letters them."""
+        seen: set[str] = set()
+        for key, raw in self.transactions:
+            try:
+                tx = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            tx_id = tx.get("transaction_id") if isinstance(tx, dict) else None
+            if tx_id in self.truth and tx_id not in seen:
+                seen.add(tx_id)
+                yield key, tx
 
 
 def _raw_seasonality(hour: int, weekday: int) -> float:

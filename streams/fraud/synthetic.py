@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 from streams.fraud.features import FeatureState, compute, update
 from streams.fraud.generator import TransactionGenerator, TransactionProfile
@@ -45,18 +44,9 @@ def synthetic_training_data(
     )
     state = FeatureState()
     rows, labels, times = [], [], []
-    seen: set[str] = set()
-    for _, raw in scenario.transactions:
-        try:
-            tx = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            continue  # the generator's malformed messages
-        tx_id = tx.get("transaction_id", "")
-        if tx_id.startswith("bad-") or tx_id in seen:
-            continue
-        seen.add(tx_id)
+    for _, tx in scenario.valid_events():
         rows.append(compute(state, tx, prefixes))
         update(state, tx)
-        labels.append(scenario.truth[tx_id] != "legit")
+        labels.append(scenario.truth[tx["transaction_id"]] != "legit")
         times.append(tx["ts"])
     return TrainingData(as_matrix(rows), np.array(labels, dtype=float), np.array(times, dtype=np.int64))
