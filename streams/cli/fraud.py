@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -18,9 +19,6 @@ from streams.cli.query import app as query_app
 from streams.errors import ConfigError
 from streams.lifecycle import resolve_version
 from streams.settings import load_settings
-
-if TYPE_CHECKING:
-    pass
 
 console = Console()
 DAY_MS = 86_400_000
@@ -46,6 +44,13 @@ def train(
         bool,
         typer.Option(help="With --synthetic: traffic with fraud rings (`produce transactions --rings`)."),
     ] = False,
+    entities: Annotated[
+        bool, typer.Option(help="With --synthetic: entity features too (`fraud.entities`, one global view).")
+    ] = False,
+    fraud_weight: Annotated[
+        float | None,
+        typer.Option(min=1.0, help="A fraud row's weight in the fit (default: balanced classes)."),
+    ] = None,
 ) -> None:
     """Train a fraud model: time-based split, class weights, calibration, report against the current model."""
     from streams.cli.transactions import RING_SHARES
@@ -56,23 +61,29 @@ def train(
     settings = load_settings()
     if out.exists():
         raise ConfigError(f"{out} exists: model files are versioned, write a new one")
+    if entities and not synthetic:
+        raise ConfigError("--entities needs --synthetic: archived data with entity features is not supported")
     if synthetic:
         data = synthetic_training_data(
-            load_ip_prefixes(settings.fraud.ip_countries_file),
-            seed=seed,
-            transactions=transactions,
-            start_ms=1_764_547_200_000,
-            ring_shares=RING_SHARES if rings else (0.0, 0.0, 0.0),
-        )
+            load_ip_prefixes(settings.fraud.ip_countries_file), seed=seed, transactions=transactions,
+            start_ms=1_764_547_200_000, ring_shares=RING_SHARES if rings else (0.0, 0.0, 0.0),
+            entities=entities,
+        )  # fmt: skip
     else:
         data = _archived_training_data(
             settings, source_version or settings.worker.pipeline_version, maturity_days
         )
     current = FraudModel.load(settings.fraud.model_file) if settings.fraud.model_file.exists() else None
     try:
-        model, report = fit(data, version, threshold=settings.fraud.disable_invoice_at, current=current)
+        threshold = settings.fraud.disable_invoice_at
+        model, report = fit(data, version, threshold=threshold, current=current, fraud_weight=fraud_weight)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if entities:  # the command that makes the file again (older files, made without it, stay as they are)
+        weight = "" if fraud_weight is None else f" --fraud-weight {fraud_weight:g}"
+        command = (f"streams train --version {version} --out {out} --synthetic --transactions {transactions} "
+                   f"--seed {seed}{' --rings' if rings else ''} --entities{weight}")  # fmt: skip
+        model = replace(model, metrics={**model.metrics, "command": command})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(model.to_json() + "\n")
     print_training_report(report, version)
@@ -292,52 +303,60 @@ def evaluate(
     ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Detection per fraud pattern on generated ground truth (no services): recall at the
-    invoice-disable and review thresholds, PR-AUC against legitimate traffic, false positives."""
-    from streams.cli.transactions import RING_SHARES
+    """Detection per fraud pattern on generated ground truth (no services), models side by side:
+    recall at the invoice-disable and review thresholds, PR-AUC against legitimate traffic, false
+    positives. Each model gets the rows its features name (entity features: one global view)."""
     from streams.compose import compose
     from streams.fraud.detection import detection, scores_of
-    from streams.fraud.generator import TransactionGenerator, TransactionProfile
     from streams.fraud.model import FraudModel
 
     settings = load_settings()
     params = compose(settings).fraud
     models = [FraudModel.load(f) for f in model_files] if model_files else [params.model]
-    profile = TransactionProfile(
-        mean_gap_ms=days * DAY_MS / transactions, ring_shares=RING_SHARES if rings else (0.0, 0.0, 0.0)
-    )
-    scenario = TransactionGenerator(
-        profile, seed=seed, start_ms=1_767_225_600_000, ip_prefixes=dict(params.ip_prefixes)
-    ).scenario(transactions)
+    scenario = _generated(dict(params.ip_prefixes), seed, transactions, days, rings)
     count, policy = partitions or settings.kafka.partitions, params.policy
-    reports = [
-        (
-            model,
-            detection(scores_of(model, policy, params.ip_prefixes, scenario, count), scenario.truth, policy),
-        )
-        for model in models
-    ]
+    scores = scores_of(models, params.ip_prefixes, scenario, count)  # each model's features decide its rows
+    reports = [detection(s, scenario.truth, policy) for s in scores]
+    shares = [float(np.mean(np.array(list(s.values())) >= policy.disable_invoice_at)) for s in scores]
     if as_json:
-        compared = [{"model": m.version, "patterns": [vars(r) for r in report]} for m, report in reports]
+        compared = [{"model": m.version, "flagged": share, "patterns": [vars(r) for r in report]}
+                    for m, share, report in zip(models, shares, reports, strict=True)]  # fmt: skip
         summary = {"partitions": count, "transactions": len(scenario.truth), "seed": seed, "models": compared}
         typer.echo(json.dumps(summary, indent=2))
         return
+    flagged = ", ".join(f"{m.version} {pct(share)}" for m, share in zip(models, shares, strict=True))
     caption = (
-        f"flagged: score >= {policy.disable_invoice_at} (invoice disabled); review: >= {policy.review_at}; "
-        f"for legitimate traffic both are false positives. Seed {seed}."
+        f"flagged: score >= {policy.disable_invoice_at} (invoice disabled): recall, for legitimate traffic "
+        f"the false-positive rate; review: >= {policy.review_at}. Seed {seed}. Flagged of all: {flagged}."
     )
-    for model, report in reports:
-        title = f"{model.version} on {len(scenario.truth):,} generated transactions in {count} partitions"
-        console.print(_patterns_table(title, caption, report))
+    title = f"{len(scenario.truth):,} generated transactions in {count} partitions"
+    console.print(_patterns_table(title, caption, [m.version for m in models], reports))
 
 
-def _patterns_table(title: str, caption: str, report: Any, *, review: bool = True) -> Table:
-    columns = ("pattern", "transactions", "flagged", *(("review",) if review else ()), "PR-AUC vs legit")
+def _generated(prefixes: dict[str, str], seed: int, count: int, days: float = 14, rings: bool = True) -> Any:
+    """A held-out period from 2026-01-01 (the demo's: 20,000 transactions in 14 days, rings on)."""
+    from streams.cli.transactions import RING_SHARES
+    from streams.fraud.synthetic import generated
+
+    shares = RING_SHARES if rings else (0.0, 0.0, 0.0)
+    return generated(prefixes, seed=seed, transactions=count, start_ms=1_767_225_600_000,
+                     mean_gap_ms=days * DAY_MS / count, ring_shares=shares)  # fmt: skip
+
+
+def _patterns_table(
+    title: str, caption: str, names: list[str], reports: list[Any], *, review: bool = True
+) -> Table:
+    """Per pattern, a line per model (several: named, one under the other)."""
+    columns = ("pattern", *(("model",) if len(names) > 1 else ()), "transactions", "flagged",
+               *(("review",) if review else ()), "PR-AUC")  # fmt: skip
     table = Table(*columns, title=title, caption=caption, box=box.SIMPLE_HEAD)
-    for r in report:
-        auc = "-" if r.pr_auc is None else f"{r.pr_auc:.3f}"
-        shares = (pct(r.flagged), pct(r.reviewed)) if review else (pct(r.flagged),)
-        table.add_row(r.pattern, f"{r.transactions:,}", *shares, auc)
+    for rows in zip(*reports, strict=True):
+        for k, (name, r) in enumerate(zip(names, rows, strict=True)):
+            table.add_row(
+                "" if k else r.pattern, *((name,) if len(names) > 1 else ()), f"{r.transactions:,}",
+                pct(r.flagged), *((pct(r.reviewed),) if review else ()),
+                "-" if r.pr_auc is None else f"{r.pr_auc:.3f}", end_section=k == len(names) - 1,
+            )  # fmt: skip
     return table
 
 
@@ -354,24 +373,16 @@ def entity_study(
     """What entity features across customers are worth (no services): logistic regressions on the
     partition-local features alone and with `fraud.entities` (one global view of the generated
     traffic, rings included: what an exact entity stage would see), recall per pattern at a false-
-    positive rate on a held-out period, and PR-AUC. A study for issue 16: the worker does not
-    compute entity features yet."""
-    from streams.cli.transactions import RING_SHARES
+    positive rate on a held-out period, and PR-AUC. `streams train --entities` trains such a model."""
     from streams.compose import compose
     from streams.fraud.detection import entity_study as study
     from streams.fraud.detection import study_data
-    from streams.fraud.generator import TransactionGenerator, TransactionProfile
 
     prefixes = dict(compose(load_settings()).fraud.ip_prefixes)
-
-    def generated(seed: int, count: int) -> Any:
-        profile = TransactionProfile(mean_gap_ms=14 * DAY_MS / 20_000, ring_shares=RING_SHARES)
-        return TransactionGenerator(
-            profile, seed=seed, start_ms=1_767_225_600_000, ip_prefixes=prefixes
-        ).scenario(count)
-
     results = study(
-        study_data(generated(1001, train), prefixes), study_data(generated(2001, test), prefixes), max_fpr
+        study_data(_generated(prefixes, 1001, train, 14 * train / 20_000), prefixes),
+        study_data(_generated(prefixes, 2001, test, 14 * test / 20_000), prefixes),
+        max_fpr,
     )
     if as_json:
         summary = {
@@ -383,4 +394,4 @@ def entity_study(
     for name, r in results.items():
         caption = f"flagged: score >= {r['threshold']:.3f}, where {max_fpr:.1%} of the legitimate ones lie"
         title = f"{name}: learned from {train:,} generated transactions, tested on {test:,} others"
-        console.print(_patterns_table(title, caption, r["patterns"], review=False))
+        console.print(_patterns_table(title, caption, [name], [r["patterns"]], review=False))

@@ -1,8 +1,9 @@
 """Detection per fraud pattern on generated ground truth: how a model does on each pattern the
-generator knows (rings included), scored by the pipeline's own processor over the traffic spread
-across partitions as a topic spreads it (customers by a hash of their id: crc32 here, where Kafka
-uses murmur2, so the split differs but not its effect), so that partition-local features see what
-a worker sees. Offline: no services."""
+generator knows (rings included), scored over the traffic spread across partitions as a topic
+spreads it (customers by a hash of their id: crc32 here, where Kafka uses murmur2, so the split
+differs but not its effect), so that partition-local features see what a worker sees (the
+processor's fold), followed for a model of entity features by those of one global view of the
+traffic (what the entity stage computes exactly). Offline: no services."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import numpy as np
 from sklearn.metrics import average_precision_score
 
 from streams.fraud.decision import DecisionPolicy
+from streams.fraud.entities import DAY_MS, ENTITY_FEATURES, HORIZON_MS, EntityHistory
+from streams.fraud.features import FEATURES, FeatureState, advance, compute, update
 from streams.fraud.generator import Scenario
-from streams.fraud.model import FraudModel
-from streams.fraud.processor import FraudProcessor
+from streams.fraud.messages import as_transaction
+from streams.fraud.model import MODEL_FEATURES, FraudModel, as_matrix
 
 
 @dataclass(frozen=True)
@@ -31,23 +34,56 @@ class PatternDetection:
 
 
 def scores_of(
-    model: FraudModel,
-    policy: DecisionPolicy,
-    prefixes: Mapping[str, str],
-    scenario: Scenario,
-    partitions: int,
-) -> dict[str, float]:
-    """Each valid transaction's score, folded per partition in arrival order as a worker would."""
-    by_partition: dict[int, list[tuple[dict[str, Any], int]]] = defaultdict(list)
+    models: Sequence[FraudModel], prefixes: Mapping[str, str], scenario: Scenario, partitions: int
+) -> list[dict[str, float]]:
+    """Each model's score of each valid transaction, on the rows its features name: the partition-
+    local features (`partition_rows`), followed for a model of `ENTITY_FEATURES` by the entity
+    features (`entity_rows`)."""
+    for model in models:
+        if model.features not in MODEL_FEATURES:
+            raise ValueError(f"model {model.version}: features other than FEATURES (+ ENTITY_FEATURES)")
+    local = partition_rows(scenario, prefixes, partitions)
+    ids = list(local)
+    x = np.array([local[i] for i in ids], dtype=float).reshape(len(ids), len(FEATURES))
+    if any(model.features != FEATURES for model in models):
+        entities = entity_rows(scenario)
+        x = np.hstack([x, np.array([entities[i] for i in ids], dtype=float).reshape(len(ids), -1)])
+    return [
+        dict(zip(ids, model.score(x[:, : len(model.features)])[0].tolist(), strict=True)) for model in models
+    ]
+
+
+def partition_rows(
+    scenario: Scenario, prefixes: Mapping[str, str], partitions: int
+) -> dict[str, list[float]]:
+    """Each valid transaction's partition-local features (`FEATURES` order), from what its
+    partition saw before it: the processor's fold (`features.advance`) with its default history
+    horizon, per partition in arrival order (each transaction is valid once: no duplicate)."""
+    states: dict[int, FeatureState] = defaultdict(FeatureState)
+    lookup = dict(prefixes)
+    rows: dict[str, list[float]] = {}
     for key, tx in scenario.valid_events():
-        partition = zlib.crc32(key) % partitions
-        by_partition[partition].append((tx, partition))
-    processor = FraudProcessor(model, policy, prefixes, "evaluation")
-    scores: dict[str, float] = {}
-    for partition in sorted(by_partition):
-        for row in processor.process(by_partition[partition], []).transactions:
-            scores[row["transaction_id"]] = row["score"]
-    return scores
+        message = as_transaction(tx)
+        rows[message.transaction_id] = advance(states[zlib.crc32(key) % partitions], message, lookup)
+    return rows
+
+
+def entity_rows(scenario: Scenario) -> dict[str, list[float]]:
+    """Each valid transaction's entity features (`ENTITY_FEATURES` order) from one global history,
+    as `fraud.entities` defines them: from every event before it in (event time, transaction id)
+    order, whatever order the traffic arrived in (a few transactions arrive late). So the history
+    is filled in that order and each transaction's features are read when its turn comes."""
+    ordered = sorted(
+        (tx for _, tx in scenario.valid_events()), key=lambda tx: (tx["ts"], tx["transaction_id"])
+    )
+    history, rows, evicted = EntityHistory(), {}, None
+    for tx in ordered:
+        if evicted != tx["ts"] // DAY_MS:  # once a day: no later window starts before the cut
+            evicted = tx["ts"] // DAY_MS
+            history.evict(tx["ts"] - HORIZON_MS)
+        rows[tx["transaction_id"]] = history.transaction_features(tx)
+        history.add_transaction(tx)
+    return rows
 
 
 def detection(
@@ -83,30 +119,26 @@ class StudyData:
     entities: np.ndarray  # the entity features (`fraud.entities`), seen across every customer
     patterns: list[str]
     ids: list[str]
+    ts: np.ndarray  # event times
 
 
-def study_data(scenario: Scenario, prefixes: Mapping[str, str]) -> StudyData:
+def study_data(scenario: Scenario, prefixes: Mapping[str, str], *, entities: bool = True) -> StudyData:
     """Both feature sets of every valid transaction in arrival order, each from what came before
-    it: one customer state (as `streams train --synthetic`) and one global entity history (what an
-    exact entity stage would know)."""
-    from streams.fraud.entities import EntityHistory
-    from streams.fraud.features import FeatureState, compute, update
-    from streams.fraud.model import as_matrix
-
-    state, history, lookup = FeatureState(), EntityHistory(), dict(prefixes)
-    rows, entity_rows, patterns, ids = [], [], [], []
-    day = None
+    it: one customer state (`streams train --synthetic`, whatever the partitions) and one global
+    entity history (`entity_rows`; without ``entities``, zeros instead)."""
+    state, lookup = FeatureState(), dict(prefixes)
+    known = entity_rows(scenario) if entities else {}
+    absent = [0.0] * len(ENTITY_FEATURES)
+    rows, entity_x, patterns, ids, times = [], [], [], [], []
     for _, tx in scenario.valid_events():
-        if day != tx["ts"] // 86_400_000:
-            day = tx["ts"] // 86_400_000
-            history.evict()
         rows.append(compute(state, tx, lookup))
         update(state, tx)
-        entity_rows.append(history.features(tx))
-        history.add(tx)
+        entity_x.append(known.get(tx["transaction_id"], absent))
         patterns.append(scenario.truth[tx["transaction_id"]])
         ids.append(tx["transaction_id"])
-    return StudyData(as_matrix(rows), np.array(entity_rows, dtype=float), patterns, ids)
+        times.append(tx["ts"])
+    x = np.array(entity_x, dtype=float).reshape(-1, len(ENTITY_FEATURES))
+    return StudyData(as_matrix(rows), x, patterns, ids, np.array(times, dtype=np.int64))
 
 
 def entity_study(train: StudyData, test: StudyData, max_fpr: float = 0.01) -> dict[str, Any]:

@@ -1,13 +1,18 @@
-"""Entity features across customers (issue 16, first part): what a device, a card, an IP /24 or a
-shipping address did with *other* customers before a transaction. Pure and exact.
+"""Entity features across customers (issue 16): what a device, a card, an IP /24 or a shipping
+address did with *other* customers before a transaction. Pure and exact.
 
-A transaction's features count the entity's events strictly before it in (event time, transaction
-id) order, whatever order they were added in, so any stage that has added every earlier event of
-an entity computes the same values. That is the contract an entity stage keyed by entity has to
-meet (its events arrive from every customer partition); `streams evaluate --entities` uses it
-with a global view of generated traffic to measure what the features are worth.
+A transaction's features of one entity count that entity's events strictly before it in (event
+time, transaction id) order, within the longest window (`HORIZON_MS`), whatever order the events
+were added in. So any holder of an entity that has added every earlier event of it computes the
+same values: the entity stage (`fraud.entity_stage`, keyed by entity, fed from every customer
+partition) and a global view of generated traffic (training, `streams evaluate`) agree exactly.
 
-Not yet wired into the pipeline: the worker's features are `fraud.features` (partition-local).
+The age of an entity is how long before the transaction it was first seen *within the horizon*
+(at most 7 days): an older first sighting would need state without bound, and a value that
+depends on when state was evicted would not be exact under replay.
+
+Email domains are left out: a few domains carry most traffic, hot keys whose exact 7-day
+histories would hold most transactions (an approximate count would not be exact under replay).
 """
 
 from __future__ import annotations
@@ -22,14 +27,17 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 KINDS = ("device", "card", "ip24", "address")
 WINDOWS = (("1h", HOUR_MS), ("24h", DAY_MS), ("7d", 7 * DAY_MS))
-HORIZON_MS = 7 * DAY_MS  # the longest window: older events are forgotten
-AGE_CAP_DAYS = 30.0
-ENTITY_FEATURES = (
-    *(f"{kind}_customers_{name}" for kind in KINDS for name, _ in WINDOWS),
-    *(f"{kind}_age_days" for kind in KINDS),
-    "device_cards_24h",
-    "card_devices_24h",
-)
+HORIZON_MS = 7 * DAY_MS  # the longest window: older events are never counted
+PAIRED = {"device": "card", "card": "device"}  # distinct cards per device, devices per card (24 h)
+KIND_FEATURES = {
+    kind: (
+        *(f"{kind}_customers_{name}" for name, _ in WINDOWS),
+        f"{kind}_age_days",
+        *((f"{kind}_{PAIRED[kind]}s_24h",) if kind in PAIRED else ()),
+    )
+    for kind in KINDS
+}
+ENTITY_FEATURES = tuple(name for kind in KINDS for name in KIND_FEATURES[kind])
 
 
 def entity_keys(tx: Mapping[str, Any]) -> dict[str, str | None]:
@@ -44,77 +52,84 @@ def entity_keys(tx: Mapping[str, Any]) -> dict[str, str | None]:
     }
 
 
-# An entity's event: (event time, transaction id, customer, the other entity it pairs with).
+def sightings(tx: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(kind, value, paired entity) of each entity the transaction names, in `KINDS` order."""
+    keys = entity_keys(tx)
+    return [(kind, value, keys[PAIRED[kind]] or "" if kind in PAIRED else "")
+            for kind in KINDS if (value := keys[kind]) is not None]  # fmt: skip
+
+
+def absent(kind: str) -> list[float]:
+    """The features of an entity the transaction does not name."""
+    return [0.0] * len(KIND_FEATURES[kind])
+
+
+# An entity's event: (event time, transaction id, customer, the paired entity or "").
 Event = tuple[int, str, str, str]
 
 
 @dataclass
 class EntityHistory:
-    """Per entity key (``kind:value``): its events in (ts, transaction id) order within
-    `HORIZON_MS` of the newest transaction added, and when it was first seen."""
+    """Per entity key (``kind:value``): its events in (ts, transaction id) order."""
 
     events: dict[str, list[Event]] = field(default_factory=dict)
-    first_seen: dict[str, int] = field(default_factory=dict)
-    newest: int | None = None
 
-    def features(self, tx: Mapping[str, Any]) -> list[float]:
-        """``tx``'s entity features (`ENTITY_FEATURES` order), from the events before it."""
-        keys = entity_keys(tx)
-        at = (int(tx["ts"]), str(tx["transaction_id"]))
-        customer = str(tx["customer_id"])
-        counts, ages = [], []
-        for kind in KINDS:
-            value = keys[kind]
-            events = self._before(kind, value, at)
-            for _, width in WINDOWS:
-                counts.append(_log_distinct(events, at[0] - width, customer, 2))
-            first = self.first_seen.get(f"{kind}:{value}") if value is not None else None
-            age = 0.0 if first is None or first >= at[0] else (at[0] - first) / DAY_MS
-            ages.append(min(age, AGE_CAP_DAYS))
-        pairs = [
-            _log_distinct(self._before("device", keys["device"], at), at[0] - DAY_MS, None, 3),
-            _log_distinct(self._before("card", keys["card"], at), at[0] - DAY_MS, None, 3),
-        ]
-        return counts + ages + pairs
+    def add(self, kind: str, value: str, ts: int, tx_id: str, customer: str, pair: str) -> bool:
+        """Add an event; False if the transaction was added to this entity before (a repeat)."""
+        events = self.events.setdefault(f"{kind}:{value}", [])
+        event = (ts, tx_id, customer, pair)
+        at = bisect.bisect_left(events, (ts, tx_id, "", ""))
+        if at < len(events) and events[at][:2] == (ts, tx_id):
+            return False
+        events.insert(at, event)
+        return True
 
-    def add(self, tx: Mapping[str, Any]) -> None:
-        keys = entity_keys(tx)
-        ts, tx_id, customer = int(tx["ts"]), str(tx["transaction_id"]), str(tx["customer_id"])
-        pair = {"device": keys["card"] or "", "card": keys["device"] or ""}
-        for kind in KINDS:
-            value = keys[kind]
-            if value is None:
-                continue
-            key = f"{kind}:{value}"
-            bisect.insort(self.events.setdefault(key, []), (ts, tx_id, customer, pair.get(kind, "")))
-            self.first_seen[key] = min(self.first_seen.get(key, ts), ts)
-        if self.newest is None or ts > self.newest:
-            self.newest = ts
+    def features(self, kind: str, value: str, ts: int, tx_id: str, customer: str) -> list[float]:
+        """The entity's features (`KIND_FEATURES[kind]`) for a transaction at ``(ts, tx_id)`` of
+        ``customer``, from the entity's events before it."""
+        events = self.events.get(f"{kind}:{value}", [])
+        end = bisect.bisect_left(events, (ts, tx_id, "", ""))
+        start = bisect.bisect_left(events, (ts - HORIZON_MS, "", "", ""), 0, end)
+        window = events[start:end]
+        values = [_log_distinct(window, ts - width, customer, 2) for _, width in WINDOWS]
+        values.append((ts - window[0][0]) / DAY_MS if window else 0.0)
+        if kind in PAIRED:
+            values.append(_log_distinct(window, ts - DAY_MS, None, 3))
+        return values
 
-    def evict(self) -> None:
-        """Forget events older than the longest window before the newest transaction (an entity
-        keeps its first-seen time while it has events; one without any is new again)."""
-        if self.newest is None:
-            return
-        horizon = self.newest - HORIZON_MS
+    def evict(self, before_ts: int) -> None:
+        """Forget the events older than ``before_ts`` (and entities left without any)."""
         for key in list(self.events):
             events = self.events[key]
-            cut = bisect.bisect_left(events, (horizon, "", "", ""))
+            cut = bisect.bisect_left(events, (before_ts, "", "", ""))
             if cut == len(events):
-                del self.events[key], self.first_seen[key]
+                del self.events[key]
             elif cut:
                 del events[:cut]
 
-    def _before(self, kind: str, value: str | None, at: tuple[int, str]) -> list[Event]:
-        if value is None:
-            return []
-        events = self.events.get(f"{kind}:{value}", [])
-        return events[: bisect.bisect_left(events, (at[0], at[1], "", ""))]
+    # A global view (every event of every entity in one history): training and evaluation.
+
+    def transaction_features(self, tx: Mapping[str, Any]) -> list[float]:
+        """``tx``'s entity features (`ENTITY_FEATURES` order), from the events before it."""
+        keys = entity_keys(tx)
+        ts, tx_id, customer = int(tx["ts"]), str(tx["transaction_id"]), str(tx["customer_id"])
+        row: list[float] = []
+        for kind in KINDS:
+            value = keys[kind]
+            row += absent(kind) if value is None else self.features(kind, value, ts, tx_id, customer)
+        return row
+
+    def add_transaction(self, tx: Mapping[str, Any]) -> None:
+        ts, tx_id, customer = int(tx["ts"]), str(tx["transaction_id"]), str(tx["customer_id"])
+        for kind, value, pair in sightings(tx):
+            self.add(kind, value, ts, tx_id, customer, pair)
 
 
 def _log_distinct(events: list[Event], since: int, exclude: str | None, field_index: int) -> float:
     """log1p of the distinct values of field ``field_index`` (2: customer, 3: the paired entity)
-    among ``events`` at or after ``since``, ``exclude`` left out."""
+    among ``events`` at or after ``since``, ``exclude`` and "" left out."""
     start = bisect.bisect_left(events, (since, "", "", ""))
-    distinct = {event[field_index] for event in events[start:]} - {exclude, ""}
+    distinct = {event[field_index] for event in events[start:]}
+    distinct.discard("")
+    distinct.discard(exclude)
     return math.log1p(len(distinct))

@@ -16,9 +16,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from streams.fraud.entities import ENTITY_FEATURES
 from streams.fraud.features import FEATURES
 
 Matrix = NDArray[np.float64]
+# What a model may be trained on: the partition-local features, then the entity features.
+MODEL_FEATURES = (FEATURES, FEATURES + ENTITY_FEATURES)
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class FraudModel:
     @classmethod
     def load(cls, path: Path) -> FraudModel:
         data = json.loads(path.read_text())
-        if tuple(data["features"]) != FEATURES:
+        if tuple(data["features"]) not in MODEL_FEATURES:
             raise ValueError(f"{path}: model features differ from this code's features (retrain it)")
         a, b = data["calibration"]
         return cls(

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from streams.fraud.features import FeatureState, compute, update
-from streams.fraud.generator import TransactionGenerator, TransactionProfile
-from streams.fraud.model import as_matrix
+from streams.fraud.entities import ENTITY_FEATURES
+from streams.fraud.features import FEATURES
+from streams.fraud.generator import Scenario, TransactionGenerator, TransactionProfile
 from streams.fraud.training import TrainingData
 
 
@@ -31,22 +31,35 @@ def ip_prefixes_from_bytes(content: bytes) -> dict[str, str]:
 DEMO_GAP_MS = 14 * 86_400_000 / 20_000
 
 
+def generated(
+    prefixes: dict[str, str], *, seed: int, transactions: int, start_ms: int,
+    mean_gap_ms: float = DEMO_GAP_MS, ring_shares: tuple[float, float, float] = (0.0, 0.0, 0.0),
+) -> Scenario:  # fmt: skip
+    """A generated history: ``transactions`` ``mean_gap_ms`` apart on average (the demo's traffic
+    by default), with fraud rings if ``ring_shares`` says so (`fraud.rings`)."""
+    profile = TransactionProfile(mean_gap_ms=mean_gap_ms, ring_shares=ring_shares)
+    generator = TransactionGenerator(profile, seed=seed, start_ms=start_ms, ip_prefixes=prefixes)
+    return generator.scenario(transactions)
+
+
 def synthetic_training_data(
     prefixes: dict[str, str], *, seed: int, transactions: int, start_ms: int,
     mean_gap_ms: float = DEMO_GAP_MS, ring_shares: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    entities: bool = False,
 ) -> TrainingData:  # fmt: skip
-    """Features of a generated history (one state, in arrival order), labelled by the ground truth;
-    transactions ``mean_gap_ms`` apart on average (the demo's traffic by default), with fraud
-    rings if ``ring_shares`` says so (`fraud.rings`)."""
-    profile = TransactionProfile(mean_gap_ms=mean_gap_ms, ring_shares=ring_shares)
-    scenario = TransactionGenerator(profile, seed=seed, start_ms=start_ms, ip_prefixes=prefixes).scenario(
-        transactions
+    """Features of a `generated` history (one customer state, in arrival order), labelled by the
+    ground truth; with ``entities``, each row is followed by the transaction's entity features
+    (`detection.entity_rows`)."""
+    from streams.fraud.detection import study_data
+
+    scenario = generated(
+        prefixes, seed=seed, transactions=transactions, start_ms=start_ms, mean_gap_ms=mean_gap_ms,
+        ring_shares=ring_shares,
+    )  # fmt: skip
+    study = study_data(scenario, prefixes, entities=entities)
+    labels = np.array([pattern != "legit" for pattern in study.patterns], dtype=float)
+    if not entities:
+        return TrainingData(study.x, labels, study.ts)
+    return TrainingData(
+        np.hstack([study.x, study.entities]), labels, study.ts, None, FEATURES + ENTITY_FEATURES
     )
-    state = FeatureState()
-    rows, labels, times = [], [], []
-    for _, tx in scenario.valid_events():
-        rows.append(compute(state, tx, prefixes))
-        update(state, tx)
-        labels.append(scenario.truth[tx["transaction_id"]] != "legit")
-        times.append(tx["ts"])
-    return TrainingData(as_matrix(rows), np.array(labels, dtype=float), np.array(times, dtype=np.int64))

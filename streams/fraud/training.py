@@ -30,6 +30,15 @@ class TrainingData:
     y: np.ndarray
     ts: np.ndarray
     weight: np.ndarray | None = None  # sample weights (None: 1 each)
+    features: tuple[str, ...] = FEATURES  # the columns of ``x``: the model's features
+
+    def columns(self, features: tuple[str, ...]) -> Matrix | None:
+        """``x`` reduced to ``features`` (a model's) in their order; None if one is missing."""
+        if features == self.features:
+            return self.x  # itself, not a copy: the same sums to the last bit
+        if not set(features) <= set(self.features):
+            return None
+        return self.x[:, [self.features.index(name) for name in features]]
 
     @property
     def weights(self) -> np.ndarray:
@@ -38,7 +47,7 @@ class TrainingData:
     def ordered(self) -> TrainingData:
         order = np.argsort(self.ts, kind="stable")
         weight = None if self.weight is None else self.weight[order]
-        return TrainingData(self.x[order], self.y[order], self.ts[order], weight)
+        return TrainingData(self.x[order], self.y[order], self.ts[order], weight, self.features)
 
 
 def effective_size(weight: np.ndarray) -> float:
@@ -68,10 +77,21 @@ def evaluate(
 
 
 def train(
-    data: TrainingData, version: str, *, threshold: float, current: FraudModel | None = None, seed: int = 0
+    data: TrainingData,
+    version: str,
+    *,
+    threshold: float,
+    current: FraudModel | None = None,
+    seed: int = 0,
+    fraud_weight: float | None = None,
 ) -> tuple[FraudModel, dict[str, Any]]:
-    """Fit on the oldest 60 %, calibrate on the next 20 %, report on the newest 20 %."""
-    data = data.ordered()
+    """Fit on the oldest 60 %, calibrate on the next 20 %, report on the newest 20 %: a model of
+    ``data.features``. ``current`` is reported on the same rows if they hold its features.
+
+    The fit weighs the classes equally (``fraud_weight`` None) or a fraud row ``fraud_weight``
+    times a legitimate one: that shapes the ranking only, since the calibration is fitted on the
+    calibration split's own base rate."""
+    data, features = data.ordered(), data.features
     n = len(data.y)
     if n < 500 or data.y.sum() < 20:
         raise ValueError(f"not enough labelled data to train: {n} transactions, {int(data.y.sum())} fraud")
@@ -80,11 +100,12 @@ def train(
     mean = x_train.mean(axis=0)
     scale = x_train.std(axis=0)
     scale[scale == 0] = 1.0
-    classifier = LogisticRegression(class_weight="balanced", C=0.5, max_iter=2000, random_state=seed)
+    weights = "balanced" if fraud_weight is None else {0.0: 1.0, 1.0: fraud_weight}
+    classifier = LogisticRegression(class_weight=weights, C=0.5, max_iter=2000, random_state=seed)
     classifier.fit((x_train - mean) / scale, y_train, sample_weight=w[:a])
     uncalibrated = FraudModel(
         version,
-        FEATURES,
+        features,
         mean,
         scale,
         classifier.coef_[0].astype(float),
@@ -95,9 +116,9 @@ def train(
     platt = LogisticRegression(C=1e6, max_iter=1000)
     platt.fit(margin.reshape(-1, 1), data.y[a:b], sample_weight=w[a:b])
     model = FraudModel(
-        version, FEATURES, mean, scale, uncalibrated.coef, uncalibrated.intercept,
+        version, features, mean, scale, uncalibrated.coef, uncalibrated.intercept,
         (float(platt.coef_[0][0]), float(platt.intercept_[0])),
-        reference=reference_of(x_train, data.ts[:a].tolist(), FEATURES),
+        reference=reference_of(x_train, data.ts[:a].tolist(), features),
     )  # fmt: skip
     report: dict[str, Any] = {
         "version": version,
@@ -116,11 +137,13 @@ def train(
             "effective_n": effective_size(w[b:]),
         },
         "weighted": data.weight is not None,
+        **({} if fraud_weight is None else {"fraud_weight": fraud_weight}),
         "new": evaluate(model, data.x[b:], data.y[b:], threshold, w[b:]),
     }
-    if current is not None:
+    current_x = None if current is None else data.columns(current.features)
+    if current is not None and current_x is not None:
         report["current"] = {
             "version": current.version,
-            **evaluate(current, data.x[b:], data.y[b:], threshold, w[b:]),
+            **evaluate(current, current_x[b:], data.y[b:], threshold, w[b:]),
         }
     return FraudModel(**{**model.__dict__, "metrics": report}), report

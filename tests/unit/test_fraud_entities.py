@@ -1,34 +1,33 @@
-"""Entity features across customers (`fraud.entities`) against a brute-force count: the same
-whatever order the events were added in."""
+"""Entity features across customers (`fraud.entities`) against a brute-force oracle written apart
+from the module (plain list filtering): the same whatever order the events were added in, repeats
+change nothing, and eviction never changes a transaction whose windows start after the cut."""
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from typing import Any
 
 import pytest
 
-from streams.fraud.entities import (
-    AGE_CAP_DAYS,
-    DAY_MS,
-    ENTITY_FEATURES,
-    KINDS,
-    WINDOWS,
-    EntityHistory,
-    entity_keys,
-)
+from streams.fraud.entities import DAY_MS, ENTITY_FEATURES, HORIZON_MS, EntityHistory, sightings
 
 T0 = 1_767_225_600_000
+HOUR = 3_600_000
+WINDOWS = {"1h": HOUR, "24h": DAY_MS, "7d": 7 * DAY_MS}
+PAIRED = {"device": "card", "card": "device"}
 
 
 def traffic(seed: int, count: int = 400) -> list[dict[str, Any]]:
+    """Few entities shared by many customers; times on whole minutes, hours and days apart (ties
+    and window edges hit exactly) over 12 days (beyond the 7-day horizon)."""
     rng = random.Random(seed)
     txs = []
     for i in range(count):
         tx: dict[str, Any] = {
             "transaction_id": f"t{i:04d}",
-            "ts": T0 + rng.choice((0, 1, 60_000, 3_600_000, DAY_MS)) * rng.randint(0, 9) + rng.randint(0, 3),
+            "ts": T0 + rng.choice((0, 1, 60_000, HOUR, DAY_MS)) * rng.randint(0, 12) + rng.randint(0, 3),
             "customer_id": f"c{rng.randint(0, 30)}",
         }
         for name, pool in (("device_id", 12), ("card_id", 15), ("shipping_address", 10)):
@@ -40,40 +39,87 @@ def traffic(seed: int, count: int = 400) -> list[dict[str, Any]]:
     return txs
 
 
-def brute(txs: list[dict[str, Any]], tx: dict[str, Any]) -> list[float]:
-    at = (tx["ts"], tx["transaction_id"])
-    keys = entity_keys(tx)
-    counts, ages = [], []
-    for kind in KINDS:
-        same = [e for e in txs if keys[kind] is not None and entity_keys(e)[kind] == keys[kind]]
-        before = [e for e in same if (e["ts"], e["transaction_id"]) < at]
-        for _, width in WINDOWS:
-            customers = {e["customer_id"] for e in before if e["ts"] >= at[0] - width} - {tx["customer_id"]}
-            counts.append(math.log1p(len(customers)))
-        first = min((e["ts"] for e in same), default=None)
-        ages.append(0.0 if first is None or first >= at[0] else min((at[0] - first) / DAY_MS, AGE_CAP_DAYS))
-    pairs = []
-    for kind, other in (("device", "card"), ("card", "device")):
-        recent = [
-            e for e in txs
-            if keys[kind] is not None and entity_keys(e)[kind] == keys[kind]
-            and (e["ts"], e["transaction_id"]) < at and e["ts"] >= at[0] - DAY_MS
-        ]  # fmt: skip
-        pairs.append(math.log1p(len({entity_keys(e)[other] for e in recent} - {None})))
-    return counts + ages + pairs
+def keys(tx: dict[str, Any]) -> dict[str, str | None]:
+    ip = tx.get("ip")
+    return {
+        "device": tx.get("device_id"),
+        "card": tx.get("card_id"),
+        "ip24": ip.rsplit(".", 1)[0] if ip else None,
+        "address": tx.get("shipping_address"),
+    }
+
+
+def oracle(txs: list[dict[str, Any]], tx: dict[str, Any]) -> dict[str, float]:
+    """Every entity feature of ``tx`` from the transactions strictly before it in (ts, id) order."""
+    ts, at, mine = tx["ts"], (tx["ts"], tx["transaction_id"]), keys(tx)
+    earlier = [e for e in txs if (e["ts"], e["transaction_id"]) < at and e["ts"] >= ts - 7 * DAY_MS]
+    out: dict[str, float] = {}
+    for kind in ("device", "card", "ip24", "address"):
+        same = [e for e in earlier if mine[kind] is not None and keys(e)[kind] == mine[kind]]
+        for name, width in WINDOWS.items():
+            others = {e["customer_id"] for e in same if e["ts"] >= ts - width} - {tx["customer_id"]}
+            out[f"{kind}_customers_{name}"] = math.log1p(len(others))
+        out[f"{kind}_age_days"] = (ts - min(e["ts"] for e in same)) / DAY_MS if same else 0.0
+        if kind in PAIRED:
+            paired = {keys(e)[PAIRED[kind]] for e in same if e["ts"] >= ts - DAY_MS} - {None}
+            out[f"{kind}_{PAIRED[kind]}s_24h"] = math.log1p(len(paired))
+    return out
+
+
+def named(row: list[float]) -> dict[str, float]:
+    return dict(zip(ENTITY_FEATURES, row, strict=True))
+
+
+def filled(txs: list[dict[str, Any]]) -> EntityHistory:
+    history = EntityHistory()
+    for tx in txs:
+        history.add_transaction(tx)
+    return history
+
+
+def test_the_oracle_names_every_feature() -> None:
+    assert set(oracle(traffic(1, 5), traffic(1, 5)[0])) == set(ENTITY_FEATURES)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_features_equal_a_brute_force_count_in_any_order_of_arrival(seed: int) -> None:
+def test_features_equal_the_oracle_in_any_order_of_arrival(seed: int) -> None:
     txs = traffic(seed)
     shuffled = txs[:]
     random.Random(seed).shuffle(shuffled)
-    history = EntityHistory()
-    for tx in shuffled:
-        history.add(tx)
+    history = filled(shuffled)
+    assert filled(txs).events == history.events
     for tx in txs:
-        assert history.features(tx) == pytest.approx(brute(txs, tx)), tx["transaction_id"]
-    assert len(history.features(txs[0])) == len(ENTITY_FEATURES)
+        assert named(history.transaction_features(tx)) == pytest.approx(oracle(txs, tx)), tx["transaction_id"]
+
+
+def test_a_repeated_event_is_refused_and_changes_nothing() -> None:
+    txs = traffic(4, 200)
+    history = filled(txs)
+    before = copy.deepcopy(history.events)
+    for tx in random.Random(4).sample(txs, 50):
+        for kind, value, pair in sightings(tx):
+            assert not history.add(kind, value, tx["ts"], tx["transaction_id"], tx["customer_id"], pair)
+        history.add_transaction(tx)
+    assert history.events == before
+    fresh = EntityHistory()
+    assert fresh.add("device", "d", T0, "t1", "c1", "k1") and not fresh.add("device", "d", T0, "t1", "c2", "")
+
+
+@pytest.mark.parametrize("cut", ["1d", "4d", "the newest window start"])
+def test_eviction_keeps_every_window_that_starts_at_or_after_the_cut(cut: str) -> None:
+    txs = traffic(5)
+    history = filled(txs)
+    newest = max(tx["ts"] for tx in txs)
+    before = newest - HORIZON_MS if cut == "the newest window start" else T0 + int(cut[0]) * DAY_MS
+    events = sum(len(e) for e in history.events.values())
+    history.evict(before)
+    assert all(event[0] >= before for events in history.events.values() for event in events)
+    assert all(history.events.values())  # an entity left without events is forgotten
+    assert sum(len(e) for e in history.events.values()) < events
+    kept = [tx for tx in txs if tx["ts"] - HORIZON_MS >= before]
+    assert kept  # the traffic spans 12 days: some windows start after every cut
+    for tx in kept:
+        assert named(history.transaction_features(tx)) == pytest.approx(oracle(txs, tx)), tx["transaction_id"]
 
 
 def test_a_device_shared_by_new_customers_by_hand() -> None:
@@ -82,27 +128,24 @@ def test_a_device_shared_by_new_customers_by_hand() -> None:
          "card_id": f"k{i}", "ip": "10.0.0.1"}
         for i in range(5)
     ]  # fmt: skip
-    history = EntityHistory()
-    for tx in farm:
-        history.add(tx)
-    features = dict(zip(ENTITY_FEATURES, history.features(farm[4]), strict=True))
+    history = filled(farm)
+    features = named(history.transaction_features(farm[4]))
     assert features["device_customers_1h"] == pytest.approx(math.log1p(4))  # 4 others in 40 minutes
     assert features["ip24_customers_24h"] == pytest.approx(math.log1p(4))
     assert features["device_cards_24h"] == pytest.approx(math.log1p(4))  # k0..k3 on d1 before
-    assert features["card_customers_7d"] == 0.0  # its own card is new
+    assert features["card_devices_24h"] == 0.0 and features["card_customers_7d"] == 0.0  # its card is new
     assert features["device_age_days"] == pytest.approx(40 / 1440)
-    assert history.features(farm[0])[:12] == [0.0] * 12  # the first sees nobody
+    assert features["address_age_days"] == 0.0  # no address: the entity's features are 0
+    assert history.transaction_features(farm[0]) == [0.0] * len(ENTITY_FEATURES)  # the first sees nobody
 
 
-def test_eviction_forgets_what_no_window_can_see() -> None:
-    history = EntityHistory()
-    old = {"transaction_id": "a", "ts": T0, "customer_id": "c1", "device_id": "d"}
-    new = {"transaction_id": "b", "ts": T0 + 8 * DAY_MS, "customer_id": "c2", "device_id": "d"}
-    history.add(old)
-    history.add(new)
-    before = history.features(new)
-    history.evict()
-    assert history.events["device:d"] == [(new["ts"], "b", "c2", "")]
-    after = dict(zip(ENTITY_FEATURES, history.features(new), strict=True))
-    assert after["device_customers_7d"] == before[ENTITY_FEATURES.index("device_customers_7d")] == 0.0
-    assert after["device_age_days"] == 8.0  # still known since its first sighting
+def test_the_age_counts_from_the_first_sighting_within_the_horizon() -> None:
+    seen = [
+        {"transaction_id": name, "ts": T0 + days * DAY_MS, "customer_id": "c1", "device_id": "d"}
+        for name, days in (("a", 0), ("b", 6), ("c", 10))
+    ]
+    history = filled(seen)
+    by_id = {tx["transaction_id"]: named(history.transaction_features(tx)) for tx in seen}
+    assert by_id["b"]["device_age_days"] == 6.0  # seen 6 days before
+    assert by_id["c"]["device_age_days"] == 4.0  # the sighting 10 days before is beyond 7 days
+    assert by_id["c"]["device_customers_7d"] == 0.0  # its own customer does not count
