@@ -24,6 +24,7 @@ from streams.ctr.state import CtrConfig
 from streams.ctr.windows import WindowSpec, parse_duration_ms
 from streams.errors import ConfigError
 from streams.fraud.decision import DecisionPolicy
+from streams.fraud.entities import ENTITY_FEATURES
 from streams.fraud.features import FEATURES
 from streams.fraud.model import FraudModel
 from streams.fraud.processor import DAY_MS
@@ -69,6 +70,16 @@ class FraudParams:
     drift_alert_psi: float
     batch_timeout_s: float
     catchup_flush_interval_s: float
+    entities: EntityParams | None  # the model uses entity features
+
+
+@dataclass(frozen=True)
+class EntityParams:
+    """The entity stage (`fraud.entity_stage`) of a version whose model uses entity features."""
+
+    grace_ms: int
+    late_limit_ms: int
+    idle_s: float
 
 
 @dataclass(frozen=True)
@@ -105,11 +116,16 @@ def compose(settings: Settings) -> Composition:
     prior = read_pinned("ctr.prior_file", ctr.prior_file)
     model = read_pinned("fraud.model_file", fraud.model_file)
     ip_countries = read_pinned("fraud.ip_countries_file", fraud.ip_countries_file)
+    fraud_p = fraud_params(fraud, model, ip_countries)
+    pins = params_of(settings, prior=prior.pin, model=model.pin, ip_countries=ip_countries.pin)
+    if fraud_p.entities is not None:  # (pinned only then: versions without entities keep their pins)
+        pins["fraud"]["entities"] = {"grace_ms": fraud.entity_grace_ms,
+                                     "late_limit_hours": fraud.entity_late_limit_hours}  # fmt: skip
     return Composition(
         version=settings.worker.pipeline_version,
         ctr=ctr_params(ctr, prior),
-        fraud=fraud_params(fraud, model, ip_countries),
-        pins=params_of(settings, prior=prior.pin, model=model.pin, ip_countries=ip_countries.pin),
+        fraud=fraud_p,
+        pins=pins,
         settings=settings,
     )
 
@@ -129,8 +145,13 @@ def ctr_params(ctr: CtrSettings, prior: PinnedFile) -> CtrParams:
 
 def fraud_params(fraud: FraudSettings, model: PinnedFile, ip_countries: PinnedFile) -> FraudParams:
     policy = decision_policy(fraud)
+    parsed = parse(model, "a fraud model", fraud_model_from_bytes)
+    entities = None
+    if parsed.features != FEATURES:
+        late_limit_ms = fraud.entity_late_limit_hours * HOUR_MS
+        entities = EntityParams(fraud.entity_grace_ms, late_limit_ms, fraud.entity_idle_s)
     return FraudParams(
-        model=parse(model, "a fraud model", fraud_model_from_bytes),
+        model=parsed,
         policy=policy,
         ip_prefixes=MappingProxyType(parse(ip_countries, "an IP prefix table", ip_prefixes_from_bytes)),
         label_horizon_ms=fraud.label_horizon_days * DAY_MS,
@@ -144,6 +165,7 @@ def fraud_params(fraud: FraudSettings, model: PinnedFile, ip_countries: PinnedFi
         drift_alert_psi=fraud.drift_alert_psi,
         batch_timeout_s=fraud.batch_timeout_s,
         catchup_flush_interval_s=fraud.catchup_flush_interval_s,
+        entities=entities,
     )
 
 
@@ -255,18 +277,20 @@ def prior_set_from_bytes(content: bytes) -> PriorSet:
 def fraud_model_from_bytes(content: bytes) -> FraudModel:
     """A model file's content (as `FraudModel.to_json` writes it), checked against this code's features."""
     data = json.loads(content)
-    if tuple(data["features"]) != FEATURES:
-        raise ValueError("its features differ from this code's features (retrain it)")
+    features = tuple(data["features"])
+    if features not in (FEATURES, FEATURES + ENTITY_FEATURES):
+        raise ValueError("its features differ from this code's features, with or without entity features "
+                         "(retrain it)")  # fmt: skip
     arrays = {name: np.array(data[name], dtype=float) for name in MODEL_ARRAYS}
     for name, values in arrays.items():
-        if values.shape != (len(FEATURES),) or not np.isfinite(values).all():
-            raise ValueError(f"'{name}' must hold {len(FEATURES)} finite numbers, one per feature")
+        if values.shape != (len(features),) or not np.isfinite(values).all():
+            raise ValueError(f"'{name}' must hold {len(features)} finite numbers, one per feature")
     if not arrays["scale"].all():
         raise ValueError("'scale' must not contain 0")
     a, b = data["calibration"]
     return FraudModel(
         version=str(data["version"]),
-        features=FEATURES,
+        features=features,
         mean=arrays["mean"],
         scale=arrays["scale"],
         coef=arrays["coef"],

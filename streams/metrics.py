@@ -229,6 +229,14 @@ class FraudMetrics:
             registry=registry,
         )
         self.chain_length, self.chain_head = _chain_gauges(registry)
+        self.entity_sightings = Counter(
+            "streams_fraud_entity_sightings_total",
+            "Sightings of entities the entity stage took in: counted, late (asked, not counted), repeat "
+            "(sent again), behind (counted after the stage's watermark passed it: live and replayed "
+            "features may differ).",
+            ["outcome"],
+            registry=registry,
+        )
         self.drift = Gauge(
             "streams_fraud_drift_alert",
             "1 when any feature's PSI is above the alert threshold.",

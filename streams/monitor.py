@@ -89,7 +89,7 @@ class FraudMonitor:
         m = self.metrics
         for partition, state in self.processor.states.items():
             if state.chain_head:
-                m.chain_length.labels(str(partition)).set(state.numbered)
+                m.chain_length.labels(str(partition)).set(state.chain_length)
                 m.chain_head.labels(str(partition)).set(hash_prefix(state.chain_head))
 
     def _show(self, rows: list[dict[str, Any]], recent: set[int]) -> None:

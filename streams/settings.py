@@ -91,6 +91,9 @@ class TopicSettings(_Group):
     labels: str = "labels"
     fraud_scores: str = "fraud-scores"
     fraud_chain_heads: str = "fraud-chain-heads"
+    # Between the fraud pipeline and its entity stage (a version whose model uses entity features).
+    fraud_entity_sightings: str = "fraud-entity-sightings"
+    fraud_entity_features: str = "fraud-entity-features"
     dead_letters: str = "dead-letters"
 
 
@@ -160,6 +163,12 @@ class FraudSettings(_Group):
     # The live feature histograms the inspector compares with the training reference cover this much
     # event time, up to the newest transaction folded (a rebuild at start or rebalance adds nothing).
     drift_window_hours: int = Field(168, ge=1, description="event time the live feature histograms cover")
+    # Entity features (a model that uses them): a transaction this far below its partition's largest
+    # transaction time is late (asks, is not counted); a partition without a new transaction for
+    # `entity_idle_s` of wall-clock time is left out of the stage's watermark until it sends again.
+    entity_grace_ms: int = Field(1000, ge=0, description="lateness allowed before a sighting is not counted")
+    entity_late_limit_hours: int = Field(24, ge=0, description="a transaction later than this asks no entity")
+    entity_idle_s: float = Field(3.0, gt=0, description="a quiet partition tells the entity stage after this")
 
 
 class WorkerSettings(_Group):

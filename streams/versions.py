@@ -126,8 +126,10 @@ def group_name(app_id: str, version: str) -> str:
 def names_of(settings: Settings, version: str, pipelines: tuple[str, ...]) -> VersionNames:
     t = settings.topics
     results = tuple(
-        result_topic(base, version) for base in (t.ctr_results, t.fraud_scores, t.fraud_chain_heads)
-    )
+        result_topic(base, version)
+        for base in (t.ctr_results, t.fraud_scores, t.fraud_chain_heads, t.fraud_entity_sightings,
+                     t.fraud_entity_features)
+    )  # fmt: skip
     return VersionNames(
         group_name(settings.worker.app_id, version), results, source_topics(settings, pipelines)
     )

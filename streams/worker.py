@@ -29,6 +29,9 @@ from streams.engine.recovery import Recovery
 from streams.engine.snapshots import SnapshotPolicy, Snapshots
 from streams.errors import ConfigError
 from streams.events import load_validator
+from streams.fraud.entity_link import EntityLink
+from streams.fraud.entity_pipeline import EntityPipeline
+from streams.fraud.entity_stage import EntityStage
 from streams.fraud.messages import label_decoder, transaction_decoder
 from streams.fraud.pipeline import LABEL_SCHEMA, TRANSACTION_SCHEMA, FraudPipeline, Lookup
 from streams.fraud.processor import FraudProcessor
@@ -66,21 +69,44 @@ def build_pipelines(composition: Composition, fraud_lookup: Lookup | None = None
         results = result_topic(t.ctr_results, version)
         pipelines.append(CtrPipeline(processor, load_validator(schemas / AD_SCHEMA), t.ad_events, results))
     if "fraud" in settings.worker.pipelines:
-        f = composition.fraud
-        fraud = FraudProcessor(
-            f.model, f.policy, f.ip_prefixes, version, label_horizon_ms=f.label_horizon_ms,
-            dedupe_horizon_ms=f.dedupe_horizon_ms, history_horizon_ms=f.history_horizon_ms,
-            archive=fraud_lookup is not None, drift_window_hours=f.drift_window_hours,
-        )  # fmt: skip
-        decoders = (
-            transaction_decoder(load_validator(schemas / TRANSACTION_SCHEMA)),
-            label_decoder(load_validator(schemas / LABEL_SCHEMA)),
-        )
-        topics = (t.transactions, t.labels)
-        scores = result_topic(t.fraud_scores, version)
-        heads = result_topic(t.fraud_chain_heads, version)
-        pipelines.append(FraudPipeline(fraud, decoders, topics, scores, fraud_lookup, heads))
+        pipelines += fraud_pipelines(composition, fraud_lookup)
     return pipelines
+
+
+def fraud_pipelines(composition: Composition, fraud_lookup: Lookup | None) -> list[Pipeline]:
+    """The fraud pipeline, and its entity stage when the model uses entity features."""
+    settings, version, f = composition.settings, composition.version, composition.fraud
+    t, schemas, e = settings.topics, settings.schemas_dir, f.entities
+    link = None
+    if e is not None:
+        link = EntityLink(settings.kafka.partitions, grace_ms=e.grace_ms, late_limit_ms=e.late_limit_ms)
+    fraud = FraudProcessor(
+        f.model, f.policy, f.ip_prefixes, version, label_horizon_ms=f.label_horizon_ms,
+        dedupe_horizon_ms=f.dedupe_horizon_ms, history_horizon_ms=f.history_horizon_ms,
+        archive=fraud_lookup is not None, drift_window_hours=f.drift_window_hours, entities=link,
+    )  # fmt: skip
+    decoders = (
+        transaction_decoder(load_validator(schemas / TRANSACTION_SCHEMA)),
+        label_decoder(load_validator(schemas / LABEL_SCHEMA)),
+    )
+    topics = (t.transactions, t.labels)
+    scores = result_topic(t.fraud_scores, version)
+    heads = result_topic(t.fraud_chain_heads, version)
+    if e is None:
+        return [FraudPipeline(fraud, decoders, topics, scores, fraud_lookup, heads)]
+    stage = entity_topics(settings, version)
+    return [
+        FraudPipeline(
+            fraud, decoders, topics, scores, fraud_lookup, heads, entity_topics=stage, idle_after_s=e.idle_s
+        ),
+        EntityPipeline(EntityStage(settings.kafka.partitions, late_limit_ms=e.late_limit_ms), *stage),
+    ]
+
+
+def entity_topics(settings: Settings, version: str) -> tuple[str, str]:
+    """(sightings, answers): the routed topics between the fraud pipeline and its entity stage."""
+    t = settings.topics
+    return result_topic(t.fraud_entity_sightings, version), result_topic(t.fraud_entity_features, version)
 
 
 def announce_to_prometheus(settings: Settings) -> Path | None:
@@ -125,8 +151,10 @@ def build_job(
     producer = make_producer(settings.kafka, **{"message.max.bytes": w.dead_letter_max_bytes + 65_536})
     outputs: dict[str, RecordOutput] = {}
 
+    routed = set(entity_topics(settings, composition.version))
+
     def output(topic: str) -> RecordOutput:
-        return outputs.setdefault(topic, RecordOutput(producer, topic))
+        return outputs.setdefault(topic, RecordOutput(producer, topic, routed=topic in routed))
 
     checkpoint = Checkpoint(
         sink, output, t.dead_letters, composition.version, observer,
@@ -146,7 +174,7 @@ def build_job(
         policy = SnapshotPolicy(w.snapshot_interval_s, w.snapshot_every_messages, w.snapshots_kept)
         snapshots = Snapshots(store, params_digest(composition.pins), observer, policy)
     recovery = Recovery(read, snapshots, observer)
-    paced = {"fraud": fraud}
+    paced = {"fraud": fraud, "entities": fraud}
     job = Job(pipelines, checkpoint, recovery, observer, pacing, timed, paced=paced, snapshots=snapshots)
     return job, pipelines
 

@@ -158,6 +158,8 @@ class OurWorker(Contender):
             t.ctr_results,
             run.topic_env.get("STREAMS_TOPICS__FRAUD_SCORES", t.fraud_scores),
             run.topic_env.get("STREAMS_TOPICS__FRAUD_CHAIN_HEADS", t.fraud_chain_heads),
+            run.topic_env.get("STREAMS_TOPICS__FRAUD_ENTITY_SIGHTINGS", t.fraud_entity_sightings),
+            run.topic_env.get("STREAMS_TOPICS__FRAUD_ENTITY_FEATURES", t.fraud_entity_features),
         )
         delete_topics(settings.kafka, [result_topic(base, version) for base in bases])
         delete_topics_containing(settings, f"{group}-")

@@ -35,7 +35,7 @@ from streams.bench.workload import Oracle, mean_size
 from streams.events import Rejected, decode, load_validator
 from streams.fraud.generator import TransactionGenerator, TransactionProfile
 from streams.fraud.synthetic import load_ip_prefixes
-from streams.io.kafka import ensure_topics
+from streams.io.kafka import ensure_topics, high_watermarks
 from streams.settings import Settings
 from streams.topics import raw_topic
 from streams.versions import result_topic
@@ -99,15 +99,39 @@ def fraud_topics(suffix: str) -> dict[str, str]:
         "STREAMS_TOPICS__LABELS": f"bench-labels-{suffix}",
         "STREAMS_TOPICS__FRAUD_SCORES": f"bench-fraud-scores-{suffix}",
         "STREAMS_TOPICS__FRAUD_CHAIN_HEADS": f"bench-fraud-chain-heads-{suffix}",
+        "STREAMS_TOPICS__FRAUD_ENTITY_SIGHTINGS": f"bench-fraud-entity-sightings-{suffix}",
+        "STREAMS_TOPICS__FRAUD_ENTITY_FEATURES": f"bench-fraud-entity-features-{suffix}",
     }
 
 
-class OurFraudWorker(OurWorker):
-    """Our worker running only the fraud pipeline; checked against the valid transaction ids."""
+ENTITY_MODEL = Path(__file__).resolve().parents[2] / "deploy" / "models" / "fraud-lr-v3.json"
 
-    def __init__(self, expected: set[str]) -> None:
-        super().__init__("ours", pipeline="fraud")
+
+class OurFraudWorker(OurWorker):
+    """Our worker running only the fraud pipeline; checked against the valid transaction ids.
+    With ``model``: that model file (one with entity features runs the entity stage too)."""
+
+    def __init__(self, expected: set[str], name: str = "ours", model: Path | None = None) -> None:
+        super().__init__(name, pipeline="fraud")
         self.expected = expected
+        self.model = model
+        if model is not None:
+            self.description += f", model {model.name}"
+
+    def env(self, run: RunContext) -> dict[str, str]:
+        if self.model is None:
+            return super().env(run)
+        # A backlog ends quiet: its partitions tell the entity stage within half a second.
+        return {**super().env(run), "STREAMS_FRAUD__MODEL_FILE": str(self.model),
+                "STREAMS_FRAUD__ENTITY_IDLE_S": "0.5"}  # fmt: skip
+
+    def finished(self, run: RunContext) -> bool:
+        """Consumed is not enough with entity features (transactions wait for their answers past
+        their commit): done once every valid transaction has a score record too."""
+        if not super().finished(run):
+            return False
+        scored = sum(high_watermarks(run.settings.kafka, self.scores_topic(run)).values())
+        return scored >= len(self.expected)
 
     def scores_topic(self, run: RunContext) -> str:
         return result_topic(run.topic_env["STREAMS_TOPICS__FRAUD_SCORES"], self.version(run))
@@ -125,7 +149,8 @@ class OurFraudWorker(OurWorker):
 def bench_fraud(
     settings: Settings, events: int, repeats: int, out_dir: Path, report: Report
 ) -> tuple[Input, list[RunResult]]:
-    """Scoring throughput: fresh workers over a backlog of transactions (no labels)."""
+    """Scoring throughput: fresh workers over a backlog of transactions (no labels), with the
+    shipped model and with the entity-feature model (the entity stage on), side by side."""
     names = fraud_topics(new_run_id())
     topic = names["STREAMS_TOPICS__TRANSACTIONS"]
     messages = transactions(settings, events)
@@ -133,8 +158,9 @@ def bench_fraud(
         report(f"pre-loading {len(messages):,} transactions (~{mean_size(messages):.0f} bytes) to {topic}")
         ensure_topics(settings.kafka, [raw_topic(name, settings) for name in names.values()])
         bench = Input(topic, preload(settings, topic, messages), mean_size(messages), Oracle())
-        contender = OurFraudWorker(valid_ids(settings, messages))
-        runs = run_backlog_repeats(settings, [contender], bench, repeats, out_dir, report, lambda _: names)
+        expected = valid_ids(settings, messages)
+        contenders = [OurFraudWorker(expected), OurFraudWorker(expected, "ours-entities", ENTITY_MODEL)]
+        runs = run_backlog_repeats(settings, contenders, bench, repeats, out_dir, report, lambda _: names)
     finally:
         cleanup_topics(settings, list(names.values()))
     return bench, runs

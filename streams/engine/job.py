@@ -96,6 +96,7 @@ class Job:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.inflight: asyncio.Task[None] | None = None  # the checkpoint whose writes are out
         self.failed: BaseException | None = None  # a checkpoint that failed: none may follow it
+        self.assigned: set[TopicPartition] = set()
 
     @property
     def topics(self) -> list[str]:
@@ -122,6 +123,7 @@ class Job:
                     last_flush |= dict.fromkeys(ready, time.monotonic())
                 elif not messages:
                     await self.snapshot_idle()
+                    await self.idle(consumer.commit)
         finally:
             try:
                 if self.failed is None:  # (a failure raised already is on its way out)
@@ -277,6 +279,18 @@ class Job:
         if taken:
             await self.snapshots.save(taken)
 
+    async def idle(self, commit: Any) -> None:
+        """Nothing came in: each pipeline with an ``idle(partitions, now)`` hook hears which of its
+        partitions this worker owns (e.g. to announce that they went quiet); one whose hook put
+        records out is checkpointed now."""
+        now, names = time.monotonic(), []
+        for pipeline in self.pipelines:
+            hook = getattr(pipeline, "idle", None)
+            if hook is not None and hook({p for t, p in self.assigned if t == pipeline.topics[0]}, now):
+                names.append(pipeline.name)
+        if names:
+            await self.flush_behind(commit, names)
+
     def _positions(
         self, pipeline: Pipeline, offsets: Mapping[TopicPartition, int]
     ) -> dict[int, dict[str, int]]:
@@ -314,6 +328,7 @@ class Job:
         # The whole durable position, not only this flush's: an earlier asynchronous commit may
         # have been lost, and a partition given back would then re-read (and count) folded events.
         durable = {tp: self.durable[tp] for tp in tps if tp in self.durable}
+        self.assigned -= set(tps)
         if self.consumer.commit_now(committed | durable):
             self.suspended |= set(tps)
         else:  # kept state would be ahead of the group's offsets: rebuild it if it comes back
@@ -321,12 +336,14 @@ class Job:
         self.observer.partitions_gone(tps)
 
     def on_assign(self, tps: list[TopicPartition]) -> None:
+        self.assigned |= set(tps)
         self._forget(self.suspended - set(tps))
         self.suspended.clear()
         for problem in copartitioning_problems(self.pipelines, tps):
             log.error("%s", problem)
 
     def on_lost(self, tps: list[TopicPartition]) -> None:
+        self.assigned -= set(tps)
         self._forget(tps)
         for pending in self.pending.values():
             for tp in tps:

@@ -117,3 +117,5 @@ class MetricsObserver:
                 fraud.labels_joined.inc(count)
             elif kind == "labels_orphaned":
                 fraud.labels_orphaned.inc(count)
+            elif kind == "entity_sighting":
+                fraud.entity_sightings.labels(label).inc(count)

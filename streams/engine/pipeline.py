@@ -58,6 +58,18 @@ Batch = Mapping[str, Sequence[Message]]  # topic -> one partition's messages, in
 Record = tuple[bytes, Mapping[str, Any]]  # key, JSON value
 
 
+def routed_key(partition: int, key: str) -> bytes:
+    """The key of a record bound for ``partition`` of a routed topic (an internal topic between two
+    stages of a pipeline, whose records must land on a partition the producer chooses, whatever
+    the client's partitioner): ``b"<partition>/<key>"``."""
+    return f"{partition}/{key}".encode()
+
+
+def route_of(key: bytes) -> int:
+    """The partition a `routed_key` names."""
+    return int(key[: key.index(b"/")])
+
+
 @dataclass
 class Drained:
     """Everything a pipeline changed since its last drain: rows to upsert per table, records to

@@ -30,6 +30,7 @@ _Country = Annotated[str, msgspec.Meta(pattern=r"\A[A-Z]{2}\Z")]
 _Text64 = Annotated[str, msgspec.Meta(max_length=64)]
 _Text128 = Annotated[str, msgspec.Meta(max_length=128)]
 _Text255 = Annotated[str, msgspec.Meta(max_length=255)]
+_Text256 = Annotated[str, msgspec.Meta(max_length=256)]
 
 
 class TransactionMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, gc=False):
@@ -49,6 +50,7 @@ class TransactionMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     shipping_country: _Country | None = None
     basket_items: Annotated[int, msgspec.Meta(ge=0, le=10_000)] | None = None
     is_new_customer: bool | None = None
+    shipping_address: _Text256 | None = None
 
 
 class LabelMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, gc=False):
@@ -92,6 +94,7 @@ def as_transaction(tx: TransactionMessage | Mapping[str, Any]) -> TransactionMes
         shipping_country=get("shipping_country"),
         basket_items=get("basket_items"),
         is_new_customer=get("is_new_customer"),
+        shipping_address=get("shipping_address"),
     )
 
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, ClassVar, Protocol
 
+import msgspec
+
 from streams.engine.pipeline import Batch, Drained, Folded, Message, PartitionStates, decode_all
+from streams.events import Rejected
 from streams.fraud import audit
+from streams.fraud.entity_stage import EntityFeatures
 from streams.fraud.processor import (
     COHORT_TABLE,
     SCORES_TABLE,
@@ -54,17 +58,29 @@ class FraudPipeline(PartitionStates):
         lookup: Lookup | None = None,
         heads_topic: str | None = None,
         heads_interval_s: float = 1.0,
+        entity_topics: tuple[str, str] | None = None,
+        idle_after_s: float = 3.0,
     ) -> None:
         """Without ``lookup`` the processor must keep its decisions for the whole label horizon
         (``archive=False``). ``heads_topic``: where each drain publishes the decision log's head
         of every partition that decided something since (after the rows, `Drained` order), at most
-        every ``heads_interval_s`` of wall-clock time (a head is a witness, not a result)."""
+        every ``heads_interval_s`` of wall-clock time (a head is a witness, not a result).
+        ``entity_topics``: (sightings, answers) of the entity stage, when the processor has an
+        entity link; a partition without a new transaction for ``idle_after_s`` (wall clock)
+        tells the stage it is idle (`fraud.entity_stage`)."""
         self.processor = processor
         self.lookup = lookup
         self._labels: dict[int, tuple[Sequence[Message], list[Any], Folded]] = {}
         self.tx_decoder, self.label_decoder = decoders
         self.transactions, self.labels = topics
-        self.topics = topics
+        self.topics: tuple[str, ...] = topics
+        self.entity_topics = entity_topics
+        if entity_topics is not None:
+            self.topics = (*topics, entity_topics[1])
+        self._answers = msgspec.json.Decoder(EntityFeatures)
+        self.idle_after_s = idle_after_s
+        self._last_transaction: dict[int, float] = {}  # partition -> when (time.monotonic)
+        self._idle: set[int] = set()  # partitions that told the stage they are idle
         self.scores_topic = scores_topic
         self.heads_topic = heads_topic
         self._chained: set[int] = set()  # partitions whose decision log grew since heads were sent
@@ -105,10 +121,15 @@ class FraudPipeline(PartitionStates):
         txs, sources = decode_all(self.tx_decoder.decode, batch.get(self.transactions, ()), folded.letters)
         labels = self._decoded_labels(partition, batch.get(self.labels, ()), folded.letters)
         offsets = [message.offset() or 0 for message in sources]
+        answers: list[Any] = []
+        if self.entity_topics is not None:
+            found, _ = decode_all(self._decode_answer, batch.get(self.entity_topics[1], ()), folded.letters)
+            answers = [(answer, partition) for answer in found]
         process = self.processor.process
         out = process(
-            [(tx, partition) for tx in txs], [(lb, partition) for lb in labels], offsets, live=not replay
-        )
+            [(tx, partition) for tx in txs], [(lb, partition) for lb in labels], offsets, live=not replay,
+            answers=answers,
+        )  # fmt: skip
         days = {row["cohort_day"] for row in out.cohort} | {row["cohort_day"] for row in out.label_cohort}
         if replay:
             self.processor.seal([partition], durable=True)  # a rebuild: these rows were written before
@@ -116,7 +137,11 @@ class FraudPipeline(PartitionStates):
             return Folded()
         self.touched_days |= days
         self._keep(out, partition)
+        if self.entity_topics is not None and txs:
+            self._sent(partition, out)
         t = folded.tallies
+        if answers:
+            t[f"processed:{self.topics[-1]}"] += len(answers)
         t[f"processed:{self.transactions}"] += len(txs)
         t[f"processed:{self.labels}"] += len(labels)
         t[f"duplicate:{self.transactions}"] += out.duplicates
@@ -139,6 +164,42 @@ class FraudPipeline(PartitionStates):
             self.out.put(audit.LOG_TABLE, out.log, partition)
             self._chained.add(partition)
         self.out.records.setdefault(self.scores_topic, []).extend(out.results)
+
+    def _decode_answer(self, raw: bytes | None) -> Any:
+        try:
+            return self._answers.decode(raw or b"")
+        except msgspec.DecodeError as exc:
+            return Rejected("schema_violation", f"not an entity stage answer: {exc}"[:500])
+
+    def _sent(self, partition: int, out: FraudOutput) -> None:
+        """The batch's sightings, then the partition's mark (it is not idle: it just sent)."""
+        assert self.processor.entities is not None and self.entity_topics is not None
+        records = self.out.records.setdefault(self.entity_topics[0], [])
+        records += out.sightings
+        records += self.processor.entities.marks(partition, self.processor.states[partition].watermark)
+        self._last_transaction[partition] = time.monotonic()
+        self._idle.discard(partition)
+
+    def idle(self, partitions: set[int], now: float) -> bool:
+        """Tell the entity stage which owned partitions went quiet (True: records to send)."""
+        link = self.processor.entities
+        if link is None or self.entity_topics is None:
+            return False
+        quiet = [p for p in sorted(partitions - self._idle)
+                 if now - self._last_transaction.setdefault(p, now) >= self.idle_after_s]  # fmt: skip
+        records = self.out.records.setdefault(self.entity_topics[0], [])
+        for partition in quiet:
+            state = self.processor.states.get(partition)
+            records += link.marks(partition, None if state is None else state.watermark, idle=True)
+            self._idle.add(partition)
+        return bool(quiet)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        partitions = list(partitions)
+        super().forget(partitions)
+        for partition in partitions:
+            self._last_transaction.pop(partition, None)
+            self._idle.discard(partition)
 
     def drain(self) -> Drained:
         self._publish_heads()
@@ -173,7 +234,7 @@ class FraudPipeline(PartitionStates):
             state = self.processor.states.get(partition)
             if state is not None and state.chain_head:
                 head = {"pipeline_version": self.processor.version, "source_partition": partition,
-                        "seq": state.numbered - 1, "hash": state.chain_head}  # fmt: skip
+                        "seq": state.chain_length - 1, "hash": state.chain_head}  # fmt: skip
                 records.append((str(partition).encode(), head))
 
     def refreshable(self) -> set[int]:

@@ -32,8 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from streams.engine.pipeline import Record
 from streams.fraud import audit
 from streams.fraud.decision import ALLOW, DecisionPolicy, decide
+from streams.fraud.entity_link import EntityLink
+from streams.fraud.entity_stage import EntityFeatures
 from streams.fraud.features import advance
 from streams.fraud.messages import LabelMessage, TransactionMessage, as_label, as_transaction
 from streams.fraud.model import FraudModel, LiveHistograms
@@ -69,6 +72,9 @@ class FraudOutput:
     offsets: list[int | None] = field(default_factory=list)  # of each scored transaction
     numbers: list[int] = field(default_factory=list)  # and its decision number in its partition
     log: list[dict[str, Any]] = field(default_factory=list)  # the decision log's new entries
+    sightings: list[Record] = field(default_factory=list)  # to the entity stage
+    clocks: list[int | None] = field(default_factory=list)  # partition's watermark before each fresh one
+    in_order_at: list[int] = field(default_factory=list)  # and its position in `in_order` (entity link)
     duplicates: int = 0
     orphans: int = 0
 
@@ -90,10 +96,12 @@ class FraudProcessor:
         history_horizon_ms: int = 30 * DAY_MS,
         archive: bool = True,
         drift_window_hours: int | None = None,
+        entities: EntityLink | None = None,
     ) -> None:
         """``archive``: labels of forgotten decisions are joined with archived rows (`looked_up`);
         without one, decisions are kept in memory for the whole label horizon.
-        ``drift_window_hours``: the event time the live feature histograms cover (None: all)."""
+        ``drift_window_hours``: the event time the live feature histograms cover (None: all).
+        ``entities``: the model uses entity features: transactions wait for the entity stage."""
         self.model = model
         self.policy = policy
         self.prefixes = dict(ip_prefixes)
@@ -106,6 +114,7 @@ class FraudProcessor:
         self.looked_up: dict[int, dict[str, Archived]] = {}  # partition -> found before this fold
         # Against this model's edges (a new model is a new version).
         self._live = LiveHistograms(model, drift_window_hours)
+        self.entities = entities
 
     @property
     def live_counts(self) -> dict[tuple[str, int], list[int]]:
@@ -131,12 +140,13 @@ class FraudProcessor:
         offsets: Sequence[int] | None = None,
         *,
         live: bool = True,
+        answers: Sequence[tuple[EntityFeatures, int]] = (),
     ) -> FraudOutput:
         """Score the new transactions (in order, each from what its partition saw before it), then
         join the labels; a transaction id decided in its partition within the dedupe horizon is a
         duplicate. ``offsets``: each transaction's offset in its topic (None: unknown). ``live``
         False: a rebuild (the live feature histograms saw these transactions already, or should
-        not: they are history)."""
+        not: they are history). ``answers``: the entity stage's, with their partition."""
         out = FraudOutput()
         fresh: list[TransactionMessage] = []
         partitions: list[int] = []
@@ -148,6 +158,12 @@ class FraudProcessor:
             before = len(fresh)
             self._fold(self.state(partition), run, fresh, rows, out)
             partitions.extend(itertools.repeat(partition, len(fresh) - before))
+        if self.entities is not None:
+            ready = self.entities.hold(self.state, zip(
+                fresh, partitions, rows, out.offsets, out.numbers, out.clocks, out.in_order_at, strict=True
+            ), answers, out.sightings)  # fmt: skip
+            fresh, partitions, rows, out.offsets, out.numbers = (
+                ready.txs, ready.partitions, ready.rows, ready.offsets, ready.numbers)  # fmt: skip
         if fresh:
             self._score(fresh, partitions, rows, out, live=live)
         arrived: dict[int, list[LabelMessage]] = {}
@@ -176,6 +192,7 @@ class FraudProcessor:
         decisions, in_order, labels = state.decisions, state.in_order, state.labels
         features, prefixes, watermark = state.features, self.prefixes, state.watermark
         dedupe, offsets = self.dedupe_horizon_ms, out.offsets
+        linked = self.entities is not None
         for (tx, _), offset in run:
             if type(tx) is not TransactionMessage:
                 tx = as_transaction(tx)
@@ -187,6 +204,9 @@ class FraudProcessor:
                 out.duplicates += 1  # seen within the dedupe horizon, in this batch or earlier
                 continue
             rows.append(advance(features, tx, prefixes))  # its features, then its fold: no leak
+            if linked:
+                out.clocks.append(watermark)
+                out.in_order_at.append(state.in_order_trimmed + len(in_order))
             fresh.append(tx)
             offsets.append(offset)
             out.numbers.append(state.numbered)
@@ -325,9 +345,9 @@ class FraudProcessor:
         )
         for state in chosen:
             if durable:
-                state.sealed, state.sealed_in_order = state.numbered, len(state.in_order)
+                state.sealed, state.sealed_in_order = state.durable_marks()
             self._evict(state)
-            state.sealed, state.sealed_in_order = state.numbered, len(state.in_order)
+            state.sealed, state.sealed_in_order = state.durable_marks()
 
     def _evict(self, state: PartitionFraud) -> None:
         """Forget every durable decision past the memory horizon (in time order; one not durable
@@ -360,6 +380,7 @@ class FraudProcessor:
         if 2 * start > len(in_order):
             del in_order[:start]
             sealed_in_order -= start
+            state.in_order_trimmed += start
             start = 0
         if forgotten > len(decisions):  # deleted entries slow down finding the oldest one
             state.decisions, forgotten = dict(decisions), 0

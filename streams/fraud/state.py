@@ -7,6 +7,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
+from streams.fraud.entity_link import Held
 from streams.fraud.features import FeatureState
 from streams.fraud.messages import LabelMessage
 
@@ -71,3 +72,21 @@ class PartitionFraud:
     sealed_in_order: int = 0
     redecided: dict[str, int] = field(default_factory=dict)  # id decided again -> its number
     chain_head: str = ""  # the hash of the decision log's last entry ("": none yet)
+    # A version with entity features (`fraud.entity_link`): the transactions waiting for their
+    # entities' answers, in decision order; answers that came before their transaction.
+    pending: list[Held] = field(default_factory=list)
+    early: dict[int, dict[str, list[float]]] = field(default_factory=dict)
+    in_order_trimmed: int = 0  # entries deleted from the front of `in_order` so far
+
+    @property
+    def chain_length(self) -> int:
+        """Entries of the decision log: the decisions scored (a pending one has none yet)."""
+        return self.pending[0].seq if self.pending else self.numbered
+
+    def durable_marks(self) -> tuple[int, int]:
+        """(decision number, `in_order` length) below which decisions are scored: all of them but
+        the pending ones, which get rows (and become durable) only once scored."""
+        if self.pending:
+            head = self.pending[0]
+            return head.seq, head.in_order_at - self.in_order_trimmed
+        return self.numbered, len(self.in_order)

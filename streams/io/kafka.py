@@ -20,6 +20,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.engine.pipeline import route_of
 from streams.errors import ConfigError, RuntimeServiceError
 from streams.netcheck import port_open
 from streams.settings import KafkaSettings
@@ -180,9 +181,11 @@ class RecordOutput:
     """JSON records to a topic through one shared idempotent producer; `publish` returns once Kafka
     has answered for every record (librdkafka batches them; flushing runs off the event loop)."""
 
-    def __init__(self, producer: Producer, topic: str) -> None:
+    def __init__(self, producer: Producer, topic: str, *, routed: bool = False) -> None:
+        """``routed``: each record's key names its partition (`engine.pipeline.routed_key`)."""
         self.producer = producer
         self.topic = topic
+        self.routed = routed
 
     async def publish(self, records: Sequence[tuple[bytes, Mapping[str, Any]]]) -> dict[int, KafkaError]:
         """Send every record; returns the ones Kafka refused (index -> error), transient or not.
@@ -196,7 +199,12 @@ class RecordOutput:
 
             while True:
                 try:
-                    self.producer.produce(self.topic, orjson.dumps(value), key, on_delivery=delivered)
+                    if self.routed:
+                        self.producer.produce(
+                            self.topic, orjson.dumps(value), key, route_of(key), on_delivery=delivered
+                        )
+                    else:
+                        self.producer.produce(self.topic, orjson.dumps(value), key, on_delivery=delivered)
                     break
                 except BufferError:  # local queue full: let it drain
                     await asyncio.to_thread(self.producer.poll, 0.1)

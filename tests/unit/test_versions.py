@@ -49,7 +49,10 @@ def test_every_kafka_name_of_a_version_carries_it() -> None:
     names = names_of(Settings(), "v2", ("ctr", "fraud"))
     assert names.group_id == "streams-v2" and names.groups == ("streams-v2",)  # one group per version
     assert names.group_of("ad-events") == names.group_of("transactions") == "streams-v2"
-    assert names.result_topics == ("ctr-results.v2", "fraud-scores.v2", "fraud-chain-heads.v2")
+    assert names.result_topics == (
+        "ctr-results.v2", "fraud-scores.v2", "fraud-chain-heads.v2", "fraud-entity-sightings.v2",
+        "fraud-entity-features.v2",
+    )  # fmt: skip
     assert names.source_topics == ("ad-events", "transactions", "labels")
 
 
