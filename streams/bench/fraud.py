@@ -167,17 +167,25 @@ def bench_fraud(
 
 
 def fraud_latency_run(
-    settings: Settings, repeat: int, keyspace: str, session: Any, rate: float, seconds: float, out_dir: Path
+    settings: Settings,
+    repeat: int,
+    keyspace: str,
+    session: Any,
+    rate: float,
+    seconds: float,
+    out_dir: Path,
+    model: Path | None = None,
 ) -> RunResult:
     """Transactions at ``rate``/s: CreateTime of each to the CreateTime of its score record (written
-    to Cassandra first, then published)."""
+    to Cassandra first, then published). ``model``: another model file (`OurFraudWorker`)."""
     run_id = new_run_id()
     names = fraud_topics(run_id)
     topic = names["STREAMS_TOPICS__TRANSACTIONS"]
     messages = transactions(settings, int(rate * (LEAD_IN_S + seconds)))
-    contender = OurFraudWorker(valid_ids(settings, messages))
+    name = "ours (fraud)" if model is None else "ours (fraud, entity features)"
+    contender = OurFraudWorker(valid_ids(settings, messages), name, model)
     run = RunContext(settings, keyspace, topic, run_id, out_dir, topic_env=names)
-    result = RunResult("ours (fraud)", repeat)
+    result = RunResult(name, repeat)
     jobs: list[JobProcess] = []
     try:
         ensure_topics(settings.kafka, [raw_topic(name, settings) for name in names.values()])
@@ -189,6 +197,9 @@ def fraud_latency_run(
         sent = preload(settings, topic, messages, rate=rate)
         offered = sent / (time.time() - started)
         result.measurement, texts = watch_backlog(jobs, contender.name, topic, sent)
+        deadline = time.monotonic() + 60  # consumed; with entity features, scored a little later
+        while not contender.finished(run) and time.monotonic() < deadline:
+            time.sleep(0.5)
         stop_jobs(jobs)
         result.latency_ms = {
             **percentiles(contender.latencies(run), measured_from_ms),
@@ -210,9 +221,11 @@ def bench_fraud_latency(
     runs = []
     with bench_keyspace(settings) as (keyspace, session):
         for repeat in range(1, repeats + 1):
-            report(
-                f"repeat {repeat}/{repeats}: ours (fraud) at {rate:,.0f} transactions/s for {seconds:.0f}s"
-            )
-            runs.append(fraud_latency_run(settings, repeat, keyspace, session, rate, seconds, out_dir))
-            report(f"  {describe(runs[-1])}")
+            for model in (None, ENTITY_MODEL):  # side by side: without and with entity features
+                what = "" if model is None else ", entity features"
+                report(f"repeat {repeat}/{repeats}: ours (fraud{what}) at {rate:,.0f} transactions/s "
+                       f"for {seconds:.0f}s")  # fmt: skip
+                run = fraud_latency_run(settings, repeat, keyspace, session, rate, seconds, out_dir, model)
+                runs.append(run)
+                report(f"  {describe(runs[-1])}")
     return runs

@@ -10,7 +10,7 @@ from typing import Any
 
 from streams.bench.contenders import CTR_CONTENDERS, Contender
 from streams.bench.ctr import bench_backlog, bench_latency, replay_contenders
-from streams.bench.fraud import bench_fraud, bench_fraud_latency
+from streams.bench.fraud import ENTITY_MODEL, bench_fraud, bench_fraud_latency
 from streams.bench.memory import MEMORY_SCENARIOS
 from streams.bench.recovery import bench_recovery
 from streams.bench.report import BenchReport, started_now
@@ -133,8 +133,10 @@ def run_bench(settings: Settings, options: BenchOptions, command: str, report: R
                  for r in runs}  # fmt: skip
     if o.scenario == "fraud":
         names["ours"] = "this project's worker (`streams worker`, fraud pipeline, 1 process)"
+        names["ours-entities"] = f"the same with the entity stage on (model {ENTITY_MODEL.name})"
     if o.scenario in ("latency", "fraud-latency"):
         names["ours (fraud)"] = "this project's worker, fraud pipeline: transaction to its score record"
+        names["ours (fraud, entity features)"] = f"the same, entity stage on (model {ENTITY_MODEL.name})"
     options_json = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(o).items()}
     return BenchReport(
         o.scenario, command, started, time.monotonic() - clock, names, runs, bench, skipped, options_json

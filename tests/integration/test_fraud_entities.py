@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
 import orjson
 import pytest
 
@@ -18,7 +17,6 @@ from streams.fraud.entities import ENTITY_FEATURES, EntityHistory
 from streams.fraud.features import FEATURES
 from streams.fraud.generator import Scenario, TransactionGenerator, TransactionProfile
 from streams.fraud.messages import TransactionMessage, as_transaction
-from streams.fraud.model import FraudModel
 from streams.fraud.synthetic import load_ip_prefixes
 from streams.io.kafka import committed_offsets, existing_topics, group_members
 from streams.produce import produce, produce_each
@@ -35,14 +33,9 @@ MIN, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 NAMES = FEATURES + ENTITY_FEATURES
 
 
-def entity_model(path: Path) -> Path:
-    """A model that reads entity features (its weights do not matter here, its features do)."""
-    coef = np.concatenate([np.full(len(FEATURES), 0.1), np.full(len(ENTITY_FEATURES), 0.5)])
-    model = FraudModel(
-        "test-entities", NAMES, np.zeros(len(NAMES)), np.ones(len(NAMES)), coef, -4.0, (1.0, 0.0)
-    )
-    path.write_text(model.to_json())
-    return path
+SHIPPED = (
+    Path(__file__).resolve().parents[2] / "deploy" / "models" / "fraud-lr-v3.json"
+)  # reads entity features
 
 
 def tx(tx_id: str, customer: str, ts: int, **entities: str) -> dict[str, Any]:
@@ -96,9 +89,7 @@ def background(settings: Settings, count: int) -> Scenario:
 def test_entity_features_across_partitions_on_two_workers_and_replayed(
     isolated: Settings, tmp_path: Path
 ) -> None:
-    fraud = isolated.fraud.model_copy(
-        update={"model_file": entity_model(tmp_path / "model.json"), "entity_idle_s": 2.0}
-    )
+    fraud = isolated.fraud.model_copy(update={"model_file": SHIPPED, "entity_idle_s": 2.0})
     worker = isolated.worker.model_copy(update={"pipelines": ("fraud",)})
     base = isolated.model_copy(update={"fraud": fraud, "worker": worker})
     live, replayed = with_version(base, "e1"), with_version(base, "e2")
@@ -173,9 +164,8 @@ def test_a_worker_killed_mid_stream_and_restarted_gives_the_global_views_feature
     isolated: Settings, tmp_path: Path
 ) -> None:
     worker = isolated.worker.model_copy(update={"batch_size": 300, "pipelines": ("fraud",)})
-    model = entity_model(tmp_path / "model.json")
     fraud = isolated.fraud.model_copy(
-        update={"model_file": model, "entity_idle_s": 2.0, "catchup_flush_interval_s": 0.1}
+        update={"model_file": SHIPPED, "entity_idle_s": 2.0, "catchup_flush_interval_s": 0.1}
     )
     settings = isolated.model_copy(update={"worker": worker, "fraud": fraud})
     scenario = background(settings, 4000)
