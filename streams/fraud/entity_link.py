@@ -23,7 +23,7 @@ import msgspec
 
 from streams.engine.pipeline import Record, routed_key
 from streams.fraud.entities import KINDS, absent, sightings
-from streams.fraud.entity_stage import EntityFeatures, Sighting, SourceMark
+from streams.fraud.entity_stage import EntityFeatures, Sighting, SourceBatch
 from streams.fraud.messages import TransactionMessage
 
 
@@ -62,9 +62,9 @@ class EntityLink:
         self.grace_ms = grace_ms
         self.late_limit_ms = late_limit_ms
 
-    def ask(self, partition: int, held: Held, clock: int | None, records: list[Record]) -> None:
+    def ask(self, held: Held, clock: int | None, by_target: dict[int, list[Sighting]]) -> None:
         """The sightings of a transaction just folded (``clock``: the partition's largest
-        transaction time before it); ``held.asked`` says which answers it waits for."""
+        transaction time before it), by stage partition; ``held.asked``: the answers it waits for."""
         tx = held.tx
         behind = 0 if clock is None else clock - self.grace_ms - tx.ts
         if behind > self.late_limit_ms:
@@ -73,33 +73,44 @@ class EntityLink:
                            "shipping_address": tx.shipping_address})  # fmt: skip
         for kind, value, pair in named:
             key = f"{kind}:{value}"
-            sighting = Sighting(partition, held.seq, kind, value, tx.ts, tx.transaction_id, tx.customer_id,
-                                pair, counted=behind <= 0)  # fmt: skip
-            target = entity_partition(key, self.stage_partitions)
-            records.append((routed_key(target, key), msgspec.to_builtins(sighting)))
+            sighting = Sighting(held.seq, kind, value, tx.ts, tx.transaction_id, tx.customer_id, pair,
+                                counted=behind <= 0)  # fmt: skip
+            by_target.setdefault(entity_partition(key, self.stage_partitions), []).append(sighting)
             held.asked.append(kind)
 
-    def marks(self, partition: int, watermark: int | None, *, idle: bool = False) -> list[Record]:
-        """The partition's mark, to every stage partition (after its sightings, in the same list)."""
-        mark = SourceMark(partition, None if watermark is None else watermark - self.grace_ms, idle)
-        value = msgspec.to_builtins(mark)
-        return [(routed_key(target, f"mark/{partition}"), value) for target in range(self.stage_partitions)]
+    def batches(
+        self,
+        partition: int,
+        sightings: dict[int, list[Sighting]],
+        watermark: int | None,
+        *,
+        idle: bool = False,
+    ) -> list[Record]:
+        """One record to every stage partition: the partition's sightings for it, then its mark
+        (``watermark``: its largest transaction time, None: none yet)."""
+        mark = None if watermark is None else watermark - self.grace_ms
+        return [
+            (routed_key(target, f"from/{partition}"),
+             msgspec.to_builtins(SourceBatch(partition, sightings.get(target, []), mark, idle)))
+            for target in range(self.stage_partitions)
+        ]  # fmt: skip
 
     def hold(
         self,
         state_of: Callable[[int], Any],
         folded: Iterable[tuple[TransactionMessage, int, list[float], int | None, int, int | None, int]],
         answers: Sequence[tuple[EntityFeatures, int]],
-        records: list[Record],
+        sightings: dict[int, dict[int, list[Sighting]]],
     ) -> Ready:
         """Queue the transactions just folded (tx, partition, customer features, offset, decision
         number, the partition's clock before it, its `in_order` position) in their partition's
-        state (``state_of``: a `PartitionFraud`), asking about their entities; file the answers;
+        state (``state_of``: a `PartitionFraud`), asking about their entities (``sightings``: by
+        partition, then stage partition); file the answers;
         the answered transactions at the head of each queue are ready, in decision order."""
         touched: dict[int, None] = {}
         for tx, partition, row, offset, seq, clock, at in folded:
             held = Held(seq, tx, row, offset, [], in_order_at=at)
-            self.ask(partition, held, clock, records)
+            self.ask(held, clock, sightings.setdefault(partition, {}))
             state = state_of(partition)
             if state.early:
                 claim_early(held, state.early)

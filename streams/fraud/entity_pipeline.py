@@ -1,6 +1,6 @@
 """The entity stage as a pipeline the engine drives (`fraud.entity_stage`): it reads the sightings
-and marks the fraud pipeline's customer partitions send, partitioned by entity, and sends each
-answer back to the customer partition that asked (a routed topic, co-partitioned with the
+and marks the fraud pipeline's customer partitions send, partitioned by entity, and sends the
+answers back to the customer partitions that asked (a routed topic, co-partitioned with the
 transactions).
 
 Runs in the fraud workers of a version whose model uses entity features, in the same consumer
@@ -15,7 +15,7 @@ import msgspec
 
 from streams.engine.pipeline import Batch, Drained, Folded, PartitionStates, decode_all, routed_key
 from streams.events import Rejected
-from streams.fraud.entity_stage import EntityPartition, EntityStage, StageMessage
+from streams.fraud.entity_stage import AnswerBatch, EntityPartition, EntityStage, SourceBatch
 
 
 class EntityPipeline(PartitionStates):
@@ -29,7 +29,7 @@ class EntityPipeline(PartitionStates):
         self.sightings_topic = sightings_topic
         self.features_topic = features_topic
         self.topics = (sightings_topic,)
-        self._decoder = msgspec.json.Decoder(StageMessage)
+        self._decoder = msgspec.json.Decoder(SourceBatch)
         self.out = Drained()
 
     def decode(self, raw: bytes | None) -> Any:
@@ -37,7 +37,7 @@ class EntityPipeline(PartitionStates):
         try:
             return self._decoder.decode(raw or b"")
         except msgspec.DecodeError as exc:
-            return Rejected("schema_violation", f"not a sighting or a mark: {exc}"[:500])
+            return Rejected("schema_violation", f"not a batch of sightings: {exc}"[:500])
 
     def fold(self, partition: int, batch: Batch, *, replay: bool = False) -> Folded:
         folded = Folded()
@@ -46,10 +46,12 @@ class EntityPipeline(PartitionStates):
         if replay:  # a rebuild: these answers were sent before
             return Folded()
         records = self.out.records.setdefault(self.features_topic, [])
-        for source, customer, answer in out.answers:
-            records.append((routed_key(source, customer), msgspec.structs.asdict(answer)))
+        for source, answers in out.answers.items():
+            records.append(
+                (routed_key(source, f"from/{partition}"), msgspec.to_builtins(AnswerBatch(answers)))
+            )
         folded.tallies.update(out.tallies)
-        folded.tallies[f"processed:{self.sightings_topic}"] += len(messages)
+        folded.tallies[f"processed:{self.sightings_topic}"] += sum(len(m.sightings) for m in messages)
         return folded
 
     def drain(self) -> Drained:

@@ -2,11 +2,14 @@
 customer partitions in. Pure.
 
 Each customer partition of the fraud pipeline sends, for every transaction, one `Sighting` per
-entity the transaction names, keyed by that entity (so all of an entity's sightings meet in one
-partition of the stage), and after every batch a `SourceMark`: its watermark, the partition's
-largest transaction time minus the grace. A transaction below its partition's watermark is late:
-its sighting asks for features but is not counted (``counted`` False), a rule that depends on that
-partition's log alone. So no counted sighting of a source comes below a mark the source sent.
+entity the transaction names to the stage partition of that entity (so all of an entity's
+sightings meet in one partition of the stage). After every batch it sends each stage partition one
+`SourceBatch`: the batch's sightings for it and its mark, the watermark of the partition (its
+largest transaction time minus the grace). One record per stage partition and batch, not one per
+sighting: Kafka's per-record costs are paid once per batch. A transaction below its partition's
+watermark is late: its sighting asks for features but is not counted (``counted`` False), a rule
+that depends on that partition's log alone. So no counted sighting of a source comes below a mark
+the source sent.
 
 A sighting is answered once every source's mark has passed its time (`EntityPartition.watermark`,
 the least mark): every counted sighting before it has arrived, whatever the interleaving, and its
@@ -33,10 +36,9 @@ import msgspec
 from streams.fraud.entities import HORIZON_MS, EntityHistory
 
 
-class Sighting(msgspec.Struct, frozen=True, tag="sighting"):
-    """A transaction names an entity (kind, value); ``seq``: its decision number in ``source``."""
+class Sighting(msgspec.Struct, frozen=True, array_like=True):
+    """A transaction names an entity (kind, value); ``seq``: its decision number in its partition."""
 
-    source: int
     seq: int
     kind: str
     value: str
@@ -47,16 +49,18 @@ class Sighting(msgspec.Struct, frozen=True, tag="sighting"):
     counted: bool
 
 
-class SourceMark(msgspec.Struct, frozen=True, tag="mark"):
-    """No counted sighting of ``source`` will come below ``watermark`` (None: no transaction
-    yet); ``idle``: the source has had nothing new for a while."""
+class SourceBatch(msgspec.Struct, frozen=True):
+    """``source``'s sightings for one stage partition from one batch, then its mark: no counted
+    sighting of ``source`` will come below ``watermark`` (None: no transaction yet). ``idle``:
+    the source has had nothing new for a while (no sightings then)."""
 
     source: int
+    sightings: list[Sighting]
     watermark: int | None
     idle: bool = False
 
 
-class EntityFeatures(msgspec.Struct, frozen=True):
+class EntityFeatures(msgspec.Struct, frozen=True, array_like=True):
     """The features of one entity of one transaction (`entities.KIND_FEATURES` order)."""
 
     seq: int
@@ -65,7 +69,12 @@ class EntityFeatures(msgspec.Struct, frozen=True):
     values: list[float]
 
 
-StageMessage = Sighting | SourceMark
+class AnswerBatch(msgspec.Struct, frozen=True):
+    """The answers of one stage partition's fold to one customer partition."""
+
+    answers: list[EntityFeatures]
+
+
 EVICT_EVERY_MS = 3_600_000
 # A waiting question: (ts, transaction id, kind, value, customer, source, seq).
 Question = tuple[int, str, str, str, str, int, int]
@@ -83,7 +92,7 @@ class EntityPartition:
 
 @dataclass
 class StageOutput:
-    answers: list[tuple[int, str, EntityFeatures]] = field(default_factory=list)  # (source, customer, ...)
+    answers: dict[int, list[EntityFeatures]] = field(default_factory=dict)  # by source partition
     tallies: Counter[str] = field(default_factory=Counter)
 
 
@@ -99,24 +108,21 @@ class EntityStage:
     def state(self, partition: int) -> EntityPartition:
         return self.states.setdefault(partition, EntityPartition())
 
-    def fold(self, partition: int, messages: Iterable[StageMessage]) -> StageOutput:
+    def fold(self, partition: int, batches: Iterable[SourceBatch]) -> StageOutput:
         state, out = self.state(partition), StageOutput()
-        for message in messages:
-            if type(message) is SourceMark:
-                self._mark(state, message)
-            else:
-                assert type(message) is Sighting
-                self._sighted(state, message, out)
+        for batch in batches:
+            for sighting in batch.sightings:
+                self._sighted(state, batch.source, sighting, out)
+            self._mark(state, batch)
         self._answer(state, out)
         return out
 
-    def _mark(self, state: EntityPartition, mark: SourceMark) -> None:
-        old, new = state.marks.get(mark.source), mark.watermark
-        state.marks[mark.source] = new if old is None else old if new is None else max(old, new)
-        state.idle[mark.source] = mark.idle
+    def _mark(self, state: EntityPartition, batch: SourceBatch) -> None:
+        old, new = state.marks.get(batch.source), batch.watermark
+        state.marks[batch.source] = new if old is None else old if new is None else max(old, new)
+        state.idle[batch.source] = batch.idle
 
-    def _sighted(self, state: EntityPartition, s: Sighting, out: StageOutput) -> None:
-        state.idle[s.source] = False  # it sends again: its marks count again
+    def _sighted(self, state: EntityPartition, source: int, s: Sighting, out: StageOutput) -> None:
         tallies = out.tallies
         if s.counted:
             if not state.history.add(s.kind, s.value, s.ts, s.transaction_id, s.customer_id, s.pair):
@@ -127,7 +133,7 @@ class EntityStage:
                 tallies["entity_sighting:behind"] += 1
         else:
             tallies["entity_sighting:late"] += 1
-        question = (s.ts, s.transaction_id, s.kind, s.value, s.customer_id, s.source, s.seq)
+        question = (s.ts, s.transaction_id, s.kind, s.value, s.customer_id, source, s.seq)
         heapq.heappush(state.waiting, question)
 
     def aligned(self, state: EntityPartition) -> int | None:
@@ -156,7 +162,7 @@ class EntityStage:
         while waiting and waiting[0][0] < state.watermark:
             ts, tx_id, kind, value, customer, source, seq = heapq.heappop(waiting)
             values = history.features(kind, value, ts, tx_id, customer)
-            out.answers.append((source, customer, EntityFeatures(seq, kind, tx_id, values)))
+            out.answers.setdefault(source, []).append(EntityFeatures(seq, kind, tx_id, values))
         if state.watermark - state.evicted >= EVICT_EVERY_MS:  # a pass over every entity: seldom
             state.evicted = state.watermark
             history.evict(state.watermark - self.keep_ms)

@@ -18,7 +18,7 @@ import msgspec
 from streams.engine.pipeline import Batch, Drained, Folded, Message, PartitionStates, decode_all
 from streams.events import Rejected
 from streams.fraud import audit
-from streams.fraud.entity_stage import EntityFeatures
+from streams.fraud.entity_stage import AnswerBatch
 from streams.fraud.processor import (
     COHORT_TABLE,
     SCORES_TABLE,
@@ -77,7 +77,7 @@ class FraudPipeline(PartitionStates):
         self.entity_topics = entity_topics
         if entity_topics is not None:
             self.topics = (*topics, entity_topics[1])
-        self._answers = msgspec.json.Decoder(EntityFeatures)
+        self._answers = msgspec.json.Decoder(AnswerBatch)
         self.idle_after_s = idle_after_s
         self._last_transaction: dict[int, float] = {}  # partition -> when (time.monotonic)
         self._idle: set[int] = set()  # partitions that told the stage they are idle
@@ -124,7 +124,7 @@ class FraudPipeline(PartitionStates):
         answers: list[Any] = []
         if self.entity_topics is not None:
             found, _ = decode_all(self._decode_answer, batch.get(self.entity_topics[1], ()), folded.letters)
-            answers = [(answer, partition) for answer in found]
+            answers = [(answer, partition) for batch in found for answer in batch.answers]
         process = self.processor.process
         out = process(
             [(tx, partition) for tx in txs], [(lb, partition) for lb in labels], offsets, live=not replay,
@@ -172,11 +172,11 @@ class FraudPipeline(PartitionStates):
             return Rejected("schema_violation", f"not an entity stage answer: {exc}"[:500])
 
     def _sent(self, partition: int, out: FraudOutput) -> None:
-        """The batch's sightings, then the partition's mark (it is not idle: it just sent)."""
+        """The batch's sightings and the partition's mark (it is not idle: it just sent)."""
         assert self.processor.entities is not None and self.entity_topics is not None
         records = self.out.records.setdefault(self.entity_topics[0], [])
-        records += out.sightings
-        records += self.processor.entities.marks(partition, self.processor.states[partition].watermark)
+        watermark = self.processor.states[partition].watermark
+        records += self.processor.entities.batches(partition, out.sightings.get(partition, {}), watermark)
         self._last_transaction[partition] = time.monotonic()
         self._idle.discard(partition)
 
@@ -190,7 +190,7 @@ class FraudPipeline(PartitionStates):
         records = self.out.records.setdefault(self.entity_topics[0], [])
         for partition in quiet:
             state = self.processor.states.get(partition)
-            records += link.marks(partition, None if state is None else state.watermark, idle=True)
+            records += link.batches(partition, {}, None if state is None else state.watermark, idle=True)
             self._idle.add(partition)
         return bool(quiet)
 

@@ -32,11 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from streams.engine.pipeline import Record
 from streams.fraud import audit
 from streams.fraud.decision import ALLOW, DecisionPolicy, decide
 from streams.fraud.entity_link import EntityLink
-from streams.fraud.entity_stage import EntityFeatures
+from streams.fraud.entity_stage import EntityFeatures, Sighting
 from streams.fraud.features import advance
 from streams.fraud.messages import LabelMessage, TransactionMessage, as_label, as_transaction
 from streams.fraud.model import FraudModel, LiveHistograms
@@ -72,7 +71,7 @@ class FraudOutput:
     offsets: list[int | None] = field(default_factory=list)  # of each scored transaction
     numbers: list[int] = field(default_factory=list)  # and its decision number in its partition
     log: list[dict[str, Any]] = field(default_factory=list)  # the decision log's new entries
-    sightings: list[Record] = field(default_factory=list)  # to the entity stage
+    sightings: dict[int, dict[int, list[Sighting]]] = field(default_factory=dict)  # partition -> stage p.
     clocks: list[int | None] = field(default_factory=list)  # partition's watermark before each fresh one
     in_order_at: list[int] = field(default_factory=list)  # and its position in `in_order` (entity link)
     duplicates: int = 0

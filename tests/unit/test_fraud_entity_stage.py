@@ -22,7 +22,7 @@ from streams.fraud.decision import DecisionPolicy
 from streams.fraud.entities import ENTITY_FEATURES, EntityHistory
 from streams.fraud.entity_link import EntityLink
 from streams.fraud.entity_pipeline import EntityPipeline
-from streams.fraud.entity_stage import EntityFeatures, EntityPartition, EntityStage, StageMessage
+from streams.fraud.entity_stage import AnswerBatch, EntityPartition, EntityStage, SourceBatch
 from streams.fraud.features import FEATURES
 from streams.fraud.messages import as_transaction, label_decoder, transaction_decoder
 from streams.fraud.model import FraudModel
@@ -92,7 +92,8 @@ def run(txs: list[dict[str, Any]], seed: int) -> dict[str, Any]:
     inbox = {p: [as_transaction(tx) for tx in txs if source_of(tx) == p] for p in range(SOURCES)}
     sightings: dict[int, list[Any]] = {s: [] for s in range(STAGES)}
     answers: dict[int, list[Any]] = {p: [] for p in range(SOURCES)}
-    decode = msgspec.json.Decoder(StageMessage)
+    decode = msgspec.json.Decoder(SourceBatch)
+    answer_batch = msgspec.json.Decoder(AnswerBatch)
     rows: dict[str, Any] = {}
 
     def fold_customer(p: int, take: int, *, idle: bool = False) -> None:
@@ -100,10 +101,10 @@ def run(txs: list[dict[str, Any]], seed: int) -> dict[str, Any]:
         cut = rng.randint(0, len(answers[p]))
         came, answers[p] = answers[p][:cut], answers[p][cut:]
         out = fraud.process([(tx, p) for tx in batch], [], answers=[(a, p) for a in came])
-        records = out.sightings + (link.marks(p, fraud.states[p].watermark) if batch else [])
+        records = link.batches(p, out.sightings.get(p, {}), fraud.states[p].watermark) if batch else []
         if idle:
             state = fraud.states.get(p)
-            records += link.marks(p, None if state is None else state.watermark, idle=True)
+            records += link.batches(p, {}, None if state is None else state.watermark, idle=True)
         for key, value in records:
             sightings[int(key.split(b"/")[0])].append(decode.decode(msgspec.json.encode(value)))
         for row, entry in zip(out.transactions, out.log, strict=True):
@@ -112,8 +113,8 @@ def run(txs: list[dict[str, Any]], seed: int) -> dict[str, Any]:
 
     def fold_stage(s: int, take: int) -> None:
         batch, sightings[s] = sightings[s][:take], sightings[s][take:]
-        for source, _, answer in stage.fold(s, batch).answers:
-            answers[source].append(msgspec.convert(msgspec.structs.asdict(answer), EntityFeatures))
+        for source, answered in stage.fold(s, batch).answers.items():
+            answers[source] += answer_batch.decode(msgspec.json.encode(AnswerBatch(answered))).answers
 
     while any(inbox.values()):
         p = rng.randrange(SOURCES)
@@ -154,15 +155,17 @@ def test_a_quiet_partition_holds_every_answer_until_it_says_it_is_idle() -> None
                          "payment_method": "invoice", "ts": T0, "device_id": "d"})  # fmt: skip
     out = fraud.process([(tx, 0)], [])
     assert out.scores == [] and len(fraud.states[0].pending) == 1
-    decode = msgspec.json.Decoder(StageMessage)
-    told = [decode.decode(msgspec.json.encode(v)) for _, v in out.sightings + link.marks(0, T0 + 1)]
-    assert stage.fold(0, told).answers == []  # partition 1 has not said anything yet
-    answered = stage.fold(
-        0, [decode.decode(msgspec.json.encode(v)) for _, v in link.marks(1, None, idle=True)]
-    )
-    assert [a.transaction_id for _, _, a in answered.answers] == ["a"]
-    scored = fraud.process([], [], answers=[(answered.answers[0][2], 0)])
+    told = decoded(link.batches(0, out.sightings[0], T0 + 1))
+    assert stage.fold(0, told).answers == {}  # partition 1 has not said anything yet
+    answered = stage.fold(0, decoded(link.batches(1, {}, None, idle=True))).answers
+    assert [a.transaction_id for a in answered[0]] == ["a"]
+    scored = fraud.process([], [], answers=[(answered[0][0], 0)])
     assert [row["transaction_id"] for row in scored.scores] == ["a"]
+
+
+def decoded(records: list[Any]) -> list[SourceBatch]:
+    """Records to the stage as it reads them (JSON and back)."""
+    return [msgspec.json.decode(orjson.dumps(value), type=SourceBatch) for _, value in records]
 
 
 class Snapshotted(PartitionStates):
@@ -177,19 +180,18 @@ class Snapshotted(PartitionStates):
 
 def test_held_transactions_and_the_stage_resume_from_snapshots_as_if_never_stopped() -> None:
     txs = traffic(7, count=60)
-    decode = msgspec.json.Decoder(StageMessage)
     outcomes = []
     for restart in (False, True):
         link = EntityLink(1, grace_ms=GRACE, late_limit_ms=86_400_000)
         fraud = FraudProcessor(model(), DecisionPolicy(), {}, "v", archive=False, entities=link)
         stage = EntityStage(1)
         out = fraud.process([(as_transaction(tx), 0) for tx in txs], [])
-        told = [
-            decode.decode(msgspec.json.encode(v)) for _, v in out.sightings + link.marks(0, None, idle=True)
-        ]
+        watermark = fraud.states[0].watermark
+        told = decoded(
+            link.batches(0, out.sightings[0], watermark) + link.batches(0, {}, watermark, idle=True)
+        )
         assert fraud.states[0].pending and out.scores == []
-        half = len(told) // 2
-        answers = stage.fold(0, told[:half]).answers  # none yet: the marks come last
+        answers = stage.fold(0, told[:1]).answers.get(0, [])  # those below the grace
         if restart:  # both stop here, and new processes restore their snapshots
             fraud_states, stage_states = (
                 Snapshotted(fraud, PartitionFraud),
@@ -201,8 +203,8 @@ def test_held_transactions_and_the_stage_resume_from_snapshots_as_if_never_stopp
             assert saved[0] is not None and saved[1] is not None
             Snapshotted(fraud, PartitionFraud).restore(0, saved[0])
             Snapshotted(stage, EntityPartition).restore(0, saved[1])
-        answers += stage.fold(0, told[half:]).answers
-        scored = fraud.process([], [], answers=[(a, 0) for _, _, a in answers])
+        answers += stage.fold(0, told[1:]).answers[0]  # the rest, once the partition is idle
+        scored = fraud.process([], [], answers=[(a, 0) for a in answers])
         outcomes.append([(r["transaction_id"], r["score"], r["features"]) for r in scored.transactions])
     assert len(outcomes[0]) == len(txs) and outcomes[0] == outcomes[1]
 
