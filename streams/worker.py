@@ -158,7 +158,7 @@ def build_job(
 
     checkpoint = Checkpoint(
         sink, output, t.dead_letters, composition.version, observer,
-        dead_letter_max_bytes=w.dead_letter_max_bytes, is_transient=is_transient,
+        dead_letter_max_bytes=w.dead_letter_max_bytes, is_transient=is_transient, required=routed,
     )  # fmt: skip
 
     async def read(topic: str, partition: int, start: int | None, end: int) -> list[Message]:

@@ -15,11 +15,12 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from streams.engine.pipeline import Drained, Folded, Record
+from streams.errors import RuntimeServiceError
 from streams.events import DEAD_LETTER_MIN_BYTES, DeadLetter
 from streams.sink import Sink
 from streams.tables import DEAD_LETTERS
@@ -72,7 +73,9 @@ class Checkpoint:
     Transient Kafka refusals are retried with capped backoff, holding the checkpoint (and so
     consumption), like the Cassandra sink does during an outage. A result record refused for good
     is logged and counted (its row is in Cassandra); a dead letter refused for good goes to the
-    ``dead_letters`` table, and if that fails too, a letter with coordinates only is sent.
+    ``dead_letters`` table, and if that fails too, a letter with coordinates only is sent. A record
+    of a ``required`` topic (one a later stage reads: it is state, not a result) refused for good
+    fails the checkpoint: nothing is committed, and the worker stops saying why.
     """
 
     def __init__(
@@ -85,8 +88,10 @@ class Checkpoint:
         *,
         dead_letter_max_bytes: int,
         is_transient: Callable[[Any], bool],
+        required: Collection[str] = (),
     ) -> None:
         self.sink, self.outputs, self.observer = sink, outputs, observer
+        self.required = frozenset(required)
         self.dead_letter_topic = dead_letter_topic
         self.version = pipeline_version
         self.max_bytes = dead_letter_max_bytes
@@ -124,6 +129,12 @@ class Checkpoint:
 
     async def _publish_records(self, topic: str, batch: Sequence[Record]) -> None:
         refused = await self._publish(topic, batch)
+        if refused and topic in self.required:
+            index, error = next(iter(refused.items()))
+            what = f"{len(refused)} records to {topic} refused by Kafka for good"
+            raise RuntimeServiceError(
+                f"{what} (the next stage needs them): {batch[index][0][:200]!r}: {error}"
+            )
         for index, error in refused.items():
             log.error("result record %s refused by Kafka for good: %s", batch[index][0][:200], error)
             self.observer.record_refused(topic, error)

@@ -51,6 +51,9 @@ class Ready:
     numbers: list[int] = field(default_factory=list)
 
 
+CHUNK = 500  # sightings or answers per record: ~50 KB, at most ~400 KB with the longest ids
+
+
 def entity_partition(key: str, partitions: int) -> int:
     """The stage partition of an entity (a stable hash: the same in every process)."""
     return zlib.crc32(key.encode()) % partitions
@@ -86,14 +89,18 @@ class EntityLink:
         *,
         idle: bool = False,
     ) -> list[Record]:
-        """One record to every stage partition: the partition's sightings for it, then its mark
+        """Records to every stage partition: the partition's sightings for it, at most `CHUNK` per
+        record (a record stays far below Kafka's message size limit), then its mark in the last
         (``watermark``: its largest transaction time, None: none yet)."""
         mark = None if watermark is None else watermark - self.grace_ms
-        return [
-            (routed_key(target, f"from/{partition}"),
-             msgspec.to_builtins(SourceBatch(partition, sightings.get(target, []), mark, idle)))
-            for target in range(self.stage_partitions)
-        ]  # fmt: skip
+        records: list[Record] = []
+        for target in range(self.stage_partitions):
+            key, items = routed_key(target, f"from/{partition}"), sightings.get(target, [])
+            chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)] or [[]]
+            for chunk in chunks[:-1]:
+                records.append((key, msgspec.to_builtins(SourceBatch(partition, chunk, None))))
+            records.append((key, msgspec.to_builtins(SourceBatch(partition, chunks[-1], mark, idle))))
+        return records
 
     def hold(
         self,

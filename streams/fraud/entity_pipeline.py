@@ -15,6 +15,7 @@ import msgspec
 
 from streams.engine.pipeline import Batch, Drained, Folded, PartitionStates, decode_all, routed_key
 from streams.events import Rejected
+from streams.fraud.entity_link import CHUNK
 from streams.fraud.entity_stage import AnswerBatch, EntityPartition, EntityStage, SourceBatch
 
 
@@ -47,9 +48,9 @@ class EntityPipeline(PartitionStates):
             return Folded()
         records = self.out.records.setdefault(self.features_topic, [])
         for source, answers in out.answers.items():
-            records.append(
-                (routed_key(source, f"from/{partition}"), msgspec.to_builtins(AnswerBatch(answers)))
-            )
+            key = routed_key(source, f"from/{partition}")
+            for start in range(0, len(answers), CHUNK):  # records far below Kafka's size limit
+                records.append((key, msgspec.to_builtins(AnswerBatch(answers[start : start + CHUNK]))))
         folded.tallies.update(out.tallies)
         folded.tallies[f"processed:{self.sightings_topic}"] += sum(len(m.sightings) for m in messages)
         return folded

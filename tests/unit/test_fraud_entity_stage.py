@@ -15,14 +15,16 @@ import numpy as np
 import orjson
 import pytest
 
+from streams.engine.checkpoint import Checkpoint, Pending
 from streams.engine.pipeline import PartitionStates, route_of
-from streams.engine.testing import Harness
+from streams.engine.testing import Harness, MemoryOutput, Recorder, Refused
+from streams.errors import RuntimeServiceError
 from streams.events import load_validator
 from streams.fraud.decision import DecisionPolicy
 from streams.fraud.entities import ENTITY_FEATURES, EntityHistory
-from streams.fraud.entity_link import EntityLink
+from streams.fraud.entity_link import CHUNK, EntityLink
 from streams.fraud.entity_pipeline import EntityPipeline
-from streams.fraud.entity_stage import AnswerBatch, EntityPartition, EntityStage, SourceBatch
+from streams.fraud.entity_stage import AnswerBatch, EntityPartition, EntityStage, Sighting, SourceBatch
 from streams.fraud.features import FEATURES
 from streams.fraud.messages import as_transaction, label_decoder, transaction_decoder
 from streams.fraud.model import FraudModel
@@ -259,3 +261,36 @@ def test_two_workers_through_the_engine_score_everything_with_the_global_views_f
     expected = oracle(txs)
     assert rows.keys() == expected.keys()
     assert all(rows[tx_id][-len(ENTITY_FEATURES) :] == row for tx_id, row in expected.items())
+
+
+@pytest.mark.parametrize("count", [0, 1, CHUNK, CHUNK + 1, 2 * CHUNK + 3])
+def test_sightings_travel_in_chunks_with_the_mark_in_the_last(count: int) -> None:
+    link = EntityLink(2, grace_ms=10, late_limit_ms=86_400_000)
+    items = [Sighting(i, "device", "d", T0 + i, f"t{i}", "c", "", True) for i in range(count)]
+    to_one = [value for key, value in link.batches(0, {1: items}, T0 + 99) if route_of(key) == 1]
+    assert [s[0] for value in to_one for s in value["sightings"]] == list(range(count))
+    assert all(len(value["sightings"]) <= CHUNK for value in to_one)
+    assert [value["watermark"] for value in to_one] == [None] * (len(to_one) - 1) + [T0 + 89]
+    to_other = [value for key, value in link.batches(0, {1: items}, T0 + 99) if route_of(key) == 0]
+    assert to_other == [{"source": 0, "sightings": [], "watermark": T0 + 89, "idle": False}]
+
+
+def test_a_record_a_later_stage_needs_refused_for_good_fails_the_checkpoint() -> None:
+    outputs = MemoryOutput(
+        refuse=lambda topic, record: Refused("too large") if topic == "sightings" else None
+    )
+    checkpoint = Checkpoint(
+        MemorySink({}), outputs.output, "dead-letters", "v", Recorder(),
+        dead_letter_max_bytes=1000, is_transient=lambda e: False, required={"sightings"},
+    )  # fmt: skip
+    pending = Pending()
+    pending.drained.records = {"scores": [(b"c", {"a": 1})], "sightings": [(b"0/k", {"b": 2})]}
+    pending.offsets = {("tx", 0): 5}
+    committed: list[Any] = []
+
+    async def commit(offsets: Any) -> None:
+        committed.append(offsets)
+
+    with pytest.raises(RuntimeServiceError, match="refused by Kafka for good"):
+        asyncio.run(checkpoint.commit(pending, commit))
+    assert committed == []  # the next owner re-reads it
