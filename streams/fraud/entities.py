@@ -66,6 +66,50 @@ def absent(kind: str) -> list[float]:
 
 # An entity's event: (event time, transaction id, customer, the paired entity or "").
 Event = tuple[int, str, str, str]
+SLIDE_FROM = 24  # events in the 7-day window from which an entity's windows slide (`Sliding`)
+
+
+class Sliding:
+    """The distinct customers of an entity over its three windows (and its paired entities over
+    24 h) up to a question, kept as counters and moved forward question by question: each event
+    enters and leaves each window once, instead of every question counting its whole window.
+    Questions come in (time, id) order per entity (the stage answers in watermark order); one
+    before ``at`` is counted afresh, and an event added before ``at`` or an eviction drops it.
+    Exact: the counters hold what `_log_distinct` would count."""
+
+    __slots__ = ("at", "counts", "lows")
+
+    def __init__(self, ts: int, tx_id: str) -> None:
+        self.at = (ts - HORIZON_MS, "")  # every window is empty up to here
+        self.lows = [ts - HORIZON_MS] * 4  # each window's lower time bound (1 h, 24 h, 7 d, pairs 24 h)
+        self.counts: list[dict[str, int]] = [{}, {}, {}, {}]
+
+    def move(self, events: list[Event], ts: int, tx_id: str, end: int, customer: str, age: float,
+             paired: bool) -> list[float]:  # fmt: skip
+        """The features at ``(ts, tx_id)`` (``end``: the index of the first event not before it)."""
+        begin = bisect.bisect_left(events, (*self.at, "", ""), 0, end)
+        for event in events[begin:end]:  # entered every window
+            for counts in self.counts[:3]:
+                counts[event[2]] = counts.get(event[2], 0) + 1
+            pairs = self.counts[3]
+            pairs[event[3]] = pairs.get(event[3], 0) + 1
+        for window, width in enumerate((HOUR_MS, DAY_MS, HORIZON_MS, DAY_MS)):
+            low = ts - width
+            if low > self.lows[window]:
+                counts = self.counts[window]
+                first = bisect.bisect_left(events, (self.lows[window], "", "", ""), 0, end)
+                last = bisect.bisect_left(events, (low, "", "", ""), first, end)
+                for event in events[first:last]:  # left it
+                    value = event[2] if window < 3 else event[3]
+                    left = counts[value] - 1
+                    if left:
+                        counts[value] = left
+                    else:
+                        del counts[value]
+                self.lows[window] = low
+        self.at = (ts, tx_id)
+        values = [math.log1p(len(c) - (customer in c) - ("" in c)) for c in self.counts[:3]] + [age]
+        return values + ([math.log1p(len(self.counts[3]) - ("" in self.counts[3]))] if paired else [])
 
 
 @dataclass
@@ -82,23 +126,35 @@ class EntityHistory:
         if at < len(events) and events[at][:2] == (ts, tx_id):
             return False
         events.insert(at, event)
+        cursor = self.__dict__.get("_cursors", {}).get(f"{kind}:{value}")
+        if cursor is not None and (ts, tx_id) < cursor.at:  # inside what it counted: count afresh
+            del self.__dict__["_cursors"][f"{kind}:{value}"]
         return True
 
     def features(self, kind: str, value: str, ts: int, tx_id: str, customer: str) -> list[float]:
         """The entity's features (`KIND_FEATURES[kind]`) for a transaction at ``(ts, tx_id)`` of
         ``customer``, from the entity's events before it."""
-        events = self.events.get(f"{kind}:{value}", [])
+        key = f"{kind}:{value}"
+        events = self.events.get(key, [])
         end = bisect.bisect_left(events, (ts, tx_id, "", ""))
         start = bisect.bisect_left(events, (ts - HORIZON_MS, "", "", ""), 0, end)
-        window = events[start:end]
-        values = [_log_distinct(window, ts - width, customer, 2) for _, width in WINDOWS]
-        values.append((ts - window[0][0]) / DAY_MS if window else 0.0)
-        if kind in PAIRED:
-            values.append(_log_distinct(window, ts - DAY_MS, None, 3))
-        return values
+        age = (ts - events[start][0]) / DAY_MS if start < end else 0.0
+        paired = kind in PAIRED
+        if end - start <= SLIDE_FROM:
+            window = events[start:end]
+            values = [_log_distinct(window, ts - width, customer, 2) for _, width in WINDOWS]
+            return values + [age] + ([_log_distinct(window, ts - DAY_MS, None, 3)] if paired else [])
+        cursors = self.__dict__.setdefault("_cursors", {})  # derived: not a field, not snapshotted
+        cursor = cursors.get(key)
+        if cursor is not None and (ts, tx_id) < cursor.at:  # a late question: counted afresh
+            cursor = Sliding(ts, tx_id)
+        elif cursor is None:
+            cursor = cursors[key] = Sliding(ts, tx_id)
+        return cursor.move(events, ts, tx_id, end, customer, age, paired)
 
     def evict(self, before_ts: int) -> None:
         """Forget the events older than ``before_ts`` (and entities left without any)."""
+        self.__dict__.pop("_cursors", None)
         for key in list(self.events):
             events = self.events[key]
             cut = bisect.bisect_left(events, (before_ts, "", "", ""))

@@ -149,3 +149,30 @@ def test_the_age_counts_from_the_first_sighting_within_the_horizon() -> None:
     assert by_id["b"]["device_age_days"] == 6.0  # seen 6 days before
     assert by_id["c"]["device_age_days"] == 4.0  # the sighting 10 days before is beyond 7 days
     assert by_id["c"]["device_customers_7d"] == 0.0  # its own customer does not count
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_sliding_windows_equal_the_oracle_under_adds_questions_and_evictions_in_any_order(seed: int) -> None:
+    """Hot entities (windows of hundreds of events, counted by `Sliding`): questions mostly move
+    forward in time, some go back (a late transaction); events land before questions already
+    answered (a partition back from idle); evictions drop the oldest. Every answer is the oracle's."""
+    rng = random.Random(seed)
+    history, added, evicted_before = EntityHistory(), [], None
+    clock = T0
+    for i in range(1500):
+        clock += rng.choice((1, 30_000, 600_000, HOUR))
+        tx = {"transaction_id": f"t{i:05d}", "customer_id": f"c{rng.randint(0, 40)}",
+              "ts": clock - rng.choice((0, 0, 0, 0, 5 * 60_000, DAY_MS)),
+              "device_id": f"d{rng.randint(0, 2)}", "card_id": f"k{rng.randint(0, 60)}"}  # fmt: skip
+        if evicted_before is not None and tx["ts"] < evicted_before + HORIZON_MS:
+            tx["ts"] = evicted_before + HORIZON_MS  # the stage asks nothing that eviction cut into
+        if rng.random() < 0.8:
+            history.add_transaction(tx)
+            added.append(tx)
+        if rng.random() < 0.5:
+            kept = [e for e in added if evicted_before is None or e["ts"] >= evicted_before]
+            got = dict(zip(ENTITY_FEATURES, history.transaction_features(tx), strict=True))
+            assert got == pytest.approx(oracle(kept, tx), abs=1e-12), tx["transaction_id"]
+        if i % 400 == 399:
+            evicted_before = clock - 8 * DAY_MS
+            history.evict(evicted_before)
