@@ -125,10 +125,10 @@ class LiveHistograms:
     def __init__(self, model: FraudModel, window_hours: int | None = None) -> None:
         self.features = [
             (name, np.asarray(spec["edges"], dtype=float))
-            for name in FEATURES
+            for name in model.features  # entity features too, for a model that reads them
             if (spec := model.reference.get(name, {})).get("edges") is not None
         ]
-        self.columns = [FEATURES.index(name) for name, _ in self.features]
+        self.columns = [model.features.index(name) for name, _ in self.features]
         self.widths = [len(edges) + 1 for _, edges in self.features]  # bins per feature
         self.offsets = np.cumsum([0, *self.widths[:-1]])  # where each feature's counts start
         self.size = sum(self.widths)
@@ -137,7 +137,7 @@ class LiveHistograms:
         self.buckets: list[int] = []  # season buckets seen, in the order they first appeared
 
     def add(self, x: Matrix, ts: Sequence[int]) -> None:
-        """Count the rows of ``x`` (features in `FEATURES` order) scored at times ``ts``."""
+        """Count the rows of ``x`` (the model's features, in its order) scored at times ``ts``."""
         times = np.asarray(ts, dtype=np.int64)
         bins = np.empty((len(times), len(self.features)), dtype=np.int64)
         for k, ((_, edges), column) in enumerate(zip(self.features, self.columns, strict=True)):

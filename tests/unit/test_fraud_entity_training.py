@@ -152,3 +152,20 @@ def test_evaluate_compares_an_entity_model_with_the_shipped_one() -> None:
          "--transactions", "3000", "--days", "2"],
     )  # fmt: skip
     assert table.exit_code == 0 and "fraud-lr-v3" in table.output and "PR-AUC" in table.output
+
+
+def test_the_drift_inspector_bins_the_entity_features_at_the_reference_edges() -> None:
+    from streams.fraud.model import LiveHistograms, season_buckets
+
+    model = FraudModel.load(Path(__file__).resolve().parents[2] / "deploy" / "models" / "fraud-lr-v3.json")
+    rows = np.zeros((3, len(model.features)))
+    column = model.features.index("device_customers_24h")
+    rows[:, column] = [0.0, np.log1p(3), np.log1p(40)]
+    ts = [1_767_225_600_000] * 3
+    live = LiveHistograms(model)
+    live.add(rows, ts)
+    bucket = int(season_buckets(np.array(ts, dtype=np.int64))[0])
+    counts = live.counts()[("device_customers_24h", bucket)]
+    edges = np.asarray(model.reference["device_customers_24h"]["edges"], dtype=float)
+    expected = np.bincount(np.searchsorted(edges, rows[:, column], side="right"), minlength=len(edges) + 1)
+    assert counts == expected.tolist() and sum(counts) == 3
