@@ -160,6 +160,11 @@ def print_where_next(settings: Settings, summary: str) -> None:
         "      streams versions | STREAMS_CTR__TUMBLING=2m streams replay --version v2 | "
         "streams verify v1 v2 | streams promote v2"
     )
+    console.print(
+        "      fraud rings across customers: streams evaluate --model deploy/models/fraud-lr-v2.json "
+        "--model deploy/models/fraud-lr-v3.json | STREAMS_FRAUD__MODEL_FILE=deploy/models/fraud-lr-v3.json "
+        "streams replay --version v3"
+    )
     prometheus = f"http://127.0.0.1:{settings.runtime.prometheus_port}/graph"
     console.print("ready Prometheus queries:")
     console.print(f"  {prometheus}?g0.expr=sum%20by(topic)(rate(streams_events_processed_total[1m]))")
