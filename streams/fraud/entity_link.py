@@ -112,8 +112,8 @@ class EntityLink:
         """Queue the transactions just folded (tx, partition, customer features, offset, decision
         number, the partition's clock before it, its `in_order` position) in their partition's
         state (``state_of``: a `PartitionFraud`), asking about their entities (``sightings``: by
-        partition, then stage partition); file the answers;
-        the answered transactions at the head of each queue are ready, in decision order."""
+        partition, then stage partition), and file the answers. The answered transactions at the
+        head of each queue are ready, in decision order."""
         touched: dict[int, None] = {}
         for tx, partition, row, offset, seq, clock, at in folded:
             held = Held(seq, tx, row, offset, [], in_order_at=at)
@@ -171,8 +171,3 @@ def claim_early(held: Held, early: dict[int, dict[str, list[float]]]) -> None:
     found = early.pop(held.seq, None)
     if found:
         held.answers.update({kind: values for kind, values in found.items() if kind in held.asked})
-
-
-def drop_answered(early: dict[int, dict[str, list[float]]], below: int) -> None:
-    for seq in [seq for seq in early if seq < below]:
-        del early[seq]
