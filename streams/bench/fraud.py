@@ -36,7 +36,7 @@ from streams.events import Rejected, decode, load_validator
 from streams.fraud.generator import TransactionGenerator, TransactionProfile
 from streams.fraud.synthetic import load_ip_prefixes
 from streams.io.kafka import ensure_topics, high_watermarks
-from streams.settings import Settings
+from streams.settings import Settings, project_dir
 from streams.topics import raw_topic
 from streams.versions import result_topic
 
@@ -104,7 +104,7 @@ def fraud_topics(suffix: str) -> dict[str, str]:
     }
 
 
-ENTITY_MODEL = Path(__file__).resolve().parents[2] / "deploy" / "models" / "fraud-lr-v3.json"
+ENTITY_MODEL = project_dir() / "deploy" / "models" / "fraud-lr-v3.json"
 
 
 class OurFraudWorker(OurWorker):

@@ -72,8 +72,6 @@ class FraudOutput:
     numbers: list[int] = field(default_factory=list)  # and its decision number in its partition
     log: list[dict[str, Any]] = field(default_factory=list)  # the decision log's new entries
     sightings: dict[int, dict[int, list[Sighting]]] = field(default_factory=dict)  # partition -> stage p.
-    clocks: list[int | None] = field(default_factory=list)  # partition's watermark before each fresh one
-    in_order_at: list[int] = field(default_factory=list)  # and its position in `in_order` (entity link)
     duplicates: int = 0
     orphans: int = 0
 
@@ -151,15 +149,18 @@ class FraudProcessor:
         partitions: list[int] = []
         rows: list[list[float]] = []
         touched: set[int] = set()
+        # With an entity link: each fresh one's partition watermark before it, and its `in_order` place
+        placed: list[tuple[int | None, int]] | None = None if self.entities is None else []
         at: Iterable[int | None] = offsets if offsets is not None else itertools.repeat(None)
         for partition, run in itertools.groupby(zip(transactions, at, strict=False), key=_partition):
             touched.add(partition)
             before = len(fresh)
-            self._fold(self.state(partition), run, fresh, rows, out)
+            self._fold(self.state(partition), run, fresh, rows, out, placed)
             partitions.extend(itertools.repeat(partition, len(fresh) - before))
-        if self.entities is not None:
-            ready = self.entities.hold(self.state, zip(
-                fresh, partitions, rows, out.offsets, out.numbers, out.clocks, out.in_order_at, strict=True
+        if self.entities is not None and placed is not None:
+            ready = self.entities.hold(self.state, (
+                (tx, p, row, offset, seq, clock, place) for (tx, p, row, offset, seq, (clock, place))
+                in zip(fresh, partitions, rows, out.offsets, out.numbers, placed, strict=True)
             ), answers, out.sightings)  # fmt: skip
             fresh, partitions, rows, out.offsets, out.numbers = (
                 ready.txs, ready.partitions, ready.rows, ready.offsets, ready.numbers)  # fmt: skip
@@ -185,13 +186,13 @@ class FraudProcessor:
         fresh: list[TransactionMessage],
         rows: list[list[float]],
         out: FraudOutput,
+        placed: list[tuple[int | None, int]] | None,
     ) -> None:
         """Consecutive transactions of one partition: duplicates counted, the others' features
-        computed and folded into the state, one after the other."""
+        computed and folded into the state, one after the other (``placed``: see `process`)."""
         decisions, in_order, labels = state.decisions, state.in_order, state.labels
         features, prefixes, watermark = state.features, self.prefixes, state.watermark
         dedupe, offsets = self.dedupe_horizon_ms, out.offsets
-        linked = self.entities is not None
         for (tx, _), offset in run:
             if type(tx) is not TransactionMessage:
                 tx = as_transaction(tx)
@@ -203,9 +204,8 @@ class FraudProcessor:
                 out.duplicates += 1  # seen within the dedupe horizon, in this batch or earlier
                 continue
             rows.append(advance(features, tx, prefixes))  # its features, then its fold: no leak
-            if linked:
-                out.clocks.append(watermark)
-                out.in_order_at.append(state.in_order_trimmed + len(in_order))
+            if placed is not None:
+                placed.append((watermark, state.in_order_trimmed + len(in_order)))
             fresh.append(tx)
             offsets.append(offset)
             out.numbers.append(state.numbered)

@@ -112,11 +112,7 @@ def rows(out: Any) -> str:
     )
 
 
-LINKED = (
-    "sightings",
-    "clocks",
-    "in_order_at",
-)  # a version with entity features only (the reference has none)
+LINKED = ("sightings",)  # a version with entity features only (the reference has none)
 
 
 def customers(histories: dict[str, Any], since: int | None) -> list[Any]:
