@@ -30,13 +30,21 @@ def traffic(seed: int, count: int = 400) -> list[dict[str, Any]]:
             "ts": T0 + rng.choice((0, 1, 60_000, HOUR, DAY_MS)) * rng.randint(0, 12) + rng.randint(0, 3),
             "customer_id": f"c{rng.randint(0, 30)}",
         }
-        for name, pool in (("device_id", 12), ("card_id", 15), ("shipping_address", 10)):
-            if rng.random() < 0.9:
-                tx[name] = f"{name[:3]}{rng.randint(0, pool)}"
-        if rng.random() < 0.9:
-            tx["ip"] = f"10.{rng.randint(0, 1)}.{rng.randint(0, 3)}.{rng.randint(1, 254)}"
-        txs.append(tx)
+        txs.append(with_entities(tx, rng, (12, 15, 10), 0.9, networks=2))
     return txs
+
+
+def with_entities(
+    tx: dict[str, Any], rng: random.Random, pools: tuple[int, int, int], share: float, networks: int
+) -> dict[str, Any]:
+    """``tx`` with a device, card and shipping address drawn from small pools (sizes ``pools``)
+    and an IP in one of ``networks`` x 4 /24s, each present with probability ``share``."""
+    for name, pool in zip(("device_id", "card_id", "shipping_address"), pools, strict=True):
+        if rng.random() < share:
+            tx[name] = f"{name[:3]}{rng.randint(0, pool)}"
+    if rng.random() < share:
+        tx["ip"] = f"10.{rng.randint(0, networks - 1)}.{rng.randint(0, 3)}.{rng.randint(1, 254)}"
+    return tx
 
 
 def keys(tx: dict[str, Any]) -> dict[str, str | None]:

@@ -33,6 +33,7 @@ from streams.fraud.processor import FraudProcessor
 from streams.fraud.state import PartitionFraud
 from streams.settings import Settings
 from streams.sink import MemorySink
+from tests.unit.test_fraud_entities import with_entities
 
 T0 = 1_767_225_600_000
 SOURCES, STAGES, GRACE = 3, 2, 1_000
@@ -56,12 +57,7 @@ def traffic(seed: int, count: int = 300) -> list[dict[str, Any]]:
             "currency": "EUR", "payment_method": rng.choice(("invoice", "card")),
             "ts": ts - (rng.choice((0, 0, 0, 800, 5_000)) if i else 0),
         }  # fmt: skip
-        for name, pool in (("device_id", 6), ("card_id", 8), ("shipping_address", 5)):
-            if rng.random() < 0.85:
-                tx[name] = f"{name[:3]}{rng.randint(0, pool)}"
-        if rng.random() < 0.85:
-            tx["ip"] = f"10.0.{rng.randint(0, 3)}.{rng.randint(1, 254)}"
-        txs.append(tx)
+        txs.append(with_entities(tx, rng, (6, 8, 5), 0.85, networks=1))
     return txs
 
 
